@@ -1,0 +1,3 @@
+"""statecache cache node: aiohttp server over Redis."""
+
+__all__: list[str] = []

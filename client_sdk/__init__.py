@@ -1,0 +1,3 @@
+"""statecache device SDK."""
+
+__all__: list[str] = []

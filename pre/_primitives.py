@@ -1,0 +1,68 @@
+"""Small wrappers over `cryptography` and umbral-pre shared by the record modules."""
+
+from __future__ import annotations
+
+import hashlib
+
+import umbral_pre
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from .errors import DecodeError, SignatureError, translate
+
+DOMAIN = b"statecache/v1/"
+
+
+def digest(context: str, *parts: bytes) -> bytes:
+    """SHA-256 over a domain-separated, length-prefixed list of parts."""
+    h = hashlib.sha256(DOMAIN + context.encode() + b"\x00")
+    for part in parts:
+        h.update(len(part).to_bytes(8, "big"))
+        h.update(part)
+    return h.digest()
+
+
+def hkdf(
+    ikm: bytes, *, salt: bytes | None, info: str, extra: bytes = b"", length: int = 32
+) -> bytes:
+    return HKDF(
+        algorithm=hashes.SHA256(), length=length, salt=salt, info=DOMAIN + info.encode() + extra
+    ).derive(ikm)
+
+
+def ed25519_from_seed(seed: bytes) -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(seed)
+
+
+def ed25519_public_bytes(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes_raw()
+
+
+def ed25519_sign(key: Ed25519PrivateKey, context: str, message: bytes) -> bytes:
+    return key.sign(DOMAIN + context.encode() + b"\x00" + message)
+
+
+def ed25519_verify(public: bytes, context: str, message: bytes, signature: bytes) -> None:
+    with translate(SignatureError, f"{context} signature does not verify"):
+        Ed25519PublicKey.from_public_bytes(public).verify(
+            signature, DOMAIN + context.encode() + b"\x00" + message
+        )
+
+
+def umbral_public(data: bytes) -> umbral_pre.PublicKey:
+    with translate(DecodeError, "invalid Umbral public key"):
+        return umbral_pre.PublicKey.from_compressed_bytes(data)
+
+
+def umbral_sign(signer: umbral_pre.Signer, context: str, message: bytes) -> bytes:
+    return bytes(signer.sign(DOMAIN + context.encode() + b"\x00" + message).to_be_bytes())
+
+
+def umbral_verify(public: bytes, context: str, message: bytes, signature: bytes) -> None:
+    pk = umbral_public(public)
+    with translate(SignatureError, f"{context} signature does not verify"):
+        sig = umbral_pre.Signature.from_be_bytes(signature)
+        ok = sig.verify(pk, DOMAIN + context.encode() + b"\x00" + message)
+    if not ok:
+        raise SignatureError(f"{context} signature does not verify")

@@ -1,0 +1,165 @@
+"""Account records, device certificates and revocations, all signed by the account root."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from . import _primitives as prim
+from ._codec import Enum8, Fixed, Nested, Record, Tag, Text, UInt, wire
+from .errors import BindingError, CertificateError
+from .keys import (
+    ACCOUNT_ID_SIZE,
+    DEVICE_ID_SIZE,
+    ED25519_PUBLIC_SIZE,
+    SIGNATURE_SIZE,
+    UMBRAL_PUBLIC_SIZE,
+    AccountSecrets,
+    DeviceKeys,
+    account_id_for,
+    device_id_for,
+)
+
+__all__ = [
+    "AccountRecord",
+    "DeviceCertificate",
+    "Revocation",
+    "Role",
+    "certify_device",
+    "register_account",
+    "revoke_device",
+]
+
+U64 = UInt(8)
+DEVICE_NAME = Text(64, r"[^\x00-\x1f\x7f]{0,64}")
+
+
+class Role(enum.IntEnum):
+    MEMBER = 1  # reads and publishes snapshots
+    ADMIN = 2  # also holds the account seed: certifies, grants, revokes, rotates
+
+
+@dataclass(frozen=True)
+class AccountRecord(Record):
+    """What a node stores to know an account: its root key and kfrag verifying key.
+
+    Self-signed by the root key; the account id is the hash of the root key, so whoever
+    registers an id first must hold its root key.
+    """
+
+    TAG = Tag.ACCOUNT_RECORD
+    root_key: bytes = wire(Fixed(ED25519_PUBLIC_SIZE))
+    kfrag_verifying_key: bytes = wire(Fixed(UMBRAL_PUBLIC_SIZE))
+    created_at: int = wire(U64)
+    signature: bytes = wire(Fixed(SIGNATURE_SIZE), signature=True)
+
+    @property
+    def account_id(self) -> bytes:
+        return account_id_for(self.root_key)
+
+    def verify(self) -> AccountRecord:
+        prim.ed25519_verify(self.root_key, "account-record", self.tbs(), self.signature)
+        return self
+
+
+def register_account(account: AccountSecrets, *, now: int) -> AccountRecord:
+    unsigned = AccountRecord(
+        root_key=account.root_public,
+        kfrag_verifying_key=account.kfrag_verifying_key,
+        created_at=now,
+        signature=bytes(SIGNATURE_SIZE),
+    )
+    return unsigned.replace(signature=account._sign_root("account-record", unsigned.tbs()))
+
+
+@dataclass(frozen=True)
+class DeviceCertificate(Record):
+    """Binds a device id to its two public keys, a role and a validity window."""
+
+    TAG = Tag.DEVICE_CERTIFICATE
+    account_id: bytes = wire(Fixed(ACCOUNT_ID_SIZE))
+    device_id: bytes = wire(Fixed(DEVICE_ID_SIZE))
+    keys: DeviceKeys = wire(Nested(DeviceKeys, 128))
+    role: Role = wire(Enum8(Role))
+    not_before: int = wire(U64)
+    not_after: int = wire(U64)
+    name: str = wire(DEVICE_NAME)
+    signature: bytes = wire(Fixed(SIGNATURE_SIZE), signature=True)
+
+    def verify(
+        self,
+        account: AccountRecord,
+        *,
+        now: int,
+        revoked_at: int | None = None,
+    ) -> DeviceCertificate:
+        """Check the certificate chains to `account` and is valid at `now`.
+
+        `revoked_at` is the time of a verified revocation of this device, if any; the
+        certificate is invalid from that moment on.
+        """
+        if self.account_id != account.account_id:
+            raise CertificateError("certificate is for another account")
+        if self.device_id != device_id_for(self.keys.signing_key):
+            raise CertificateError("device id does not match its signing key")
+        prim.ed25519_verify(account.root_key, "device-certificate", self.tbs(), self.signature)
+        if not self.not_before <= now < self.not_after:
+            raise CertificateError("certificate is outside its validity window")
+        if revoked_at is not None and now >= revoked_at:
+            raise CertificateError("device is revoked")
+        return self
+
+    def verify_signature(self, context: str, message: bytes, signature: bytes) -> None:
+        """Check a signature the device made with `DeviceSecrets.sign(context, message)`."""
+        prim.ed25519_verify(self.keys.signing_key, context, message, signature)
+
+
+def certify_device(
+    account: AccountSecrets,
+    keys: DeviceKeys,
+    *,
+    role: Role,
+    not_before: int,
+    not_after: int,
+    name: str = "",
+) -> DeviceCertificate:
+    if not_after <= not_before:
+        raise ValueError("not_after must be later than not_before")
+    unsigned = DeviceCertificate(
+        account_id=account.account_id,
+        device_id=keys.device_id,
+        keys=keys,
+        role=role,
+        not_before=not_before,
+        not_after=not_after,
+        name=name,
+        signature=bytes(SIGNATURE_SIZE),
+    )
+    return unsigned.replace(signature=account._sign_root("device-certificate", unsigned.tbs()))
+
+
+@dataclass(frozen=True)
+class Revocation(Record):
+    """Ends a device's certificate from `revoked_at` on."""
+
+    TAG = Tag.REVOCATION
+    account_id: bytes = wire(Fixed(ACCOUNT_ID_SIZE))
+    device_id: bytes = wire(Fixed(DEVICE_ID_SIZE))
+    revoked_at: int = wire(U64)
+    signature: bytes = wire(Fixed(SIGNATURE_SIZE), signature=True)
+
+    def verify(self, account: AccountRecord) -> Revocation:
+        if self.account_id != account.account_id:
+            raise BindingError("revocation is for another account")
+        prim.ed25519_verify(account.root_key, "revocation", self.tbs(), self.signature)
+        return self
+
+
+def revoke_device(account: AccountSecrets, device_id: bytes, *, now: int) -> Revocation:
+    unsigned = Revocation(
+        account_id=account.account_id,
+        device_id=device_id,
+        revoked_at=now,
+        signature=bytes(SIGNATURE_SIZE),
+    )
+    return unsigned.replace(signature=account._sign_root("revocation", unsigned.tbs()))

@@ -1,0 +1,140 @@
+"""Grant shares: M-of-N Umbral key fragments from a label-epoch key to one device.
+
+Share *i* goes to node *i* only. Each share is signed by the account's kfrag signer over
+everything it is bound to (account, label, key epoch, device and its PRE key, share index,
+threshold, expiry), so a node can check it was made for exactly that device and
+label-epoch and cannot be replayed for another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import umbral_pre
+
+from . import _primitives as prim
+from ._codec import Fixed, Opaque, Record, Tag, UInt, wire
+from .capsules import KeyCapsule
+from .certificates import AccountRecord, DeviceCertificate
+from .errors import BindingError, DecodeError, FragmentError, translate
+from .keys import (
+    ACCOUNT_ID_SIZE,
+    DEVICE_ID_SIZE,
+    LABEL,
+    SIGNATURE_SIZE,
+    UMBRAL_PUBLIC_SIZE,
+    AccountSecrets,
+)
+
+__all__ = ["MAX_SHARES", "GrantShare", "VerifiedGrantShare", "make_grant", "verify_grant_share"]
+
+MAX_SHARES = 255
+_U8 = UInt(1)
+
+
+@dataclass(frozen=True)
+class GrantShare(Record):
+    TAG = Tag.GRANT_SHARE
+    account_id: bytes = wire(Fixed(ACCOUNT_ID_SIZE))
+    label: str = wire(LABEL)
+    key_epoch: int = wire(UInt(4))
+    device_id: bytes = wire(Fixed(DEVICE_ID_SIZE))
+    device_pre_key: bytes = wire(Fixed(UMBRAL_PUBLIC_SIZE))
+    share_index: int = wire(_U8)  # 1-based: node i holds share i
+    threshold: int = wire(_U8)
+    shares: int = wire(_U8)
+    expires_at: int = wire(UInt(8))
+    kfrag: bytes = wire(Opaque(1024, 1))
+    signature: bytes = wire(Fixed(SIGNATURE_SIZE), signature=True)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 1 <= self.threshold <= self.shares or not 1 <= self.share_index <= self.shares:
+            raise ValueError("need 1 <= threshold <= shares and 1 <= share_index <= shares")
+
+
+@dataclass(frozen=True)
+class VerifiedGrantShare:
+    """A share whose signature and key fragment were checked. Only `verify_grant_share`
+    makes one, and only a verified share reaches re-encryption."""
+
+    share: GrantShare
+    _kfrag: umbral_pre.VerifiedKeyFrag = field(repr=False, compare=False)
+
+
+def make_grant(
+    account: AccountSecrets,
+    capsule: KeyCapsule,
+    device: DeviceCertificate,
+    *,
+    threshold: int,
+    shares: int,
+    expires_at: int,
+) -> tuple[GrantShare, ...]:
+    """Split the label-epoch key of `capsule` into `shares` fragments for `device`."""
+    if not 1 <= threshold <= shares <= MAX_SHARES:
+        raise ValueError("need 1 <= threshold <= shares <= 255")
+    if device.account_id != account.account_id or capsule.account_id != account.account_id:
+        raise ValueError("device and capsule must belong to this account")
+    delegating = account._label_secret(capsule.label, capsule.key_epoch)
+    receiving = prim.umbral_public(device.keys.pre_key)
+    kfrags = umbral_pre.generate_kfrags(
+        delegating_sk=delegating,
+        receiving_pk=receiving,
+        signer=account._kfrag_signer,
+        threshold=threshold,
+        shares=shares,
+        sign_delegating_key=True,
+        sign_receiving_key=True,
+    )
+    out = []
+    for index, kfrag in enumerate(kfrags, start=1):
+        unsigned = GrantShare(
+            account_id=account.account_id,
+            label=capsule.label,
+            key_epoch=capsule.key_epoch,
+            device_id=device.device_id,
+            device_pre_key=device.keys.pre_key,
+            share_index=index,
+            threshold=threshold,
+            shares=shares,
+            expires_at=expires_at,
+            kfrag=bytes(kfrag),
+            signature=bytes(SIGNATURE_SIZE),
+        )
+        signature = account._sign_kfrag_context("grant-share", unsigned.tbs())
+        out.append(unsigned.replace(signature=signature))
+    return tuple(out)
+
+
+def verify_grant_share(
+    share: GrantShare,
+    *,
+    account: AccountRecord,
+    capsule: KeyCapsule,
+    device: DeviceCertificate,
+    share_index: int,
+    now: int,
+) -> VerifiedGrantShare:
+    """Server-side check that `share` is this node's share (`share_index`), unexpired, for
+    exactly `device` and the label-epoch of `capsule`. The caller has verified `capsule`
+    and `device` against `account` already."""
+    if share.account_id != account.account_id or capsule.account_id != account.account_id:
+        raise BindingError("grant share is for another account")
+    if (share.label, share.key_epoch) != (capsule.label, capsule.key_epoch):
+        raise BindingError("grant share is for another label or key epoch")
+    if share.device_id != device.device_id or share.device_pre_key != device.keys.pre_key:
+        raise BindingError("grant share is for another device")
+    if share.share_index != share_index:
+        raise BindingError("grant share is for another node")
+    if now >= share.expires_at:
+        raise BindingError("grant share has expired")
+    prim.umbral_verify(account.kfrag_verifying_key, "grant-share", share.tbs(), share.signature)
+    verifying = prim.umbral_public(account.kfrag_verifying_key)
+    delegating = prim.umbral_public(capsule.label_key)
+    receiving = prim.umbral_public(device.keys.pre_key)
+    with translate(DecodeError, "invalid key fragment encoding"):
+        kfrag = umbral_pre.KeyFrag.from_bytes(share.kfrag)
+    with translate(FragmentError, "key fragment does not verify"):
+        verified = kfrag.verify(verifying, delegating, receiving)
+    return VerifiedGrantShare(share, verified)
