@@ -14,6 +14,7 @@ from .certificates import (
     register_account,
     revoke_device,
 )
+from .digests import content_digest
 from .errors import (
     BindingError,
     CertificateError,
@@ -23,7 +24,15 @@ from .errors import (
     PreError,
     SignatureError,
 )
-from .grants import MAX_SHARES, GrantShare, VerifiedGrantShare, make_grant, verify_grant_share
+from .grants import (
+    MAX_SHARES,
+    GrantShare,
+    VerifiedGrantShare,
+    attest_grant_share,
+    make_grant,
+    restore_grant_share,
+    verify_grant_share,
+)
 from .keys import (
     ACCOUNT_ID_SIZE,
     DEVICE_ID_SIZE,
@@ -36,6 +45,7 @@ from .keys import (
     label_for_group,
 )
 from .keystore import open_with_passphrase, seal_with_passphrase
+from .nodes import NodeSecrets, RevocationReceipt, ShareRef, node_id_for
 from .reencryption import (
     CapsuleFragment,
     VerifiedCapsuleFragment,
@@ -77,27 +87,34 @@ __all__ = [
     "GrantShare",
     "Kek",
     "KeyCapsule",
+    "NodeSecrets",
     "PreError",
     "Revocation",
+    "RevocationReceipt",
     "Role",
     "SealedSnapshot",
+    "ShareRef",
     "SignatureError",
     "SnapshotHeader",
     "VerifiedCapsuleFragment",
     "VerifiedGrantShare",
     "account_id_for",
+    "attest_grant_share",
     "certify_device",
+    "content_digest",
     "create_key_capsule",
     "device_id_for",
     "epoch_authenticator_hash",
     "label_for_group",
     "make_grant",
+    "node_id_for",
     "open_key_capsule",
     "open_key_capsule_as_owner",
     "open_snapshot",
     "open_with_passphrase",
     "reencrypt",
     "register_account",
+    "restore_grant_share",
     "revoke_device",
     "seal_snapshot",
     "seal_with_passphrase",

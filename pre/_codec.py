@@ -41,6 +41,7 @@ class Tag(enum.IntEnum):
     PASSPHRASE_BOX = 0x40
     NODE_SECRETS = 0x50
     REVOCATION_RECEIPT = 0x51
+    SHARE_REF = 0x52
 
 
 class Writer:

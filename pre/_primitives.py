@@ -50,6 +50,16 @@ def ed25519_verify(public: bytes, context: str, message: bytes, signature: bytes
         )
 
 
+def ed25519_sign_raw(key: Ed25519PrivateKey, message: bytes) -> bytes:
+    """Plain Ed25519, for formats that fix their own signed bytes (RFC 9421 signature base)."""
+    return key.sign(message)
+
+
+def ed25519_verify_raw(public: bytes, message: bytes, signature: bytes) -> None:
+    with translate(SignatureError, "signature does not verify"):
+        Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
+
+
 def umbral_public(data: bytes) -> umbral_pre.PublicKey:
     with translate(DecodeError, "invalid Umbral public key"):
         return umbral_pre.PublicKey.from_compressed_bytes(data)
@@ -59,7 +69,14 @@ def umbral_sign(signer: umbral_pre.Signer, context: str, message: bytes) -> byte
     return bytes(signer.sign(DOMAIN + context.encode() + b"\x00" + message).to_be_bytes())
 
 
+# secp256k1 group order. umbral-pre accepts both (r, s) and (r, n - s); only the low-S form
+# is accepted here so that every signed record has exactly one valid encoding.
+_SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
 def umbral_verify(public: bytes, context: str, message: bytes, signature: bytes) -> None:
+    if len(signature) != 64 or int.from_bytes(signature[32:], "big") > _SECP256K1_N // 2:
+        raise SignatureError(f"{context} signature is not in low-S form")
     pk = umbral_public(public)
     with translate(SignatureError, f"{context} signature does not verify"):
         sig = umbral_pre.Signature.from_be_bytes(signature)

@@ -31,7 +31,9 @@ __all__ = [
 ]
 
 U64 = UInt(8)
-DEVICE_NAME = Text(64, r"[^\x00-\x1f\x7f]{0,64}")
+# A display name: no control characters (C0, C1) and no line or bidi-override marks that
+# could disguise it in an admin's device list.
+DEVICE_NAME = Text(64, "[^\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]{0,64}")
 
 
 class Role(enum.IntEnum):
@@ -112,6 +114,10 @@ class DeviceCertificate(Record):
     def verify_signature(self, context: str, message: bytes, signature: bytes) -> None:
         """Check a signature the device made with `DeviceSecrets.sign(context, message)`."""
         prim.ed25519_verify(self.keys.signing_key, context, message, signature)
+
+    def verify_request(self, signature_base: bytes, signature: bytes) -> None:
+        """Check an RFC 9421 request signature made with `DeviceSecrets.sign_request`."""
+        prim.ed25519_verify_raw(self.keys.signing_key, signature_base, signature)
 
 
 def certify_device(

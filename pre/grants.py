@@ -8,6 +8,7 @@ label-epoch and cannot be replayed for another.
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass, field
 
 import umbral_pre
@@ -16,7 +17,7 @@ from . import _primitives as prim
 from ._codec import Fixed, Opaque, Record, Tag, UInt, wire
 from .capsules import KeyCapsule
 from .certificates import AccountRecord, DeviceCertificate
-from .errors import BindingError, DecodeError, FragmentError, translate
+from .errors import BindingError, DecodeError, FragmentError, SignatureError, translate
 from .keys import (
     ACCOUNT_ID_SIZE,
     DEVICE_ID_SIZE,
@@ -25,8 +26,17 @@ from .keys import (
     UMBRAL_PUBLIC_SIZE,
     AccountSecrets,
 )
+from .nodes import NodeSecrets
 
-__all__ = ["MAX_SHARES", "GrantShare", "VerifiedGrantShare", "make_grant", "verify_grant_share"]
+__all__ = [
+    "MAX_SHARES",
+    "GrantShare",
+    "VerifiedGrantShare",
+    "attest_grant_share",
+    "make_grant",
+    "restore_grant_share",
+    "verify_grant_share",
+]
 
 MAX_SHARES = 255
 _U8 = UInt(1)
@@ -119,16 +129,14 @@ def verify_grant_share(
     """Server-side check that `share` is this node's share (`share_index`), unexpired, for
     exactly `device` and the label-epoch of `capsule`. The caller has verified `capsule`
     and `device` against `account` already."""
-    if share.account_id != account.account_id or capsule.account_id != account.account_id:
-        raise BindingError("grant share is for another account")
-    if (share.label, share.key_epoch) != (capsule.label, capsule.key_epoch):
-        raise BindingError("grant share is for another label or key epoch")
-    if share.device_id != device.device_id or share.device_pre_key != device.keys.pre_key:
-        raise BindingError("grant share is for another device")
-    if share.share_index != share_index:
-        raise BindingError("grant share is for another node")
-    if now >= share.expires_at:
-        raise BindingError("grant share has expired")
+    _check_binding(
+        share,
+        account_id=account.account_id,
+        capsule=capsule,
+        device=device,
+        share_index=share_index,
+        now=now,
+    )
     prim.umbral_verify(account.kfrag_verifying_key, "grant-share", share.tbs(), share.signature)
     verifying = prim.umbral_public(account.kfrag_verifying_key)
     delegating = prim.umbral_public(capsule.label_key)
@@ -138,3 +146,62 @@ def verify_grant_share(
     with translate(FragmentError, "key fragment does not verify"):
         verified = kfrag.verify(verifying, delegating, receiving)
     return VerifiedGrantShare(share, verified)
+
+
+def _check_binding(
+    share: GrantShare,
+    *,
+    account_id: bytes,
+    capsule: KeyCapsule,
+    device: DeviceCertificate,
+    share_index: int,
+    now: int,
+) -> None:
+    if (
+        share.account_id != account_id
+        or capsule.account_id != account_id
+        or device.account_id != account_id
+    ):
+        raise BindingError("grant share is for another account")
+    if (share.label, share.key_epoch) != (capsule.label, capsule.key_epoch):
+        raise BindingError("grant share is for another label or key epoch")
+    if share.device_id != device.device_id or share.device_pre_key != device.keys.pre_key:
+        raise BindingError("grant share is for another device")
+    if share.share_index != share_index:
+        raise BindingError("grant share is for another node")
+    if now >= share.expires_at:
+        raise BindingError("grant share has expired")
+
+
+def attest_grant_share(node: NodeSecrets, share: VerifiedGrantShare) -> bytes:
+    """A node's MAC over a share it has verified, stored beside it, so re-encryption can
+    later skip the costly signature and kfrag proofs without trusting storage blindly."""
+    return node._mac("grant-share", share.share.to_bytes())
+
+
+def restore_grant_share(
+    node: NodeSecrets,
+    share: GrantShare,
+    attestation: bytes,
+    *,
+    capsule: KeyCapsule,
+    device: DeviceCertificate,
+    share_index: int,
+    now: int,
+) -> VerifiedGrantShare:
+    """The verified share again, from storage: checks this node's attestation and the
+    share's binding to `capsule`, `device`, node and time (all cheap)."""
+    expected = node._mac("grant-share", share.to_bytes())
+    if not hmac.compare_digest(expected, attestation):
+        raise SignatureError("grant share attestation does not verify")
+    _check_binding(
+        share,
+        account_id=share.account_id,
+        capsule=capsule,
+        device=device,
+        share_index=share_index,
+        now=now,
+    )
+    with translate(DecodeError, "invalid key fragment encoding"):
+        kfrag = umbral_pre.KeyFrag.from_bytes(share.kfrag)
+    return VerifiedGrantShare(share, kfrag.skip_verification())

@@ -173,3 +173,10 @@ class DeviceSecrets(Record):
     def sign(self, context: str, message: bytes) -> bytes:
         """Sign `message` under a domain-separation `context` (e.g. "http-request")."""
         return prim.ed25519_sign(self._signing, context, message)
+
+    def sign_request(self, signature_base: bytes) -> bytes:
+        """Ed25519 over an RFC 9421 signature base, as that RFC specifies (no context).
+
+        Cannot collide with the domain-separated signatures: a signature base starts with
+        `"@method"`, never with `statecache/v1/`."""
+        return prim.ed25519_sign_raw(self._signing, signature_base)

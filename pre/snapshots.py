@@ -134,7 +134,11 @@ def seal_snapshot(
     epoch_authenticator: bytes | None = None,
     salt: bytes | None = None,
 ) -> SealedSnapshot:
-    """Seal `plaintext` as the snapshot of (group, kind) at `mls_epoch`, chained to `prev`."""
+    """Seal `plaintext` as the snapshot of (group, kind) at `mls_epoch`, chained to `prev`.
+
+    Leave `salt` unset outside known-answer tests: the DEK is unique only because the salt
+    is random, and two plaintexts sealed under one header and salt would share a keystream.
+    """
     if len(plaintext) > MAX_SNAPSHOT_PLAINTEXT:
         raise ValueError("snapshot plaintext too large")
     header = SnapshotHeader(
@@ -167,12 +171,16 @@ def open_snapshot(
     author: DeviceCertificate,
     *,
     expect_prev_hash: bytes | _Unchecked | None = UNCHECKED,
+    group_id: bytes | None = None,
+    kind: str | None = None,
     tree_hash: bytes | None = None,
     epoch_authenticator: bytes | None = None,
 ) -> bytes:
     """Verify and decrypt. `author` must already be verified against the account root.
 
     `expect_prev_hash` checks the chain (None: this must be the first snapshot);
+    `group_id` / `kind`, when given, must be the snapshot's (under the `account` label one
+    KEK opens every group, so a node could otherwise serve one group's state as another's);
     `tree_hash` / `epoch_authenticator`, when given (from the delivery service's view of the
     group), must match what the author recorded.
     """
@@ -184,6 +192,10 @@ def open_snapshot(
         kek.key_epoch,
     ):
         raise BindingError("snapshot is sealed under another label or key epoch")
+    if (group_id is not None and header.group_id != group_id) or (
+        kind is not None and header.kind != kind
+    ):
+        raise BindingError("snapshot is for another group or kind")
     if expect_prev_hash is not UNCHECKED and header.prev_hash != expect_prev_hash:
         raise BindingError("snapshot does not chain to the expected previous snapshot")
     if tree_hash is not None and (

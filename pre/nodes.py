@@ -1,0 +1,123 @@
+"""A cache node's own identity and the signed receipts it gives for revocations."""
+
+from __future__ import annotations
+
+import hmac
+import os
+from dataclasses import dataclass
+from functools import cached_property
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from . import _primitives as prim
+from ._codec import Fixed, Nested, Record, Seq, Tag, UInt, hidden_repr, wire
+from .errors import BindingError
+from .keys import (
+    ACCOUNT_ID_SIZE,
+    DEVICE_ID_SIZE,
+    ED25519_PUBLIC_SIZE,
+    LABEL,
+    SEED_SIZE,
+    SIGNATURE_SIZE,
+)
+
+__all__ = ["MAX_RECEIPT_SHARES", "NodeSecrets", "RevocationReceipt", "ShareRef", "node_id_for"]
+
+MAX_RECEIPT_SHARES = 4096
+NODE_ID_SIZE = 16
+
+
+def node_id_for(public_key: bytes) -> bytes:
+    return prim.digest("node-id", public_key)[:NODE_ID_SIZE]
+
+
+@dataclass(frozen=True)
+class ShareRef(Record):
+    """Names one grant share: (label, key epoch) of one device."""
+
+    TAG = Tag.SHARE_REF
+    label: str = wire(LABEL)
+    key_epoch: int = wire(UInt(4))
+
+
+@dataclass(frozen=True)
+class RevocationReceipt(Record):
+    """A node's signed statement: it refuses `device_id` and deleted these shares."""
+
+    TAG = Tag.REVOCATION_RECEIPT
+    node_key: bytes = wire(Fixed(ED25519_PUBLIC_SIZE))
+    account_id: bytes = wire(Fixed(ACCOUNT_ID_SIZE))
+    device_id: bytes = wire(Fixed(DEVICE_ID_SIZE))
+    revoked_at: int = wire(UInt(8))
+    processed_at: int = wire(UInt(8))
+    deleted: tuple[ShareRef, ...] = wire(Seq(Nested(ShareRef, 256), MAX_RECEIPT_SHARES))
+    signature: bytes = wire(Fixed(SIGNATURE_SIZE), signature=True)
+
+    @property
+    def node_id(self) -> bytes:
+        return node_id_for(self.node_key)
+
+    def verify(self, node_key: bytes) -> RevocationReceipt:
+        """Check the receipt was signed by the node whose public key the caller pinned."""
+        prim.ed25519_verify(node_key, "revocation-receipt", self.tbs(), self.signature)
+        if node_key != self.node_key:
+            raise BindingError("receipt names another node")
+        return self
+
+
+@dataclass(frozen=True, repr=False, eq=False)
+class NodeSecrets(Record):
+    """A node's Ed25519 seed, kept in its data directory."""
+
+    TAG = Tag.NODE_SECRETS
+    seed: bytes = wire(Fixed(SEED_SIZE))
+
+    @classmethod
+    def generate(cls) -> NodeSecrets:
+        return cls(os.urandom(SEED_SIZE))
+
+    def __repr__(self) -> str:
+        return hidden_repr("NodeSecrets", ("node_id", self.node_id.hex()))
+
+    @cached_property
+    def _key(self) -> Ed25519PrivateKey:
+        return prim.ed25519_from_seed(self.seed)
+
+    @cached_property
+    def public_key(self) -> bytes:
+        return prim.ed25519_public_bytes(self._key)
+
+    @property
+    def node_id(self) -> bytes:
+        return node_id_for(self.public_key)
+
+    def _mac(self, context: str, message: bytes) -> bytes:
+        return hmac.new(
+            self._mac_key, prim.DOMAIN + context.encode() + b"\x00" + message, "sha256"
+        ).digest()
+
+    @cached_property
+    def _mac_key(self) -> bytes:
+        return prim.hkdf(self.seed, salt=None, info="node-attestation")
+
+    def sign_receipt(
+        self,
+        *,
+        account_id: bytes,
+        device_id: bytes,
+        revoked_at: int,
+        deleted: tuple[ShareRef, ...],
+        now: int,
+    ) -> RevocationReceipt:
+        unsigned = RevocationReceipt(
+            node_key=self.public_key,
+            account_id=account_id,
+            device_id=device_id,
+            revoked_at=revoked_at,
+            processed_at=now,
+            deleted=deleted,
+            signature=bytes(SIGNATURE_SIZE),
+        )
+        return unsigned.replace(
+            signature=prim.ed25519_sign(self._key, "revocation-receipt", unsigned.tbs())
+        )

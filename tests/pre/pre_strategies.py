@@ -1,0 +1,110 @@
+"""Hypothesis strategies for every `pre` record, derived from its field specs.
+
+Each field's strategy follows its `wire(...)` spec in `pre/_codec.py` (integer widths,
+fixed sizes, vector bounds, text patterns, enumerations, optional and nested values);
+records with cross-field rules (`__post_init__`) get those few fields drawn together.
+Values are valid field contents, not valid cryptography: a generated certificate's
+signature does not verify, which the codec neither knows nor cares about.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from hypothesis import strategies as st
+
+from pre import DeviceSecrets, GrantShare, SnapshotHeader, label_for_group
+from pre._codec import Enum8, Fixed, Maybe, Nested, Opaque, Record, Seq, Spec, Text, UInt
+from pre.keystore import _PassphraseBox
+
+# Long vectors are legal but slow to generate and add nothing past a few hundred bytes.
+MAX_GENERATED_BYTES = 300
+MAX_GENERATED_ITEMS = 4
+SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+def for_spec(spec: Spec[Any]) -> st.SearchStrategy[Any]:
+    match spec:
+        case UInt():
+            return st.integers(0, spec.limit - 1)
+        case Fixed():
+            return st.binary(min_size=spec.size, max_size=spec.size)
+        case Opaque():
+            upper = min(spec.max_size, max(spec.min_size, MAX_GENERATED_BYTES))
+            return st.binary(min_size=spec.min_size, max_size=upper)
+        case Text():
+            limit = spec.max_bytes
+            return st.from_regex(spec.pattern, fullmatch=True).filter(
+                lambda s: len(s.encode()) <= limit
+            )
+        case Enum8():
+            return st.sampled_from(list(spec.cls))
+        case Maybe():
+            return st.none() | for_spec(spec.inner)
+        case Seq():
+            inner = for_spec(spec.inner)
+            size = min(spec.max_items, MAX_GENERATED_ITEMS)
+            return st.lists(inner, max_size=size).map(tuple)
+        case Nested():
+            return records(spec.cls)
+    raise TypeError(f"no strategy for {type(spec).__name__}")
+
+
+def field_strategies(cls: type[Record]) -> dict[str, st.SearchStrategy[Any]]:
+    return {
+        f.name: for_spec(f.metadata["spec"])
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+    }
+
+
+@st.composite
+def _grant_shares(draw: st.DrawFn) -> GrantShare:
+    shares = draw(st.integers(1, 255))
+    counts = {
+        "shares": st.just(shares),
+        "threshold": st.integers(1, shares),
+        "share_index": st.integers(1, shares),
+    }
+    return draw(st.builds(GrantShare, **{**field_strategies(GrantShare), **counts}))
+
+
+@st.composite
+def _snapshot_headers(draw: st.DrawFn) -> SnapshotHeader:
+    fields = field_strategies(SnapshotHeader)
+    group_id = draw(fields["group_id"])
+    label = draw(st.sampled_from(["account", label_for_group(group_id)]))
+    return draw(
+        st.builds(
+            SnapshotHeader, **{**fields, "group_id": st.just(group_id), "label": st.just(label)}
+        )
+    )
+
+
+_SPECIAL: dict[type[Record], st.SearchStrategy[Any]] = {
+    GrantShare: _grant_shares(),
+    SnapshotHeader: _snapshot_headers(),
+    DeviceSecrets: st.builds(
+        DeviceSecrets,
+        **{
+            **field_strategies(DeviceSecrets),
+            "pre_secret": st.integers(1, SECP256K1_ORDER - 1).map(lambda n: n.to_bytes(32, "big")),
+        },
+    ),
+    _PassphraseBox: st.builds(
+        _PassphraseBox,
+        **{
+            **field_strategies(_PassphraseBox),
+            "log2_n": st.integers(10, 20),
+            "r": st.integers(1, 8),
+            "p": st.integers(1, 4),
+        },
+    ),
+}
+
+
+def records(cls: type[Record]) -> st.SearchStrategy[Any]:
+    """Valid instances of `cls`, built with `st.builds` from its field specs."""
+    if cls in _SPECIAL:
+        return _SPECIAL[cls]
+    return st.deferred(lambda: st.builds(cls, **field_strategies(cls)))
