@@ -1,0 +1,197 @@
+"""Thin handlers: parse the request into wire models, call the service, respond."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from ..errors import Code, ServiceError
+from ..protocol import models as m
+from ..protocol.b64 import decode_b64url
+from .keys import METRICS, OPENAPI, SETTINGS, caller, services
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _validation_detail(exc: ValidationError) -> str:
+    """Where and what, never the offending value (it may be large or sensitive)."""
+    first = exc.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(p) for p in first["loc"]) or "body"
+    return f"{where}: {first['msg']}"[:300]
+
+
+async def parse_body(request: web.Request, model: type[M]) -> M:
+    if request.content_type != "application/json":
+        raise ServiceError(Code.UNSUPPORTED_MEDIA_TYPE)
+    raw = await request.read()
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise ServiceError(Code.MALFORMED, _validation_detail(exc)) from exc
+
+
+def parse_query(request: web.Request, model: type[M]) -> M:
+    if any(len(v) > 1 for v in (request.query.getall(k) for k in request.query)):
+        raise ServiceError(Code.MALFORMED, "a query parameter is repeated")
+    try:
+        return model.model_validate(dict(request.query))
+    except ValidationError as exc:
+        raise ServiceError(Code.MALFORMED, _validation_detail(exc)) from exc
+
+
+def respond(model: BaseModel, status: int = 200) -> web.Response:
+    return web.Response(
+        body=model.model_dump_json().encode(), status=status, content_type="application/json"
+    )
+
+
+def _key_epoch(request: web.Request) -> int:
+    return int(request.match_info["key_epoch"])  # the route pattern admits digits only
+
+
+# accounts and devices
+
+
+async def register_account(request: web.Request) -> web.Response:
+    body = await parse_body(request, m.RegisterAccountRequest)
+    info, created = await services(request).accounts.register(body)
+    return respond(info, 201 if created else 200)
+
+
+async def get_account(request: web.Request) -> web.Response:
+    return respond(services(request).accounts.account_info(caller(request)))
+
+
+async def list_devices(request: web.Request) -> web.Response:
+    return respond(await services(request).accounts.list_devices(caller(request)))
+
+
+async def put_device(request: web.Request) -> web.Response:
+    body = await parse_body(request, m.DeviceCertificateBody)
+    device_id = request.match_info["device_id"]
+    created = await services(request).accounts.put_device(caller(request), device_id, body)
+    entry = m.DeviceEntry(device_id=device_id, certificate=body.certificate)
+    return respond(entry, 201 if created else 200)
+
+
+async def revoke_device(request: web.Request) -> web.Response:
+    body = await parse_body(request, m.RevocationBody)
+    receipt = await services(request).accounts.revoke(
+        caller(request), request.match_info["device_id"], body
+    )
+    return respond(receipt)
+
+
+# key capsules and grants
+
+
+async def list_capsules(request: web.Request) -> web.Response:
+    return respond(await services(request).delegation.list_capsules(caller(request)))
+
+
+async def put_capsule(request: web.Request) -> web.Response:
+    body = await parse_body(request, m.KeyCapsuleBody)
+    label, epoch = request.match_info["label"], _key_epoch(request)
+    created = await services(request).delegation.put_capsule(caller(request), label, epoch, body)
+    entry = m.CapsuleEntry(label=label, key_epoch=epoch, current=True, capsule=body.capsule)
+    return respond(entry, 201 if created else 200)
+
+
+async def put_grant(request: web.Request) -> web.Response:
+    body = await parse_body(request, m.GrantShareBody)
+    await services(request).delegation.put_grant(
+        caller(request),
+        request.match_info["device_id"],
+        request.match_info["label"],
+        _key_epoch(request),
+        body,
+    )
+    return web.Response(status=204)
+
+
+# snapshots
+
+
+async def publish_snapshots(request: web.Request) -> web.Response:
+    body = await parse_body(request, m.PublishRequest)
+    settings = request.app[SETTINGS]
+    if len(body.snapshots) > settings.max_batch:
+        raise ServiceError(Code.TOO_LARGE, f"at most {settings.max_batch} snapshots per request")
+    result = await services(request).snapshots.publish(caller(request), body)
+    counter = request.app[METRICS].snapshots
+    for item in result.results:
+        counter.labels(item.code or item.status.value).inc()
+    return respond(result)
+
+
+async def put_snapshot(request: web.Request) -> web.Response:
+    body = await parse_body(request, m.SnapshotBody)
+    group = decode_b64url(request.match_info["group_id"], max_bytes=m.MAX_GROUP_ID_SIZE)
+    result = await services(request).snapshots.publish_single(
+        caller(request), body.snapshot, group_id=group, kind=request.match_info["kind"]
+    )
+    request.app[METRICS].snapshots.labels(result.status.value).inc()
+    return respond(result, 201 if result.status is m.PublishStatus.STORED else 200)
+
+
+async def list_snapshots(request: web.Request) -> web.Response:
+    query = parse_query(request, m.SnapshotQuery)
+    return respond(await services(request).snapshots.list(caller(request), query))
+
+
+# re-encryption
+
+
+async def reencrypt(request: web.Request) -> web.Response:
+    body = await parse_body(request, m.ReencryptRequest)
+    settings = request.app[SETTINGS]
+    if body.items is not None and len(body.items) > settings.max_batch:
+        raise ServiceError(Code.TOO_LARGE, f"at most {settings.max_batch} items per request")
+    result = await services(request).reencryption.reencrypt(caller(request), body)
+    counter = request.app[METRICS].reencryptions
+    for item in result.results:
+        counter.labels("ok" if item.fragment is not None else (item.code or "error")).inc()
+    return respond(result)
+
+
+# node and operations
+
+
+async def node_info(request: web.Request) -> web.Response:
+    node = services(request).node
+    info = m.NodeInfo(
+        node_id=node.node_id.hex(),
+        public_key=node.public_key,
+        share_index=request.app[SETTINGS].share_index,
+        version=VERSION,
+    )
+    return respond(info)
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[OPENAPI], content_type="application/json")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        ready = await services(request).storage.ping()
+    except Exception:  # any storage failure means "not ready"
+        ready = False
+    if not ready:
+        raise ServiceError(Code.UNAVAILABLE, "storage is not reachable")
+    return web.json_response({"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(
+        body=request.app[METRICS].render(), content_type="text/plain", charset="utf-8"
+    )
+
+
+VERSION = "0.1.0"

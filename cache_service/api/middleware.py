@@ -1,0 +1,129 @@
+"""The two middlewares every request passes through.
+
+`errors_and_metrics` (outermost) is the one place errors become HTTP: `ServiceError` →
+its status and RFC 9457 problem+json; aiohttp's own refusals (unknown route, wrong method,
+body over the limit) → the same shape; anything unexpected → a bare 500 problem with no
+text from the exception, logged here. It also counts and times every request.
+
+`authenticate` signs in the calling device for every route not marked public, so a new
+route is authenticated unless someone decides otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import redis.exceptions
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from ..errors import Code, ServiceError
+from ..service.auth import SignedRequest
+from .keys import CALLER, METRICS, services
+
+log = logging.getLogger("statecache.http")
+
+PUBLIC_ROUTES = frozenset(
+    {"register_account", "node_info", "openapi", "healthz", "readyz", "metrics"}
+)
+PROBLEM_JSON = "application/problem+json"
+
+_AUTH_CODES = frozenset(c.value for c in (Code.UNAUTHENTICATED, Code.REPLAYED, Code.CLOCK_SKEW))
+_HTTP_CODES = {
+    404: Code.NOT_FOUND,
+    405: Code.METHOD_NOT_ALLOWED,
+    413: Code.TOO_LARGE,
+    415: Code.UNSUPPORTED_MEDIA_TYPE,
+}
+
+
+def problem_response(error: ServiceError) -> web.Response:
+    headers = {}
+    if "retry_after" in error.extra:
+        headers["Retry-After"] = str(error.extra["retry_after"])
+    return web.json_response(
+        error.problem(), status=error.status, content_type=PROBLEM_JSON, headers=headers
+    )
+
+
+def _route_name(request: web.Request) -> str:
+    info = request.match_info
+    route = getattr(info, "route", None)
+    name = getattr(route, "name", None)
+    return name or "unmatched"
+
+
+@web.middleware
+async def errors_and_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    route = _route_name(request)
+    response: web.StreamResponse
+    extra: dict[str, Any] = {}
+    try:
+        response = await handler(request)
+    except ServiceError as exc:
+        response = problem_response(exc)
+        extra["code"] = exc.code.value
+    except web.HTTPException as exc:
+        code = _HTTP_CODES.get(exc.status)
+        if code is None:
+            code = Code.MALFORMED if 400 <= exc.status < 500 else Code.UNAVAILABLE
+        response = problem_response(ServiceError(code))
+        extra["code"] = code.value
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        log.warning("storage unavailable", extra={"route": route})
+        response = problem_response(ServiceError(Code.UNAVAILABLE, "try again shortly"))
+        extra["code"] = Code.UNAVAILABLE.value
+    except Exception:
+        log.exception("unhandled error", extra={"route": route})
+        response = web.json_response(
+            {"type": "about:blank", "title": "Internal error", "status": 500, "code": "internal"},
+            status=500,
+            content_type=PROBLEM_JSON,
+        )
+    elapsed = time.perf_counter() - started
+    metrics = request.app[METRICS]
+    metrics.requests.labels(route, request.method, str(response.status)).inc()
+    metrics.latency.labels(route).observe(elapsed)
+    if extra.get("code") in _AUTH_CODES:
+        metrics.auth_rejections.labels(extra["code"]).inc()
+    caller = request.get(CALLER)
+    log.info(
+        "request",
+        extra={
+            "route": route,
+            "method": request.method,
+            "status": response.status,
+            "ms": round(elapsed * 1000, 2),
+            "account": request.match_info.get("account_id"),
+            "device": getattr(caller, "device_id", None),
+            **extra,
+        },
+    )
+    return response
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if _route_name(request) in PUBLIC_ROUTES or _route_name(request) == "unmatched":
+        return await handler(request)
+    account_id = request.match_info.get("account_id")
+    if account_id is None:  # every authenticated route is under /v1/accounts/{account_id}
+        raise ServiceError(Code.NOT_FOUND)
+    body = await request.read()
+    url = request.rel_url
+    request[CALLER] = await services(request).authenticator.authenticate(
+        account_id,
+        SignedRequest(
+            method=request.method,
+            path=url.raw_path,
+            query=url.raw_query_string,
+            body=body,
+            content_digest=request.headers.get("Content-Digest"),
+            signature_input=request.headers.get("Signature-Input"),
+            signature=request.headers.get("Signature"),
+        ),
+    )
+    return await handler(request)

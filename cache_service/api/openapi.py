@@ -1,0 +1,96 @@
+"""OpenAPI 3.1 generated from the route table and the wire models, so it cannot drift."""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from ..protocol import models as m
+from .routes import PARAM_SCHEMAS, ROUTES
+
+_PARAM = re.compile(r"\{(\w+)(?::[^{}]*(?:\{[^{}]*\}[^{}]*)*)?\}")
+
+
+def _openapi_path(path: str) -> tuple[str, list[str]]:
+    names: list[str] = []
+
+    def strip(match: re.Match[str]) -> str:
+        names.append(match.group(1))
+        return "{" + match.group(1) + "}"
+
+    return _PARAM.sub(strip, path), names
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    models: set[type[BaseModel]] = {m.Problem}
+    for route in ROUTES:
+        models.update(x for x in (route.body, *route.responses.values()) if x is not None)
+    keyed, schema = models_json_schema(
+        [(model, "validation") for model in sorted(models, key=lambda x: x.__name__)],
+        ref_template="#/components/schemas/{model}",
+    )
+    refs = {model: keyed[(model, "validation")]["$ref"] for model in models}
+
+    problem = {"application/problem+json": {"schema": {"$ref": refs[m.Problem]}}}
+    paths: dict[str, dict[str, Any]] = {}
+    for route in ROUTES:
+        path, names = _openapi_path(route.path)
+        op: dict[str, Any] = {"operationId": route.name, "summary": route.summary}
+        params = [
+            {"name": n, "in": "path", "required": True, "schema": PARAM_SCHEMAS[n]} for n in names
+        ]
+        if route.query is not None:
+            for name, fld in route.query.model_fields.items():
+                params.append(
+                    {
+                        "name": name,
+                        "in": "query",
+                        "required": fld.is_required(),
+                        "schema": route.query.model_json_schema()["properties"][name],
+                    }
+                )
+        if params:
+            op["parameters"] = params
+        if route.body is not None:
+            op["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": refs[route.body]}}},
+            }
+        responses: dict[str, Any] = {}
+        for status, model in route.responses.items():
+            if model is None:
+                responses[str(status)] = {"description": "done"}
+            else:
+                responses[str(status)] = {
+                    "description": "ok",
+                    "content": {"application/json": {"schema": {"$ref": refs[model]}}},
+                }
+        if not route.responses:
+            responses["200"] = {"description": "ok"}
+        responses["4XX"] = {"description": "refused", "content": problem}
+        op["responses"] = responses
+        if not route.public:
+            op["security"] = [{"httpMessageSignature": []}]
+        paths.setdefault(path, {})[route.method.lower()] = op
+
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "statecache node", "version": "1"},
+        "paths": paths,
+        "components": {
+            "schemas": schema.get("$defs", {}),
+            "securitySchemes": {
+                "httpMessageSignature": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "Signature",
+                    "description": "RFC 9421 with Ed25519; see cache_service/protocol/httpsig.py",
+                }
+            },
+        },
+    }

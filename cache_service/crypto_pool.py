@@ -1,0 +1,113 @@
+"""Re-encryption off the event loop.
+
+umbral-pre holds the GIL while it computes, so threads would not add throughput: batches
+go to a process pool sized to the cores. Each worker holds the node's attestation key
+(given once, at start) and re-checks every stored share's attestation and binding before
+re-encrypting with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+from concurrent.futures import Executor, ProcessPoolExecutor
+
+import pre
+
+__all__ = ["ReencryptPool", "WorkItem", "WorkResult"]
+
+# (stored share: attestation || GrantShare, KeyCapsule) -> (CapsuleFragment, error code)
+WorkItem = tuple[bytes, bytes]
+WorkResult = tuple[bytes | None, str | None]
+
+ATTESTATION_SIZE = 32
+_MIN_CHUNK = 8
+
+_node: pre.NodeSecrets | None = None
+
+
+def _init_worker(node_seed: bytes) -> None:
+    global _node  # noqa: PLW0603 - per-process state set once by the pool initializer
+    _node = pre.NodeSecrets(node_seed)
+
+
+def reencrypt_batch(
+    certificate: bytes, share_index: int, now: int, items: list[WorkItem]
+) -> list[WorkResult]:
+    """Runs in a worker. Each item fails on its own, as a short error code."""
+    assert _node is not None, "worker not initialised"
+    device = pre.DeviceCertificate.from_bytes(certificate)
+    out: list[WorkResult] = []
+    for stored, capsule_bytes in items:
+        try:
+            share = pre.GrantShare.from_bytes(stored[ATTESTATION_SIZE:])
+            capsule = pre.KeyCapsule.from_bytes(capsule_bytes)
+            verified = pre.restore_grant_share(
+                _node,
+                share,
+                stored[:ATTESTATION_SIZE],
+                capsule=capsule,
+                device=device,
+                share_index=share_index,
+                now=now,
+            )
+            out.append((pre.reencrypt(capsule, verified).to_bytes(), None))
+        except pre.BindingError:
+            out.append((None, "grant_not_applicable"))
+        except pre.PreError:
+            out.append((None, "grant_invalid"))
+    return out
+
+
+class ReencryptPool:
+    """`workers` processes; 0 runs batches inline (tests and tiny deployments)."""
+
+    def __init__(self, node: pre.NodeSecrets, workers: int) -> None:
+        self._workers = workers
+        self._executor: Executor | None = None
+        if workers > 0:
+            self._executor = ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(node.seed,),
+            )
+        else:
+            _init_worker(node.seed)
+
+    async def run(
+        self, certificate: bytes, share_index: int, now: int, items: list[WorkItem]
+    ) -> list[WorkResult]:
+        if not items:
+            return []
+        if self._executor is None:
+            return reencrypt_batch(certificate, share_index, now, items)
+        loop = asyncio.get_running_loop()
+        size = max(_MIN_CHUNK, -(-len(items) // self._workers))
+        chunks = [items[i : i + size] for i in range(0, len(items), size)]
+        parts = await asyncio.gather(
+            *(
+                loop.run_in_executor(
+                    self._executor, reencrypt_batch, certificate, share_index, now, chunk
+                )
+                for chunk in chunks
+            )
+        )
+        return [result for part in parts for result in part]
+
+    async def warm_up(self) -> None:
+        """Start every worker now rather than on the first request."""
+        if self._executor is None:
+            return
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(
+            *(loop.run_in_executor(self._executor, _noop) for _ in range(self._workers))
+        )
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _noop() -> None:
+    return None

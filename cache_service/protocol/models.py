@@ -1,0 +1,228 @@
+"""Wire models of the `/v1` API (JSON bodies; bytes as unpadded base64url).
+
+Every model is frozen and forbids unknown fields; every string, byte field and list is
+bounded, so validation alone caps what a request can make a node hold or compute. The
+records inside the byte fields are `pre` encodings, checked again by the service.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pre import LABEL_PATTERN, MAX_GROUP_ID_SIZE, MAX_SNAPSHOT_PLAINTEXT
+
+from .b64 import Base64Url
+
+__all__ = [
+    "MAX_BATCH",
+    "MAX_GROUP_ID_SIZE",
+    "AccountId",
+    "AccountInfo",
+    "CapsuleEntry",
+    "CapsuleList",
+    "DeviceCertificateBody",
+    "DeviceEntry",
+    "DeviceId",
+    "DeviceList",
+    "GrantShareBody",
+    "KeyCapsuleBody",
+    "Label",
+    "NodeInfo",
+    "Problem",
+    "PublishRequest",
+    "PublishResponse",
+    "PublishResult",
+    "PublishStatus",
+    "ReencryptItem",
+    "ReencryptRequest",
+    "ReencryptResponse",
+    "ReencryptResult",
+    "RegisterAccountRequest",
+    "RevocationBody",
+    "RevocationReceiptBody",
+    "SnapshotBody",
+    "SnapshotItem",
+    "SnapshotPage",
+    "SnapshotQuery",
+]
+
+MAX_BATCH = 256  # snapshots per publish, capsules per re-encryption request
+MAX_PAGE = 500
+MAX_SNAPSHOT_BYTES = MAX_SNAPSHOT_PLAINTEXT + 4096  # ciphertext plus header and signature
+
+AccountId = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="hex account id")]
+DeviceId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="hex device id")]
+Label = Annotated[str, Field(pattern=f"^(?:{LABEL_PATTERN})$", max_length=180)]
+KeyEpoch = Annotated[int, Field(ge=0, lt=1 << 32)]
+Kind = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+Seq = Annotated[int, Field(ge=0, lt=1 << 53)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_max_length=4096)
+
+
+class Problem(_Model):
+    """RFC 9457 problem details, plus a stable machine `code`."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    code: str
+    current_epoch: int | None = None
+
+
+# accounts and devices
+
+
+class RegisterAccountRequest(_Model):
+    account: Annotated[bytes, Base64Url(512)]
+    admin_certificate: Annotated[bytes, Base64Url(1024)]
+
+
+class AccountInfo(_Model):
+    account_id: AccountId
+    account: Annotated[bytes, Base64Url(512)]
+
+
+class DeviceEntry(_Model):
+    device_id: DeviceId
+    certificate: Annotated[bytes, Base64Url(1024)]
+    revocation: Annotated[bytes, Base64Url(512)] | None = None
+
+
+class DeviceList(_Model):
+    devices: list[DeviceEntry]
+
+
+class DeviceCertificateBody(_Model):
+    certificate: Annotated[bytes, Base64Url(1024)]
+
+
+class RevocationBody(_Model):
+    revocation: Annotated[bytes, Base64Url(512)]
+
+
+class RevocationReceiptBody(_Model):
+    receipt: Annotated[bytes, Base64Url(256 * 1024)]
+
+
+# key capsules and grants
+
+
+class KeyCapsuleBody(_Model):
+    capsule: Annotated[bytes, Base64Url(1024)]
+
+
+class CapsuleEntry(_Model):
+    label: Label
+    key_epoch: KeyEpoch
+    current: bool
+    capsule: Annotated[bytes, Base64Url(1024)]
+
+
+class CapsuleList(_Model):
+    capsules: list[CapsuleEntry]
+
+
+class GrantShareBody(_Model):
+    share: Annotated[bytes, Base64Url(2048)]
+
+
+# snapshots
+
+
+class PublishRequest(_Model):
+    snapshots: Annotated[
+        list[Annotated[bytes, Base64Url(MAX_SNAPSHOT_BYTES, 1)]],
+        Field(min_length=1, max_length=MAX_BATCH),
+    ]
+
+
+class SnapshotBody(_Model):
+    snapshot: Annotated[bytes, Base64Url(MAX_SNAPSHOT_BYTES, 1)]
+
+
+class PublishStatus(StrEnum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"  # an identical retry: nothing changed
+    REJECTED = "rejected"
+
+
+class PublishResult(_Model):
+    status: PublishStatus
+    seq: Seq | None = None
+    code: str | None = None
+    detail: str | None = None
+    current_epoch: int | None = None
+
+
+class PublishResponse(_Model):
+    results: list[PublishResult]
+
+
+class SnapshotQuery(_Model):
+    """`after`: ascending from a sync cursor; `before`: newest first (onboarding), resumable."""
+
+    after: Seq | None = None
+    before: Seq | None = None
+    limit: Annotated[int, Field(ge=1, le=MAX_PAGE)] = 100
+    group: Annotated[bytes, Base64Url(MAX_GROUP_ID_SIZE, 1)] | None = None
+
+
+class SnapshotItem(_Model):
+    seq: Seq
+    label: Label
+    key_epoch: KeyEpoch
+    group_id: Annotated[bytes, Base64Url(MAX_GROUP_ID_SIZE, 1)]
+    kind: Kind
+    mls_epoch: Annotated[int, Field(ge=0, lt=1 << 64)]
+    snapshot: Annotated[bytes, Base64Url(MAX_SNAPSHOT_BYTES, 1)]
+
+
+class SnapshotPage(_Model):
+    items: list[SnapshotItem]
+    next_cursor: Seq | None = Field(
+        description="pass as `after` (ascending) or `before` (newest first); null: no more"
+    )
+    head: Seq = Field(description="the account's newest sequence number: a sync cursor")
+
+
+# re-encryption
+
+
+class ReencryptItem(_Model):
+    label: Label
+    key_epoch: KeyEpoch
+
+
+class ReencryptRequest(_Model):
+    """Omit `items` to re-encrypt every capsule the calling device holds a grant for."""
+
+    items: Annotated[list[ReencryptItem], Field(max_length=MAX_BATCH)] | None = None
+
+
+class ReencryptResult(_Model):
+    label: Label
+    key_epoch: KeyEpoch
+    fragment: Annotated[bytes, Base64Url(2048)] | None = None
+    code: str | None = None
+    detail: str | None = None
+
+
+class ReencryptResponse(_Model):
+    node_id: str
+    share_index: int
+    results: list[ReencryptResult]
+
+
+class NodeInfo(_Model):
+    node_id: str
+    public_key: Annotated[bytes, Base64Url(32, 32)]
+    share_index: int
+    version: str

@@ -1,0 +1,110 @@
+"""Key capsules (one per label and key epoch) and this node's grant shares."""
+
+from __future__ import annotations
+
+import pre
+
+from ..errors import Code, ServiceError
+from ..protocol import models as m
+from ..storage import Storage
+from .auth import Caller
+from .records import Clock, decode, verifying
+
+# Stored grant values are this node's attestation (32 bytes) followed by the share.
+ATTESTATION_SIZE = 32
+
+
+class DelegationService:
+    def __init__(
+        self,
+        storage: Storage,
+        node: pre.NodeSecrets,
+        *,
+        clock: Clock,
+        share_index: int,
+        max_labels: int,
+        max_grant_seconds: int,
+    ) -> None:
+        self._storage = storage
+        self._node = node
+        self._clock = clock
+        self._share_index = share_index
+        self._max_labels = max_labels
+        self._max_grant_seconds = max_grant_seconds
+
+    async def put_capsule(
+        self, caller: Caller, label: str, key_epoch: int, body: m.KeyCapsuleBody
+    ) -> bool:
+        """Epoch 0 creates a label's key; epoch e+1 rotates it, after which snapshots sealed
+        under older epochs are refused."""
+        caller.require_admin()
+        capsule = decode(pre.KeyCapsule.from_bytes, body.capsule, "key capsule")
+        with verifying("key capsule"):
+            capsule.verify(caller.account)
+        if (capsule.label, capsule.key_epoch) != (label, key_epoch):
+            raise ServiceError(Code.INVALID_RECORD, "capsule is for another label or key epoch")
+        return await self._storage.put_capsule(
+            caller.account_id, label, key_epoch, body.capsule, self._max_labels
+        )
+
+    async def granted_labels(self, caller: Caller) -> set[str] | None:
+        """Labels the caller may read; None means all (admins hold the account seed)."""
+        if caller.is_admin:
+            return None
+        grants = await self._storage.list_grants(caller.account_id, caller.device_id)
+        return {g.label for g in grants}
+
+    async def list_capsules(self, caller: Caller) -> m.CapsuleList:
+        allowed = await self.granted_labels(caller)
+        capsules = await self._storage.list_capsules(caller.account_id)
+        return m.CapsuleList(
+            capsules=[
+                m.CapsuleEntry(
+                    label=c.label, key_epoch=c.key_epoch, current=c.current, capsule=c.capsule
+                )
+                for c in capsules
+                if allowed is None or c.label in allowed
+            ]
+        )
+
+    async def put_grant(
+        self,
+        caller: Caller,
+        device_id: str,
+        label: str,
+        key_epoch: int,
+        body: m.GrantShareBody,
+    ) -> None:
+        """Verify this node's share for exactly that device and label-epoch, then keep it
+        until its expiry, with this node's attestation of the verification."""
+        caller.require_admin()
+        share = decode(pre.GrantShare.from_bytes, body.share, "grant share")
+        if (share.label, share.key_epoch, share.device_id.hex()) != (label, key_epoch, device_id):
+            raise ServiceError(Code.INVALID_RECORD, "share is for another label, epoch or device")
+        now = int(self._clock())
+        capsule_bytes = await self._storage.get_capsule(caller.account_id, label, key_epoch)
+        if capsule_bytes is None:
+            raise ServiceError(Code.NOT_FOUND, "no key capsule for this label and key epoch")
+        devices = await self._storage.list_devices(caller.account_id)
+        target = devices.get(device_id)
+        if target is None:
+            raise ServiceError(Code.NOT_FOUND, "no such device")
+        if target.revocation is not None:
+            raise ServiceError(Code.DEVICE_REVOKED, "the device is revoked")
+        capsule = decode(pre.KeyCapsule.from_bytes, capsule_bytes, "stored key capsule")
+        device = decode(pre.DeviceCertificate.from_bytes, target.certificate, "certificate")
+        with verifying("grant share"):
+            device.verify(caller.account, now=now)
+            verified = pre.verify_grant_share(
+                share,
+                account=caller.account,
+                capsule=capsule,
+                device=device,
+                share_index=self._share_index,
+                now=now,
+            )
+        ttl = min(share.expires_at - now, self._max_grant_seconds)
+        stored = pre.attest_grant_share(self._node, verified) + body.share
+        await self._storage.put_grant(
+            caller.account_id, device_id, label, key_epoch, share=stored, ttl=ttl
+        )

@@ -1,0 +1,129 @@
+"""Publishing sealed snapshots (MLS epochs only move forward) and paging through them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pre
+
+from ..errors import Code, ServiceError
+from ..protocol import models as m
+from ..storage import PublishStatus, SnapshotWrite, Storage
+from .auth import Caller
+from .delegation import DelegationService
+from .records import decode, verifying
+
+_REJECTIONS = {
+    PublishStatus.STALE_EPOCH: (Code.STALE_EPOCH, "MLS epoch is below the newest stored"),
+    PublishStatus.CONFLICT: (Code.CONFLICT, "another snapshot holds this MLS epoch"),
+    PublishStatus.STALE_KEY_EPOCH: (Code.STALE_KEY_EPOCH, "sealed under an old key epoch"),
+    PublishStatus.NO_CAPSULE: (Code.NOT_FOUND, "the label has no key capsule"),
+}
+
+
+class SnapshotService:
+    def __init__(
+        self,
+        storage: Storage,
+        delegation: DelegationService,
+        *,
+        retention: Callable[[str], int],
+    ) -> None:
+        self._storage = storage
+        self._delegation = delegation
+        self._retention = retention
+
+    async def publish(self, caller: Caller, body: m.PublishRequest) -> m.PublishResponse:
+        """Each snapshot gets its own result, so one bad item never sinks the batch."""
+        allowed = await self._delegation.granted_labels(caller)
+        results = []
+        for data in body.snapshots:
+            try:
+                results.append(await self._publish_one(caller, data, allowed))
+            except ServiceError as exc:
+                if exc.code is Code.DEVICE_REVOKED:
+                    raise
+                results.append(
+                    m.PublishResult(
+                        status=m.PublishStatus.REJECTED,
+                        code=exc.code.value,
+                        detail=exc.detail,
+                        current_epoch=exc.extra.get("current_epoch"),
+                    )
+                )
+        return m.PublishResponse(results=results)
+
+    async def publish_single(
+        self, caller: Caller, data: bytes, *, group_id: bytes, kind: str
+    ) -> m.PublishResult:
+        """One snapshot at its (group, kind) address; a refusal is raised (a 409 stating
+        the current epoch, ...)."""
+        allowed = await self._delegation.granted_labels(caller)
+        return await self._publish_one(caller, data, allowed, address=(group_id, kind))
+
+    async def _publish_one(
+        self,
+        caller: Caller,
+        data: bytes,
+        allowed: set[str] | None,
+        address: tuple[bytes, str] | None = None,
+    ) -> m.PublishResult:
+        snapshot = decode(pre.SealedSnapshot.from_bytes, data, "snapshot")
+        if address is not None and address != (snapshot.header.group_id, snapshot.header.kind):
+            raise ServiceError(Code.INVALID_RECORD, "snapshot is for another group or kind")
+        with verifying("snapshot"):
+            snapshot.verify(caller.device)  # the caller is the author, of this account
+        header = snapshot.header
+        if allowed is not None and header.label not in allowed:
+            raise ServiceError(Code.FORBIDDEN, "no grant for this snapshot's label")
+        outcome = await self._storage.publish(
+            caller.account_id,
+            SnapshotWrite(
+                label=header.label,
+                key_epoch=header.key_epoch,
+                group_id=header.group_id,
+                kind=header.kind,
+                mls_epoch=header.mls_epoch,
+                author=caller.device_id,
+                digest=snapshot.digest,
+                data=data,
+                retain=self._retention(header.kind),
+            ),
+        )
+        if outcome.status is PublishStatus.REVOKED:
+            raise ServiceError(Code.DEVICE_REVOKED, "this device is revoked")
+        if outcome.status in _REJECTIONS:
+            code, detail = _REJECTIONS[outcome.status]
+            raise ServiceError(code, detail, current_epoch=outcome.current_epoch)
+        status = (
+            m.PublishStatus.STORED
+            if outcome.status is PublishStatus.STORED
+            else m.PublishStatus.DUPLICATE
+        )
+        return m.PublishResult(status=status, seq=outcome.seq)
+
+    async def list(self, caller: Caller, query: m.SnapshotQuery) -> m.SnapshotPage:
+        if query.after is not None and query.before is not None:
+            raise ServiceError(Code.MALFORMED, "give `after` or `before`, not both")
+        allowed = await self._delegation.granted_labels(caller)
+        rows, head, cursor = await self._storage.list_snapshots(
+            caller.account_id,
+            after=query.after,
+            before=query.before,
+            limit=query.limit,
+            group_id=query.group,
+        )
+        items = [
+            m.SnapshotItem(
+                seq=r.seq,
+                label=r.label,
+                key_epoch=r.key_epoch,
+                group_id=r.group_id,
+                kind=r.kind,
+                mls_epoch=r.mls_epoch,
+                snapshot=r.data,
+            )
+            for r in rows
+            if allowed is None or r.label in allowed
+        ]
+        return m.SnapshotPage(items=items, next_cursor=cursor, head=head)

@@ -1,0 +1,178 @@
+"""The storage interface the service layer depends on. Values are opaque `pre` encodings
+plus the few clear fields needed to index them; the storage never decodes records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+__all__ = [
+    "AuthState",
+    "DeviceRecord",
+    "PublishOutcome",
+    "PublishStatus",
+    "SnapshotWrite",
+    "Storage",
+    "StoredCapsule",
+    "StoredGrant",
+    "StoredSnapshot",
+]
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    certificate: bytes
+    revocation: bytes | None
+
+
+@dataclass(frozen=True)
+class AuthState:
+    account: bytes | None
+    device: DeviceRecord | None
+
+
+@dataclass(frozen=True)
+class StoredCapsule:
+    label: str
+    key_epoch: int
+    capsule: bytes
+    current: bool
+
+
+@dataclass(frozen=True)
+class StoredGrant:
+    label: str
+    key_epoch: int
+    share: bytes
+
+
+@dataclass(frozen=True)
+class SnapshotWrite:
+    label: str
+    key_epoch: int
+    group_id: bytes
+    kind: str
+    mls_epoch: int
+    author: str
+    digest: bytes
+    data: bytes
+    retain: int
+
+
+class PublishStatus(StrEnum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"
+    STALE_EPOCH = "stale_epoch"  # below the newest stored MLS epoch
+    CONFLICT = "conflict"  # same MLS epoch, different snapshot
+    STALE_KEY_EPOCH = "stale_key_epoch"  # not the label's current key epoch
+    NO_CAPSULE = "no_capsule"  # the label has no key capsule yet
+    REVOKED = "revoked"  # the author was revoked meanwhile
+
+
+@dataclass(frozen=True)
+class PublishOutcome:
+    status: PublishStatus
+    seq: int | None = None
+    current_epoch: int | None = None
+
+
+@dataclass(frozen=True)
+class StoredSnapshot:
+    seq: int
+    label: str
+    key_epoch: int
+    group_id: bytes
+    kind: str
+    mls_epoch: int
+    data: bytes
+
+
+class Storage(Protocol):
+    """Everything is scoped by account id; implementations keep one account's updates
+    atomic (in Redis: one hash slot, Lua scripts)."""
+
+    async def ping(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+    # accounts and devices
+    async def create_account(
+        self, account_id: str, record: bytes, device_id: str, certificate: bytes
+    ) -> bool:
+        """Store a new account with its first admin device. False if the identical record
+        is stored already; raises ServiceError(CONFLICT) if a different one is."""
+        ...
+
+    async def auth_state(self, account_id: str, device_id: str) -> AuthState: ...
+
+    async def claim_nonce(self, account_id: str, device_id: str, nonce: str, ttl: int) -> bool:
+        """True the first time a nonce is seen within `ttl` seconds (survives restarts)."""
+        ...
+
+    async def count_request(
+        self, account_id: str, device_id: str, *, window: int, now: int
+    ) -> int: ...
+
+    async def put_device(
+        self, account_id: str, device_id: str, certificate: bytes, max_devices: int
+    ) -> bool:
+        """Store a certificate (True if it was new). Refuses a revoked device."""
+        ...
+
+    async def list_devices(self, account_id: str) -> dict[str, DeviceRecord]: ...
+
+    async def revoke_device(
+        self, account_id: str, device_id: str, revocation: bytes
+    ) -> list[tuple[str, int]]:
+        """Atomically record the revocation and delete every grant share of the device;
+        returns the (label, key epoch) of the shares deleted."""
+        ...
+
+    # key capsules and grants
+    async def put_capsule(
+        self, account_id: str, label: str, key_epoch: int, capsule: bytes, max_labels: int
+    ) -> bool:
+        """Epoch 0 starts a label; epoch e+1 rotates it. True if stored, False for an
+        identical retry; ServiceError(STALE_KEY_EPOCH / CONFLICT) otherwise."""
+        ...
+
+    async def get_capsule(self, account_id: str, label: str, key_epoch: int) -> bytes | None: ...
+
+    async def get_capsules(
+        self, account_id: str, keys: list[tuple[str, int]]
+    ) -> dict[tuple[str, int], bytes | None]: ...
+
+    async def list_capsules(self, account_id: str) -> list[StoredCapsule]: ...
+
+    async def put_grant(
+        self,
+        account_id: str,
+        device_id: str,
+        label: str,
+        key_epoch: int,
+        *,
+        share: bytes,
+        ttl: int,
+    ) -> None:
+        """Store this node's share, expiring after `ttl` seconds. Refuses a revoked device."""
+        ...
+
+    async def list_grants(self, account_id: str, device_id: str) -> list[StoredGrant]: ...
+
+    # snapshots
+    async def publish(self, account_id: str, item: SnapshotWrite) -> PublishOutcome: ...
+
+    async def list_snapshots(
+        self,
+        account_id: str,
+        *,
+        after: int | None,
+        before: int | None,
+        limit: int,
+        group_id: bytes | None,
+    ) -> tuple[list[StoredSnapshot], int, int | None]:
+        """A page in sequence order (ascending from `after`, else descending from
+        `before`), the account's newest sequence number, and the cursor for the next page
+        (None when this page reached the end)."""
+        ...

@@ -1,0 +1,435 @@
+"""Redis implementation of `Storage`.
+
+Key layout (every key carries the account's hash tag, so an account lives in one Redis
+Cluster slot and its Lua scripts stay atomic there):
+
+    sc:{A}:account                  string  AccountRecord
+    sc:{A}:dev / sc:{A}:rev         hash    device id -> certificate / revocation
+    sc:{A}:capcur                   hash    label -> current key epoch
+    sc:{A}:cap:<label>              hash    key epoch -> KeyCapsule
+    sc:{A}:grant:<dev>:<label>#<e>  string  GrantShare, TTL = its expiry
+    sc:{A}:grants:<dev>             set     "<label>#<e>" refs (pruned when read)
+    sc:{A}:seq                      string  last sequence number given to a snapshot
+    sc:{A}:feed                     zset    seq -> seq, every stored snapshot
+    sc:{A}:group:<g>                zset    seq -> seq, one group's snapshots
+    sc:{A}:gk:<g>:<kind>            zset    MLS epoch -> seq, newest K per (group, kind)
+    sc:{A}:snap:<seq>               hash    the snapshot and its clear index fields
+    sc:{A}:nonce:<dev>:<nonce>      string  replay cache, TTL = 2 x skew window
+    sc:{A}:rl:<dev>:<minute>        string  request counter for rate limiting
+
+<g> is the group id in base64url. Scripts touch keys derived from their declared KEYS
+under the same hash tag, which Redis Cluster serves from the one slot.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from ..errors import Code, ServiceError
+from .base import (
+    AuthState,
+    DeviceRecord,
+    PublishOutcome,
+    PublishStatus,
+    SnapshotWrite,
+    StoredCapsule,
+    StoredGrant,
+    StoredSnapshot,
+)
+
+__all__ = ["RedisStorage"]
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+# KEYS: account, dev.  ARGV: record, device id, certificate.
+_CREATE_ACCOUNT = """
+local existing = redis.call('GET', KEYS[1])
+if existing then
+  if existing == ARGV[1] then return 0 end
+  return -1
+end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return 1
+"""
+
+# KEYS: dev, rev.  ARGV: device id, certificate, max devices.
+_PUT_DEVICE = """
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return -1 end
+local existing = redis.call('HGET', KEYS[1], ARGV[1])
+if existing == ARGV[2] then return 0 end
+if not existing and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return -2 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+# KEYS: rev, grants set of the device.  ARGV: device id, revocation, grant key prefix.
+# Returns the refs of the shares that were deleted.
+_REVOKE = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
+local deleted = {}
+for _, ref in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if redis.call('DEL', ARGV[3] .. ref) == 1 then table.insert(deleted, ref) end
+end
+redis.call('DEL', KEYS[2])
+return deleted
+"""
+
+# KEYS: capcur, cap:<label>.  ARGV: label, key epoch, capsule, max labels.
+# Returns {status, current}: 1 stored, 0 identical retry, -1 stale/gap, -2 conflict, -3 full.
+_PUT_CAPSULE = """
+local epoch = tonumber(ARGV[2])
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur then
+  if epoch ~= 0 then return {-1, -1} end
+  if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then return {-3, -1} end
+else
+  cur = tonumber(cur)
+  if epoch <= cur then
+    if redis.call('HGET', KEYS[2], ARGV[2]) == ARGV[3] then return {0, cur} end
+    if epoch == cur then return {-2, cur} end
+    return {-1, cur}
+  end
+  if epoch ~= cur + 1 then return {-1, cur} end
+end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return {1, epoch}
+"""
+
+# KEYS: rev, grant key, grants set.  ARGV: device id, share, ttl seconds, ref.
+_PUT_GRANT = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return -1 end
+redis.call('SET', KEYS[2], ARGV[2], 'EX', tonumber(ARGV[3]))
+redis.call('SADD', KEYS[3], ARGV[4])
+return 1
+"""
+
+# KEYS: capcur, gk:<g>:<kind>, feed, seq, rev, group:<g>.
+# ARGV: label, key epoch, mls epoch, digest, data, retain, snap key prefix, author,
+#       group id, kind.
+# Returns {status, seq or current epoch}.
+_PUBLISH = """
+if redis.call('HEXISTS', KEYS[5], ARGV[8]) == 1 then return {'revoked', 0} end
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur then return {'no_capsule', 0} end
+if tonumber(cur) ~= tonumber(ARGV[2]) then return {'stale_key_epoch', tonumber(cur)} end
+local epoch = tonumber(ARGV[3])
+local top = redis.call('ZREVRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+if top[1] then
+  local top_epoch = tonumber(top[2])
+  if epoch < top_epoch then return {'stale_epoch', top_epoch} end
+  if epoch == top_epoch then
+    if redis.call('HGET', ARGV[7] .. top[1], 'digest') == ARGV[4] then
+      return {'duplicate', tonumber(top[1])}
+    end
+    return {'conflict', top_epoch}
+  end
+end
+local seq = redis.call('INCR', KEYS[4])
+redis.call('HSET', ARGV[7] .. seq, 'data', ARGV[5], 'digest', ARGV[4], 'label', ARGV[1],
+  'key_epoch', ARGV[2], 'group', ARGV[9], 'kind', ARGV[10], 'mls_epoch', ARGV[3])
+redis.call('ZADD', KEYS[2], epoch, seq)
+redis.call('ZADD', KEYS[3], seq, seq)
+redis.call('ZADD', KEYS[6], seq, seq)
+local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[6])
+if extra > 0 then
+  for _, old in ipairs(redis.call('ZRANGE', KEYS[2], 0, extra - 1)) do
+    redis.call('DEL', ARGV[7] .. old)
+    redis.call('ZREM', KEYS[3], old)
+    redis.call('ZREM', KEYS[6], old)
+  end
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, extra - 1)
+end
+return {'stored', seq}
+"""
+
+
+class RedisStorage:
+    """`Storage` over one Redis (or Redis Cluster) connection pool."""
+
+    def __init__(self, client: Any) -> None:
+        self._r = client
+        self._create_account = client.register_script(_CREATE_ACCOUNT)
+        self._put_device = client.register_script(_PUT_DEVICE)
+        self._revoke = client.register_script(_REVOKE)
+        self._put_capsule = client.register_script(_PUT_CAPSULE)
+        self._put_grant = client.register_script(_PUT_GRANT)
+        self._publish = client.register_script(_PUBLISH)
+
+    @classmethod
+    def connect(
+        cls, url: str | None = None, *, unix_socket: str | None = None, cluster: bool = False
+    ) -> RedisStorage:
+        if cluster:
+            if url is None:
+                raise ValueError("Redis Cluster needs a URL")
+            return cls(aioredis.RedisCluster.from_url(url))
+        if unix_socket is not None:
+            return cls(aioredis.Redis(unix_socket_path=unix_socket, health_check_interval=30))
+        if url is None:
+            raise ValueError("need a Redis URL or a unix socket")
+        return cls(aioredis.Redis.from_url(url, health_check_interval=30))
+
+    @staticmethod
+    def _k(account_id: str, *parts: str) -> str:
+        return ":".join(("sc", "{" + account_id + "}", *parts))
+
+    async def ping(self) -> bool:
+        return bool(await self._r.ping())
+
+    async def close(self) -> None:
+        await self._r.aclose()
+
+    # accounts and devices
+
+    async def create_account(
+        self, account_id: str, record: bytes, device_id: str, certificate: bytes
+    ) -> bool:
+        k = self._k
+        result = await self._create_account(
+            keys=[k(account_id, "account"), k(account_id, "dev")],
+            args=[record, device_id, certificate],
+        )
+        if result == -1:
+            raise ServiceError(Code.CONFLICT, "account is registered with another record")
+        return bool(result == 1)
+
+    async def auth_state(self, account_id: str, device_id: str) -> AuthState:
+        k = self._k
+        async with self._r.pipeline(transaction=False) as p:
+            p.get(k(account_id, "account"))
+            p.hget(k(account_id, "dev"), device_id)
+            p.hget(k(account_id, "rev"), device_id)
+            account, cert, rev = await p.execute()
+        device = None if cert is None else DeviceRecord(cert, rev)
+        return AuthState(account, device)
+
+    async def claim_nonce(self, account_id: str, device_id: str, nonce: str, ttl: int) -> bool:
+        key = self._k(account_id, "nonce", device_id, nonce)
+        return bool(await self._r.set(key, b"1", nx=True, ex=ttl))
+
+    async def count_request(self, account_id: str, device_id: str, *, window: int, now: int) -> int:
+        key = self._k(account_id, "rl", device_id, str(now // window))
+        async with self._r.pipeline(transaction=False) as p:
+            p.incr(key)
+            p.expire(key, 2 * window)
+            count, _ = await p.execute()
+        return int(count)
+
+    async def put_device(
+        self, account_id: str, device_id: str, certificate: bytes, max_devices: int
+    ) -> bool:
+        k = self._k
+        result = await self._put_device(
+            keys=[k(account_id, "dev"), k(account_id, "rev")],
+            args=[device_id, certificate, max_devices],
+        )
+        if result == -1:
+            raise ServiceError(Code.DEVICE_REVOKED, "the device is revoked")
+        if result == -2:
+            raise ServiceError(Code.CONFLICT, "the account has its maximum number of devices")
+        return bool(result == 1)
+
+    async def list_devices(self, account_id: str) -> dict[str, DeviceRecord]:
+        k = self._k
+        async with self._r.pipeline(transaction=False) as p:
+            p.hgetall(k(account_id, "dev"))
+            p.hgetall(k(account_id, "rev"))
+            certs, revs = await p.execute()
+        return {
+            did.decode(): DeviceRecord(cert, revs.get(did)) for did, cert in sorted(certs.items())
+        }
+
+    async def revoke_device(
+        self, account_id: str, device_id: str, revocation: bytes
+    ) -> list[tuple[str, int]]:
+        k = self._k
+        refs = await self._revoke(
+            keys=[k(account_id, "rev"), k(account_id, "grants", device_id)],
+            args=[device_id, revocation, k(account_id, "grant", device_id) + ":"],
+        )
+        return sorted(_parse_ref(r) for r in refs)
+
+    # key capsules and grants
+
+    async def put_capsule(
+        self, account_id: str, label: str, key_epoch: int, capsule: bytes, max_labels: int
+    ) -> bool:
+        k = self._k
+        status, current = await self._put_capsule(
+            keys=[k(account_id, "capcur"), k(account_id, "cap", label)],
+            args=[label, key_epoch, capsule, max_labels],
+        )
+        if status == -1:
+            raise ServiceError(
+                Code.STALE_KEY_EPOCH,
+                "a label starts at key epoch 0 and rotates one epoch at a time",
+                current_epoch=None if current < 0 else int(current),
+            )
+        if status == -2:
+            raise ServiceError(Code.CONFLICT, "another capsule holds this key epoch")
+        if status == -3:
+            raise ServiceError(Code.CONFLICT, "the account has its maximum number of labels")
+        return bool(status == 1)
+
+    async def get_capsule(self, account_id: str, label: str, key_epoch: int) -> bytes | None:
+        value = await self._r.hget(self._k(account_id, "cap", label), str(key_epoch))
+        return None if value is None else bytes(value)
+
+    async def get_capsules(
+        self, account_id: str, keys: list[tuple[str, int]]
+    ) -> dict[tuple[str, int], bytes | None]:
+        if not keys:
+            return {}
+        async with self._r.pipeline(transaction=False) as p:
+            for label, epoch in keys:
+                p.hget(self._k(account_id, "cap", label), str(epoch))
+            values = await p.execute()
+        return {key: None if v is None else bytes(v) for key, v in zip(keys, values, strict=True)}
+
+    async def list_capsules(self, account_id: str) -> list[StoredCapsule]:
+        k = self._k
+        current = await self._r.hgetall(k(account_id, "capcur"))
+        labels = sorted(label.decode() for label in current)
+        async with self._r.pipeline(transaction=False) as p:
+            for label in labels:
+                p.hgetall(k(account_id, "cap", label))
+            per_label = await p.execute()
+        out = []
+        for label, epochs in zip(labels, per_label, strict=True):
+            cur = int(current[label.encode()])
+            for epoch, capsule in sorted(epochs.items(), key=lambda kv: int(kv[0])):
+                out.append(StoredCapsule(label, int(epoch), capsule, int(epoch) == cur))
+        return out
+
+    async def put_grant(
+        self,
+        account_id: str,
+        device_id: str,
+        label: str,
+        key_epoch: int,
+        *,
+        share: bytes,
+        ttl: int,
+    ) -> None:
+        k = self._k
+        ref = f"{label}#{key_epoch}"
+        result = await self._put_grant(
+            keys=[
+                k(account_id, "rev"),
+                k(account_id, "grant", device_id, ref),
+                k(account_id, "grants", device_id),
+            ],
+            args=[device_id, share, ttl, ref],
+        )
+        if result == -1:
+            raise ServiceError(Code.DEVICE_REVOKED, "the device is revoked")
+
+    async def list_grants(self, account_id: str, device_id: str) -> list[StoredGrant]:
+        k = self._k
+        index = k(account_id, "grants", device_id)
+        refs = sorted(r.decode() for r in await self._r.smembers(index))
+        if not refs:
+            return []
+        shares = await self._r.mget([k(account_id, "grant", device_id, r) for r in refs])
+        expired = [r for r, s in zip(refs, shares, strict=True) if s is None]
+        if expired:
+            await self._r.srem(index, *expired)
+        return [
+            StoredGrant(*_parse_ref(r), bytes(s))
+            for r, s in zip(refs, shares, strict=True)
+            if s is not None
+        ]
+
+    # snapshots
+
+    async def publish(self, account_id: str, item: SnapshotWrite) -> PublishOutcome:
+        k = self._k
+        g = _b64(item.group_id)
+        status, value = await self._publish(
+            keys=[
+                k(account_id, "capcur"),
+                k(account_id, "gk", g, item.kind),
+                k(account_id, "feed"),
+                k(account_id, "seq"),
+                k(account_id, "rev"),
+                k(account_id, "group", g),
+            ],
+            args=[
+                item.label,
+                item.key_epoch,
+                item.mls_epoch,
+                item.digest,
+                item.data,
+                item.retain,
+                k(account_id, "snap") + ":",
+                item.author,
+                g,
+                item.kind,
+            ],
+        )
+        outcome = PublishStatus(status.decode())
+        if outcome in (PublishStatus.STORED, PublishStatus.DUPLICATE):
+            return PublishOutcome(outcome, seq=int(value))
+        return PublishOutcome(outcome, current_epoch=int(value))
+
+    async def list_snapshots(
+        self,
+        account_id: str,
+        *,
+        after: int | None,
+        before: int | None,
+        limit: int,
+        group_id: bytes | None,
+    ) -> tuple[list[StoredSnapshot], int, int | None]:
+        k = self._k
+        index = (
+            k(account_id, "feed") if group_id is None else k(account_id, "group", _b64(group_id))
+        )
+        async with self._r.pipeline(transaction=False) as p:
+            if after is not None or before is None:
+                p.zrangebyscore(index, f"({after or 0}", "+inf", start=0, num=limit)
+            else:
+                p.zrevrangebyscore(index, f"({before}", "-inf", start=0, num=limit)
+            p.get(k(account_id, "seq"))
+            seqs, head = await p.execute()
+        cursor = int(seqs[-1]) if len(seqs) == limit else None
+        if not seqs:
+            return [], int(head or 0), None
+        fields = ("data", "label", "key_epoch", "group", "kind", "mls_epoch")
+        async with self._r.pipeline(transaction=False) as p:
+            for seq in seqs:
+                p.hmget(k(account_id, "snap", seq.decode()), fields)
+            rows = await p.execute()
+        out = []
+        for seq, row in zip(seqs, rows, strict=True):
+            if row[0] is None:  # trimmed by retention between the two round trips
+                continue
+            data, label, key_epoch, group, kind, mls_epoch = row
+            out.append(
+                StoredSnapshot(
+                    seq=int(seq),
+                    label=label.decode(),
+                    key_epoch=int(key_epoch),
+                    group_id=base64.urlsafe_b64decode(group + b"=" * (-len(group) % 4)),
+                    kind=kind.decode(),
+                    mls_epoch=int(mls_epoch),
+                    data=bytes(data),
+                )
+            )
+        return out, int(head or 0), cursor
+
+
+def _parse_ref(ref: bytes | str) -> tuple[str, int]:
+    text = ref.decode() if isinstance(ref, bytes) else ref
+    label, _, epoch = text.rpartition("#")
+    return label, int(epoch)

@@ -1,0 +1,208 @@
+"""A typed client for one node's `/v1` API, signing every request as one device.
+
+Threshold logic across nodes lives above this; here is one node, one device, the wire
+models, and the mapping of problem responses to `client_sdk.errors`.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+from urllib.parse import quote, urlencode
+
+import aiohttp
+from pydantic import BaseModel, ValidationError
+
+import pre
+from cache_service.protocol import models as m
+from cache_service.protocol.b64 import encode_b64url
+from cache_service.protocol.httpsig import sign_request_headers
+
+from .errors import EpochConflict, NodeError, NodeTimeout, NodeUnavailable
+
+__all__ = ["NodeClient"]
+
+M = TypeVar("M", bound=BaseModel)
+_CONFLICT_CODES = {"stale_epoch", "stale_key_epoch", "conflict"}
+
+
+class NodeClient:
+    """One node, one device of one account. `clock` and `nonce` are injectable for tests."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        *,
+        account_id: bytes | None = None,
+        device: pre.DeviceSecrets | None = None,
+        timeout: float = 10.0,
+        clock: Callable[[], float] = time.time,
+        nonce: Callable[[], str] = lambda: secrets.token_urlsafe(18),
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._session = session
+        self._account = None if account_id is None else account_id.hex()
+        self._device = device
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._clock = clock
+        self._nonce = nonce
+
+    @property
+    def _prefix(self) -> str:
+        if self._account is None:
+            raise ValueError("this client has no account")
+        return f"/v1/accounts/{self._account}"
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: BaseModel | None = None,
+        query: Mapping[str, str | int] | None = None,
+        response: type[M] | None = None,
+        signed: bool = True,
+    ) -> M | None:
+        payload = b"" if body is None else body.model_dump_json(exclude_none=True).encode()
+        query_string = urlencode(query or {})
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        if signed:
+            if self._device is None:
+                raise ValueError("this client has no device to sign with")
+            headers.update(
+                sign_request_headers(
+                    method=method,
+                    path=path,
+                    query=query_string,
+                    content_digest=pre.content_digest(payload),
+                    keyid=self._device.device_id.hex(),
+                    created=int(self._clock()),
+                    nonce=self._nonce(),
+                    sign=self._device.sign_request,
+                )
+            )
+        url = self.base_url + path + ("?" + query_string if query_string else "")
+        try:
+            async with self._session.request(
+                method, url, data=payload or None, headers=headers, timeout=self._timeout
+            ) as resp:
+                raw = await resp.read()
+                status = resp.status
+        except TimeoutError as exc:
+            raise NodeTimeout(self.base_url, "no answer in time") from exc
+        except aiohttp.ClientError as exc:
+            raise NodeUnavailable(self.base_url, type(exc).__name__) from exc
+        if status >= 400:
+            raise _problem(self.base_url, status, raw)
+        if response is None:
+            return None
+        try:
+            return response.model_validate_json(raw)
+        except ValidationError as exc:
+            raise NodeUnavailable(self.base_url, "answer does not match the API") from exc
+
+    async def _call(self, method: str, path: str, response: type[M], **kw: Any) -> M:
+        result = await self.request(method, path, response=response, **kw)
+        assert result is not None
+        return result
+
+    # public
+
+    async def node_info(self) -> m.NodeInfo:
+        return await self._call("GET", "/v1/node", m.NodeInfo, signed=False)
+
+    async def register_account(
+        self, account: pre.AccountRecord, admin: pre.DeviceCertificate
+    ) -> m.AccountInfo:
+        body = m.RegisterAccountRequest(
+            account=account.to_bytes(), admin_certificate=admin.to_bytes()
+        )
+        return await self._call("POST", "/v1/accounts", m.AccountInfo, body=body, signed=False)
+
+    # accounts and devices
+
+    async def get_account(self) -> m.AccountInfo:
+        return await self._call("GET", self._prefix, m.AccountInfo)
+
+    async def list_devices(self) -> m.DeviceList:
+        return await self._call("GET", self._prefix + "/devices", m.DeviceList)
+
+    async def put_device(self, certificate: pre.DeviceCertificate) -> m.DeviceEntry:
+        path = f"{self._prefix}/devices/{certificate.device_id.hex()}"
+        body = m.DeviceCertificateBody(certificate=certificate.to_bytes())
+        return await self._call("PUT", path, m.DeviceEntry, body=body)
+
+    async def revoke(self, revocation: pre.Revocation) -> pre.RevocationReceipt:
+        path = f"{self._prefix}/devices/{revocation.device_id.hex()}/revocation"
+        body = m.RevocationBody(revocation=revocation.to_bytes())
+        answer = await self._call("POST", path, m.RevocationReceiptBody, body=body)
+        return pre.RevocationReceipt.from_bytes(answer.receipt)
+
+    # key capsules and grants
+
+    async def put_capsule(self, capsule: pre.KeyCapsule) -> m.CapsuleEntry:
+        path = f"{self._prefix}/capsules/{quote(capsule.label, safe=':')}/{capsule.key_epoch}"
+        body = m.KeyCapsuleBody(capsule=capsule.to_bytes())
+        return await self._call("PUT", path, m.CapsuleEntry, body=body)
+
+    async def list_capsules(self) -> m.CapsuleList:
+        return await self._call("GET", self._prefix + "/capsules", m.CapsuleList)
+
+    async def put_grant(self, share: pre.GrantShare) -> None:
+        path = (
+            f"{self._prefix}/grants/{share.device_id.hex()}/"
+            f"{quote(share.label, safe=':')}/{share.key_epoch}"
+        )
+        await self.request("PUT", path, body=m.GrantShareBody(share=share.to_bytes()))
+
+    # snapshots
+
+    async def publish(self, snapshots: list[pre.SealedSnapshot]) -> m.PublishResponse:
+        body = m.PublishRequest(snapshots=[s.to_bytes() for s in snapshots])
+        return await self._call("POST", self._prefix + "/snapshots", m.PublishResponse, body=body)
+
+    async def put_snapshot(self, snapshot: pre.SealedSnapshot) -> m.PublishResult:
+        header = snapshot.header
+        path = f"{self._prefix}/groups/{encode_b64url(header.group_id)}/{header.kind}"
+        body = m.SnapshotBody(snapshot=snapshot.to_bytes())
+        return await self._call("PUT", path, m.PublishResult, body=body)
+
+    async def list_snapshots(
+        self,
+        *,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int = 100,
+        group_id: bytes | None = None,
+    ) -> m.SnapshotPage:
+        query: dict[str, str | int] = {"limit": limit}
+        if after is not None:
+            query["after"] = after
+        if before is not None:
+            query["before"] = before
+        if group_id is not None:
+            query["group"] = encode_b64url(group_id)
+        return await self._call("GET", self._prefix + "/snapshots", m.SnapshotPage, query=query)
+
+    async def reencrypt(self, items: list[tuple[str, int]] | None = None) -> m.ReencryptResponse:
+        body = m.ReencryptRequest(
+            items=None
+            if items is None
+            else [m.ReencryptItem(label=label, key_epoch=epoch) for label, epoch in items]
+        )
+        return await self._call("POST", self._prefix + "/reencrypt", m.ReencryptResponse, body=body)
+
+
+def _problem(node: str, status: int, raw: bytes) -> NodeError:
+    try:
+        problem = m.Problem.model_validate_json(raw).model_dump()
+    except ValidationError:
+        problem = {"code": "unknown", "detail": None}
+    if status == 409 and problem.get("code") in _CONFLICT_CODES:
+        return EpochConflict(node, status, problem)
+    return NodeError(node, status, problem)
