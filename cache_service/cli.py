@@ -14,7 +14,7 @@ from .app import create_app
 from .logs import configure_logging
 from .settings import Settings
 
-__all__ = ["add_serve_arguments", "main", "serve"]
+__all__ = ["add_serve_arguments", "main", "run", "serve"]
 
 log = logging.getLogger("statecache.node")
 
@@ -74,11 +74,15 @@ async def serve(settings: Settings, ready_file: Path | None = None) -> None:
         await runner.cleanup()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cache_service", description="Run a statecache node.")
-    add_serve_arguments(parser)
-    args = parser.parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Serve with parsed `add_serve_arguments` options (`statecache serve` shares this)."""
     settings = settings_from_args(args)
     configure_logging(settings.log_level)
     asyncio.run(serve(settings, args.ready_file))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cache_service", description="Run a statecache node.")
+    add_serve_arguments(parser)
+    return run(parser.parse_args(argv))

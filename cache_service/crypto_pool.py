@@ -34,8 +34,15 @@ def _init_worker(node_seed: bytes) -> None:
 def reencrypt_batch(
     certificate: bytes, share_index: int, now: int, items: list[WorkItem]
 ) -> list[WorkResult]:
-    """Runs in a worker. Each item fails on its own, as a short error code."""
+    """Runs in a worker, with the node key its initializer set."""
     assert _node is not None, "worker not initialised"
+    return _reencrypt_batch(_node, certificate, share_index, now, items)
+
+
+def _reencrypt_batch(
+    node: pre.NodeSecrets, certificate: bytes, share_index: int, now: int, items: list[WorkItem]
+) -> list[WorkResult]:
+    """Each item fails on its own, as a short error code."""
     device = pre.DeviceCertificate.from_bytes(certificate)
     out: list[WorkResult] = []
     for stored, capsule_bytes in items:
@@ -43,7 +50,7 @@ def reencrypt_batch(
             share = pre.GrantShare.from_bytes(stored[ATTESTATION_SIZE:])
             capsule = pre.KeyCapsule.from_bytes(capsule_bytes)
             verified = pre.restore_grant_share(
-                _node,
+                node,
                 share,
                 stored[:ATTESTATION_SIZE],
                 capsule=capsule,
@@ -60,9 +67,11 @@ def reencrypt_batch(
 
 
 class ReencryptPool:
-    """`workers` processes; 0 runs batches inline (tests and tiny deployments)."""
+    """`workers` processes; 0 runs batches inline (tests and tiny deployments), with this
+    pool's own node key: several nodes can then share one process."""
 
     def __init__(self, node: pre.NodeSecrets, workers: int) -> None:
+        self._node = node
         self._workers = workers
         self._executor: Executor | None = None
         if workers > 0:
@@ -72,8 +81,6 @@ class ReencryptPool:
                 initializer=_init_worker,
                 initargs=(node.seed,),
             )
-        else:
-            _init_worker(node.seed)
 
     async def run(
         self, certificate: bytes, share_index: int, now: int, items: list[WorkItem]
@@ -81,7 +88,7 @@ class ReencryptPool:
         if not items:
             return []
         if self._executor is None:
-            return reencrypt_batch(certificate, share_index, now, items)
+            return _reencrypt_batch(self._node, certificate, share_index, now, items)
         loop = asyncio.get_running_loop()
         size = max(_MIN_CHUNK, -(-len(items) // self._workers))
         chunks = [items[i : i + size] for i in range(0, len(items), size)]

@@ -5,7 +5,12 @@
     │   └── EpochConflict    409: the MLS or key epoch did not move forward (current_epoch)
     ├── NodeUnavailable      a node could not be reached or answered garbage (also OSError)
     │   └── NodeTimeout      ... in time (also TimeoutError / asyncio.TimeoutError)
-    └── VerificationFailed   a node's answer failed verification (wraps a pre.PreError)
+    ├── ThresholdNotMet      fewer than M nodes gave a valid answer (lists each node's failure)
+    ├── VerificationFailed   a node's answer failed verification (wraps a pre.PreError)
+    │   ├── RollbackError    a snapshot's MLS epoch is below one this device already knows
+    │   ├── ForkError        two different snapshots claim the same (group, kind, epoch)
+    │   └── MissingSnapshot  a node left out a snapshot another node or the device knows
+    └── KeystoreError        the local keystore is missing, unreadable or locked
 
 Bad arguments from the caller stay TypeError / ValueError.
 """
@@ -16,10 +21,15 @@ from typing import Any
 
 __all__ = [
     "EpochConflict",
+    "ForkError",
+    "KeystoreError",
+    "MissingSnapshot",
     "NodeError",
     "NodeTimeout",
     "NodeUnavailable",
+    "RollbackError",
     "StatecacheError",
+    "ThresholdNotMet",
     "VerificationFailed",
 ]
 
@@ -61,3 +71,27 @@ class VerificationFailed(StatecacheError):
     def __init__(self, what: str, node: str | None = None) -> None:
         self.node = node
         super().__init__(what if node is None else f"{node}: {what}")
+
+
+class RollbackError(VerificationFailed):
+    pass
+
+
+class ForkError(VerificationFailed):
+    pass
+
+
+class MissingSnapshot(VerificationFailed):
+    pass
+
+
+class ThresholdNotMet(StatecacheError):
+    def __init__(self, what: str, needed: int, failures: dict[str, str]) -> None:
+        self.needed = needed
+        self.failures = failures
+        detail = "; ".join(f"{node}: {why}" for node, why in failures.items())
+        super().__init__(f"{what}: fewer than {needed} nodes answered validly ({detail})")
+
+
+class KeystoreError(StatecacheError):
+    pass

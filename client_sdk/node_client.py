@@ -49,6 +49,8 @@ class NodeClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._clock = clock
         self._nonce = nonce
+        self.bytes_sent = 0  # request bodies, for the cost reports of demo and bench
+        self.bytes_received = 0
 
     @property
     def _prefix(self) -> str:
@@ -93,6 +95,8 @@ class NodeClient:
             ) as resp:
                 raw = await resp.read()
                 status = resp.status
+            self.bytes_sent += len(payload)
+            self.bytes_received += len(raw)
         except TimeoutError as exc:
             raise NodeTimeout(self.base_url, "no answer in time") from exc
         except aiohttp.ClientError as exc:
@@ -175,12 +179,16 @@ class NodeClient:
     async def list_snapshots(
         self,
         *,
+        order: str = "asc",
         after: int | None = None,
         before: int | None = None,
         limit: int = 100,
         group_id: bytes | None = None,
+        data: bool = True,
     ) -> m.SnapshotPage:
-        query: dict[str, str | int] = {"limit": limit}
+        query: dict[str, str | int] = {"order": order, "limit": limit}
+        if not data:
+            query["data"] = "false"
         if after is not None:
             query["after"] = after
         if before is not None:
@@ -188,6 +196,19 @@ class NodeClient:
         if group_id is not None:
             query["group"] = encode_b64url(group_id)
         return await self._call("GET", self._prefix + "/snapshots", m.SnapshotPage, query=query)
+
+    async def list_metadata(
+        self, *, after: int = 0, page_size: int = m.MAX_PAGE
+    ) -> tuple[list[m.SnapshotItem], int]:
+        """Every snapshot's metadata and digest after `after` (no data), and the head."""
+        items: list[m.SnapshotItem] = []
+        cursor: int | None = after
+        head = after
+        while cursor is not None:
+            page = await self.list_snapshots(after=cursor, limit=page_size, data=False)
+            items.extend(page.items)
+            head, cursor = max(head, page.head), page.next_cursor
+        return items, head
 
     async def reencrypt(self, items: list[tuple[str, int]] | None = None) -> m.ReencryptResponse:
         body = m.ReencryptRequest(

@@ -130,17 +130,23 @@ def seal_snapshot(
     plaintext: bytes,
     now: int,
     prev: SealedSnapshot | None = None,
+    prev_hash: bytes | None = None,
     tree_hash: bytes | None = None,
     epoch_authenticator: bytes | None = None,
     salt: bytes | None = None,
 ) -> SealedSnapshot:
-    """Seal `plaintext` as the snapshot of (group, kind) at `mls_epoch`, chained to `prev`.
+    """Seal `plaintext` as the snapshot of (group, kind) at `mls_epoch`, chained to `prev`
+    (or to the digest `prev_hash` of a snapshot the caller no longer holds).
 
     Leave `salt` unset outside known-answer tests: the DEK is unique only because the salt
     is random, and two plaintexts sealed under one header and salt would share a keystream.
     """
     if len(plaintext) > MAX_SNAPSHOT_PLAINTEXT:
         raise ValueError("snapshot plaintext too large")
+    if prev is not None:
+        if prev_hash is not None:
+            raise ValueError("give prev or prev_hash, not both")
+        prev_hash = prev.digest
     header = SnapshotHeader(
         account_id=kek.account_id,
         label=kek.label,
@@ -148,7 +154,7 @@ def seal_snapshot(
         group_id=group_id,
         kind=kind,
         mls_epoch=mls_epoch,
-        prev_hash=None if prev is None else prev.digest,
+        prev_hash=prev_hash,
         author=author.device_id,
         created_at=now,
         tree_hash=tree_hash,

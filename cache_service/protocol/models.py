@@ -8,9 +8,9 @@ records inside the byte fields are `pre` encodings, checked again by the service
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pre import LABEL_PATTERN, MAX_GROUP_ID_SIZE, MAX_SNAPSHOT_PLAINTEXT
 
@@ -167,12 +167,24 @@ class PublishResponse(_Model):
 
 
 class SnapshotQuery(_Model):
-    """`after`: ascending from a sync cursor; `before`: newest first (onboarding), resumable."""
+    """`order=asc` pages up from `after` (a sync cursor, default 0); `order=desc` pages down
+    from `before` (default: the newest), as onboarding does. `data=false` lists metadata
+    and digests only, for cross-checking one node's listing against another's."""
 
+    order: Literal["asc", "desc"] = "asc"
     after: Seq | None = None
     before: Seq | None = None
     limit: Annotated[int, Field(ge=1, le=MAX_PAGE)] = 100
     group: Annotated[bytes, Base64Url(MAX_GROUP_ID_SIZE, 1)] | None = None
+    data: bool = True
+
+    @model_validator(mode="after")
+    def _cursor_matches_order(self) -> SnapshotQuery:
+        if (self.order == "asc" and self.before is not None) or (
+            self.order == "desc" and self.after is not None
+        ):
+            raise ValueError("use `after` with order=asc and `before` with order=desc")
+        return self
 
 
 class SnapshotItem(_Model):
@@ -182,7 +194,8 @@ class SnapshotItem(_Model):
     group_id: Annotated[bytes, Base64Url(MAX_GROUP_ID_SIZE, 1)]
     kind: Kind
     mls_epoch: Annotated[int, Field(ge=0, lt=1 << 64)]
-    snapshot: Annotated[bytes, Base64Url(MAX_SNAPSHOT_BYTES, 1)]
+    digest: Annotated[bytes, Base64Url(32, 32)]
+    snapshot: Annotated[bytes, Base64Url(MAX_SNAPSHOT_BYTES, 1)] | None = None
 
 
 class SnapshotPage(_Model):

@@ -103,15 +103,14 @@ class SnapshotService:
         return m.PublishResult(status=status, seq=outcome.seq)
 
     async def list(self, caller: Caller, query: m.SnapshotQuery) -> m.SnapshotPage:
-        if query.after is not None and query.before is not None:
-            raise ServiceError(Code.MALFORMED, "give `after` or `before`, not both")
         allowed = await self._delegation.granted_labels(caller)
         rows, head, cursor = await self._storage.list_snapshots(
             caller.account_id,
-            after=query.after,
-            before=query.before,
+            descending=query.order == "desc",
+            start=query.before if query.order == "desc" else query.after,
             limit=query.limit,
             group_id=query.group,
+            with_data=query.data,
         )
         items = [
             m.SnapshotItem(
@@ -121,7 +120,8 @@ class SnapshotService:
                 group_id=r.group_id,
                 kind=r.kind,
                 mls_epoch=r.mls_epoch,
-                snapshot=r.data,
+                digest=r.digest,
+                snapshot=r.data if query.data else None,
             )
             for r in rows
             if allowed is None or r.label in allowed

@@ -85,6 +85,7 @@ class StoredSnapshot:
     group_id: bytes
     kind: str
     mls_epoch: int
+    digest: bytes
     data: bytes
 
 
@@ -101,7 +102,8 @@ class Storage(Protocol):
         self, account_id: str, record: bytes, device_id: str, certificate: bytes
     ) -> bool:
         """Store a new account with its first admin device. False if the identical record
-        is stored already; raises ServiceError(CONFLICT) if a different one is."""
+        and certificate are stored already (a retry); raises ServiceError(CONFLICT) if the
+        account exists otherwise (add further devices with `put_device`)."""
         ...
 
     async def auth_state(self, account_id: str, device_id: str) -> AuthState: ...
@@ -167,12 +169,14 @@ class Storage(Protocol):
         self,
         account_id: str,
         *,
-        after: int | None,
-        before: int | None,
+        descending: bool,
+        start: int | None,
         limit: int,
         group_id: bytes | None,
+        with_data: bool = True,
     ) -> tuple[list[StoredSnapshot], int, int | None]:
-        """A page in sequence order (ascending from `after`, else descending from
-        `before`), the account's newest sequence number, and the cursor for the next page
-        (None when this page reached the end)."""
+        """A page in sequence order, strictly after `start` (ascending) or strictly before
+        it (descending; None: from the newest), the account's newest sequence number, and
+        the cursor for the next page (None when this page reached the end). Without data,
+        `StoredSnapshot.data` is empty."""
         ...

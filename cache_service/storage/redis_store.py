@@ -48,10 +48,13 @@ def _b64(data: bytes) -> str:
 
 
 # KEYS: account, dev.  ARGV: record, device id, certificate.
+# 1 created, 0 identical retry (same record and first certificate), -1 anything else.
 _CREATE_ACCOUNT = """
 local existing = redis.call('GET', KEYS[1])
 if existing then
-  if existing == ARGV[1] then return 0 end
+  if existing == ARGV[1] and redis.call('HGET', KEYS[2], ARGV[2]) == ARGV[3] then
+    return 0
+  end
   return -1
 end
 redis.call('SET', KEYS[1], ARGV[1])
@@ -200,7 +203,9 @@ class RedisStorage:
             args=[record, device_id, certificate],
         )
         if result == -1:
-            raise ServiceError(Code.CONFLICT, "account is registered with another record")
+            raise ServiceError(
+                Code.CONFLICT, "account is registered with another record or first device"
+            )
         return bool(result == 1)
 
     async def auth_state(self, account_id: str, device_id: str) -> AuthState:
@@ -386,26 +391,30 @@ class RedisStorage:
         self,
         account_id: str,
         *,
-        after: int | None,
-        before: int | None,
+        descending: bool,
+        start: int | None,
         limit: int,
         group_id: bytes | None,
+        with_data: bool = True,
     ) -> tuple[list[StoredSnapshot], int, int | None]:
         k = self._k
         index = (
             k(account_id, "feed") if group_id is None else k(account_id, "group", _b64(group_id))
         )
         async with self._r.pipeline(transaction=False) as p:
-            if after is not None or before is None:
-                p.zrangebyscore(index, f"({after or 0}", "+inf", start=0, num=limit)
+            if descending:
+                top = "+inf" if start is None else f"({start}"
+                p.zrevrangebyscore(index, top, "-inf", start=0, num=limit)
             else:
-                p.zrevrangebyscore(index, f"({before}", "-inf", start=0, num=limit)
+                p.zrangebyscore(index, f"({start or 0}", "+inf", start=0, num=limit)
             p.get(k(account_id, "seq"))
             seqs, head = await p.execute()
         cursor = int(seqs[-1]) if len(seqs) == limit else None
         if not seqs:
             return [], int(head or 0), None
-        fields = ("data", "label", "key_epoch", "group", "kind", "mls_epoch")
+        fields: tuple[str, ...] = ("digest", "label", "key_epoch", "group", "kind", "mls_epoch")
+        if with_data:
+            fields += ("data",)
         async with self._r.pipeline(transaction=False) as p:
             for seq in seqs:
                 p.hmget(k(account_id, "snap", seq.decode()), fields)
@@ -414,7 +423,7 @@ class RedisStorage:
         for seq, row in zip(seqs, rows, strict=True):
             if row[0] is None:  # trimmed by retention between the two round trips
                 continue
-            data, label, key_epoch, group, kind, mls_epoch = row
+            digest, label, key_epoch, group, kind, mls_epoch = row[:6]
             out.append(
                 StoredSnapshot(
                     seq=int(seq),
@@ -423,7 +432,8 @@ class RedisStorage:
                     group_id=base64.urlsafe_b64decode(group + b"=" * (-len(group) % 4)),
                     kind=kind.decode(),
                     mls_epoch=int(mls_epoch),
-                    data=bytes(data),
+                    digest=bytes(digest),
+                    data=bytes(row[6]) if with_data else b"",
                 )
             )
         return out, int(head or 0), cursor

@@ -330,3 +330,35 @@ def test_expected_group_and_kind_must_match_when_given(
         open_snapshot(snapshot0, kek0, member_cert, group_id=group_id + b"x")
     with pytest.raises(BindingError):
         open_snapshot(snapshot0, kek0, member_cert, kind="ratchet_tree")
+
+
+def test_prev_hash_chains_like_prev(
+    snapshot0: SealedSnapshot,
+    kek0: Kek,
+    member_device: DeviceSecrets,
+    member_cert: DeviceCertificate,
+) -> None:
+    chained = seal_snapshot(
+        kek0,
+        member_device,
+        group_id=snapshot0.header.group_id,
+        kind="state",
+        mls_epoch=9,
+        plaintext=b"x",
+        now=1,
+        prev_hash=snapshot0.digest,
+    )
+    assert chained.header.prev_hash == snapshot0.digest
+    assert open_snapshot(chained, kek0, member_cert, expect_prev_hash=snapshot0.digest) == b"x"
+    with pytest.raises(ValueError):
+        seal_snapshot(
+            kek0,
+            member_device,
+            group_id=b"g",
+            kind="state",
+            mls_epoch=1,
+            plaintext=b"",
+            now=1,
+            prev=snapshot0,
+            prev_hash=snapshot0.digest,
+        )

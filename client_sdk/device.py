@@ -1,0 +1,674 @@
+"""`Statecache`: one device's view of its account on N cache nodes, threshold M.
+
+    async with Statecache(profile) as sc:
+        await sc.publish([SnapshotInput(group_id, "group_state", epoch, state_bytes)])
+        async for snap in sc.onboard():      # a new device: everything, newest first
+            ...
+        async for snap in sc.sync():         # later: only what changed
+            ...
+
+Writes go to every node and need M acknowledgements; reads come from one node and are
+cross-checked against another; keys come from M verified re-encryptions. Everything a node
+returns is verified before it is used (see `verify.py`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import aiohttp
+
+import pre
+from cache_service.protocol import models as m
+from cache_service.protocol.b64 import decode_b64url, encode_b64url
+
+from .errors import (
+    ForkError,
+    MissingSnapshot,
+    RollbackError,
+    StatecacheError,
+    ThresholdNotMet,
+    VerificationFailed,
+)
+from .fanout import FanOut, Outcome, RetryPolicy
+from .keystore import Profile
+from .node_client import NodeClient
+from .state import SyncState
+from .verify import Commitments, Directory, OpenedSnapshot, check_account, open_item
+
+__all__ = [
+    "Approval",
+    "PublishReport",
+    "RevokeReport",
+    "SnapshotInput",
+    "Statecache",
+    "create_account",
+    "enrollment_request",
+    "parse_enrollment",
+]
+
+YEAR = 365 * 86_400
+ACCOUNT_LABEL = "account"
+_PUBLISH_CHUNK_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SnapshotInput:
+    group_id: bytes
+    kind: str
+    mls_epoch: int
+    plaintext: bytes
+    label: str = ACCOUNT_LABEL
+    tree_hash: bytes | None = None
+    epoch_authenticator: bytes | None = None
+
+
+@dataclass(frozen=True)
+class PublishReport:
+    stored: int
+    duplicates: int
+    per_node_failures: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Approval:
+    certificate: pre.DeviceCertificate
+    upload_bytes: int  # what the admin sent all nodes to certify and authorise the device
+
+
+@dataclass(frozen=True)
+class RevokeReport:
+    receipts: dict[str, pre.RevocationReceipt]
+    failures: dict[str, str]
+    rotated: dict[str, int]  # label -> new key epoch
+    regranted: list[bytes]  # device ids
+
+
+@dataclass
+class ReadReport:
+    """What the last onboarding or sync saw: where it read, what it opened, which nodes
+    misbehaved (and how)."""
+
+    primary: str = ""
+    opened: int = 0
+    unchanged: int = 0
+    suspects: dict[str, str] = field(default_factory=dict)
+
+
+def enrollment_request(name: str = "") -> tuple[pre.DeviceSecrets, str]:
+    """A new device's secrets and the short text an admin approves (its public keys)."""
+    device = pre.DeviceSecrets.generate()
+    blob = "sc1." + encode_b64url(device.public_keys.to_bytes())
+    if name:
+        blob += "." + encode_b64url(name.encode())
+    return device, blob
+
+
+def parse_enrollment(blob: str) -> tuple[pre.DeviceKeys, str]:
+    parts = blob.strip().split(".")
+    if len(parts) not in (2, 3) or parts[0] != "sc1":
+        raise ValueError("not a statecache enrolment request")
+    try:
+        keys = pre.DeviceKeys.from_bytes(decode_b64url(parts[1], max_bytes=128))
+        name = decode_b64url(parts[2], max_bytes=64).decode() if len(parts) == 3 else ""
+    except (pre.PreError, UnicodeDecodeError) as exc:
+        raise ValueError("damaged enrolment request") from exc
+    return keys, name
+
+
+async def create_account(
+    nodes: Sequence[str],
+    threshold: int,
+    *,
+    name: str = "admin",
+    clock: Callable[[], float] = time.time,
+    policy: RetryPolicy | None = None,
+) -> Profile:
+    """Set up: a new account seed and admin device, registered on every node, with the
+    `account` label's first key capsule. Needs every node (each will hold one share)."""
+    now = int(clock())
+    account = pre.AccountSecrets.generate()
+    device = pre.DeviceSecrets.generate()
+    profile = Profile(account.account_id, device, list(nodes), threshold, account=account)
+    record = pre.register_account(account, now=now)
+    cert = pre.certify_device(
+        account,
+        device.public_keys,
+        role=pre.Role.ADMIN,
+        not_before=now - 60,
+        not_after=now + 10 * YEAR,
+        name=name,
+    )
+    capsule, _ = pre.create_key_capsule(account, ACCOUNT_LABEL, 0, now=now)
+    async with Statecache(profile, clock=clock, policy=policy) as sc:
+        sc._require_all(await sc._fan.call(lambda n: n.register_account(record, cert)), "register")
+        sc._require_all(await sc._fan.call(lambda n: n.put_capsule(capsule)), "key capsule")
+    return profile
+
+
+class Statecache:
+    """The device SDK. Use as an async context manager."""
+
+    def __init__(
+        self,
+        profile: Profile,
+        *,
+        state: SyncState | None = None,
+        state_path: Path | None = None,
+        policy: RetryPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.profile = profile
+        self.state = (
+            state
+            if state is not None
+            else (SyncState.load(state_path) if state_path is not None else SyncState())
+        )
+        self._state_path = state_path
+        self._policy = policy or RetryPolicy()
+        self._clock = clock
+        self._session: aiohttp.ClientSession | None = None
+        self._fan: FanOut
+        self._keks: dict[tuple[str, int], pre.Kek] = {}
+        self._capsules: dict[tuple[str, int], pre.KeyCapsule] = {}
+        self._record: pre.AccountRecord | None = None
+        self.report = ReadReport()
+        self.reencryptions = 0
+
+    async def __aenter__(self) -> Statecache:
+        self._session = aiohttp.ClientSession()
+        clients = [
+            NodeClient(
+                self._session,
+                url,
+                account_id=self.profile.account_id,
+                device=self.profile.device,
+                timeout=self._policy.timeout,
+                clock=self._clock,
+            )
+            for url in self.profile.nodes
+        ]
+        self._fan = FanOut(clients, self._policy)
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+        self._save_state()
+
+    # helpers
+
+    @property
+    def nodes(self) -> list[NodeClient]:
+        return self._fan.nodes
+
+    @property
+    def bytes_sent(self) -> int:
+        return sum(n.bytes_sent for n in self.nodes)
+
+    @property
+    def bytes_received(self) -> int:
+        return sum(n.bytes_received for n in self.nodes)
+
+    def _now(self) -> int:
+        return int(self._clock())
+
+    def _save_state(self) -> None:
+        if self._state_path is not None:
+            self._state_path.parent.mkdir(parents=True, exist_ok=True)
+            self.state.save(self._state_path)
+
+    def _require_all(self, outcome: Outcome[object], what: str) -> None:
+        outcome.require(len(self.nodes), what)
+
+    def _admin(self) -> pre.AccountSecrets:
+        if self.profile.account is None:
+            raise PermissionError("this needs an admin device (one holding the account seed)")
+        return self.profile.account
+
+    async def account_record(self) -> pre.AccountRecord:
+        if self._record is None:
+            node, info = await self._fan.first(lambda n: n.get_account(), "account record")
+            self._record = check_account(self.profile.account_id, info, node.base_url)
+        return self._record
+
+    async def directory(self) -> Directory:
+        """Devices from M or more nodes, merged, so no single node hides a revocation."""
+        record = await self.account_record()
+        outcome = await self._fan.call(lambda n: n.list_devices())
+        lists = outcome.require(self.profile.threshold, "device list")
+        return Directory.build(record, lists.items())
+
+    async def list_devices(self) -> list[tuple[pre.DeviceCertificate, int | None]]:
+        d = await self.directory()
+        return [(c, d.revoked_at.get(i)) for i, c in sorted(d.certificates.items())]
+
+    async def _load_capsules(self) -> dict[str, int]:
+        """Verified key capsules; returns each label's newest epoch."""
+        record = await self.account_record()
+        node, listing = await self._fan.first(lambda n: n.list_capsules(), "key capsules")
+        current: dict[str, int] = {}
+        for entry in listing.capsules:
+            try:
+                capsule = pre.KeyCapsule.from_bytes(entry.capsule).verify(record)
+            except pre.PreError as exc:
+                raise VerificationFailed("key capsule does not verify", node.base_url) from exc
+            if (capsule.label, capsule.key_epoch) != (entry.label, entry.key_epoch):
+                raise VerificationFailed("key capsule mislabelled", node.base_url)
+            self._capsules[(capsule.label, capsule.key_epoch)] = capsule
+            current[capsule.label] = max(current.get(capsule.label, -1), capsule.key_epoch)
+        return current
+
+    async def load_keys(self) -> dict[tuple[str, int], pre.Kek]:
+        """Every KEK this device may hold: as owner (admin), or from M verified
+        re-encryptions of each label's newest granted capsule, then down the chain."""
+        current = await self._load_capsules()
+        if self.profile.account is not None:
+            for key, owned in self._capsules.items():
+                self._keks[key] = pre.open_key_capsule_as_owner(self.profile.account, owned)
+            return self._keks
+        record = await self.account_record()
+        outcome = await self._fan.call(lambda n: n.reencrypt())
+        answers = outcome.require(self.profile.threshold, "re-encryption")
+        fragments: dict[tuple[str, int], list[pre.VerifiedCapsuleFragment]] = {}
+        for node_url, answer in answers.items():
+            for result in answer.results:
+                key = (result.label, result.key_epoch)
+                capsule = self._capsules.get(key)
+                if result.fragment is None or capsule is None:
+                    continue
+                try:
+                    fragment = pre.CapsuleFragment.from_bytes(result.fragment)
+                    verified = pre.verify_capsule_fragment(
+                        fragment, capsule=capsule, account=record, receiver=self.profile.device
+                    )
+                except pre.PreError as exc:
+                    self.report.suspects[node_url] = f"capsule fragment rejected: {exc}"
+                    continue
+                fragments.setdefault(key, []).append(verified)
+                self.reencryptions += 1
+        for label in current:
+            epochs = sorted((e for (lb, e) in fragments if lb == label), reverse=True)
+            for epoch in epochs:
+                frags = fragments[(label, epoch)]
+                if len(frags) < self.profile.threshold:
+                    continue
+                kek = pre.open_key_capsule(
+                    self.profile.device, self._capsules[(label, epoch)], frags
+                )
+                self._chain_down(kek)
+                break
+        return self._keks
+
+    def forget_keys(self) -> None:
+        """Drop cached KEKs: the next read re-encrypts afresh (after a rotation, say)."""
+        self._keks.clear()
+        self._capsules.clear()
+
+    @property
+    def keys(self) -> Mapping[tuple[str, int], pre.Kek]:
+        return dict(self._keks)
+
+    def _chain_down(self, kek: pre.Kek) -> None:
+        self._keks[(kek.label, kek.key_epoch)] = kek
+        while kek.key_epoch > 0:
+            record = self._capsules.get((kek.label, kek.key_epoch))
+            if record is None or record.previous_kek is None:
+                return
+            kek = kek.open_previous(record)
+            self._keks[(kek.label, kek.key_epoch)] = kek
+
+    async def _current_kek(self, label: str) -> pre.Kek:
+        if not self._keks:
+            await self.load_keys()
+        epochs = [e for (lb, e) in self._capsules if lb == label]
+        kek = self._keks.get((label, max(epochs))) if epochs else None
+        if kek is None:
+            raise VerificationFailed(f"this device holds no key for label {label!r}")
+        return kek
+
+    # admin: certify, authorise, revoke, rotate
+
+    async def approve(
+        self,
+        blob: str,
+        *,
+        role: pre.Role = pre.Role.MEMBER,
+        labels: Sequence[str] = (ACCOUNT_LABEL,),
+        valid_for: int = YEAR,
+        grant_for: int = 30 * 86_400,
+    ) -> Approval:
+        """Certify an enrolling device on every node and grant it `labels`."""
+        account = self._admin()
+        keys, name = parse_enrollment(blob)
+        now = self._now()
+        cert = pre.certify_device(
+            account, keys, role=role, not_before=now - 60, not_after=now + valid_for, name=name
+        )
+        before = self.bytes_sent
+        outcome = await self._fan.call(lambda n: n.put_device(cert))
+        outcome.require(self.profile.threshold, "certificate upload")
+        await self.authorise(cert, labels=labels, grant_for=grant_for)
+        return Approval(cert, self.bytes_sent - before)
+
+    async def authorise(
+        self,
+        cert: pre.DeviceCertificate,
+        *,
+        labels: Sequence[str] = (ACCOUNT_LABEL,),
+        grant_for: int = 30 * 86_400,
+    ) -> None:
+        """One M-of-N grant per label, share i to node i: constant size in the number of
+        groups."""
+        account = self._admin()
+        current = await self._load_capsules()
+        n = len(self.nodes)
+        for label in labels:
+            if label not in current:
+                raise ValueError(f"label {label!r} has no key capsule")
+            capsule = self._capsules[(label, current[label])]
+            shares = pre.make_grant(
+                account,
+                capsule,
+                cert,
+                threshold=self.profile.threshold,
+                shares=n,
+                expires_at=self._now() + grant_for,
+            )
+            outcome = await self._fan.call(_put_share(self.nodes, shares))
+            outcome.require(self.profile.threshold, f"grant of {label}")
+
+    async def add_label(self, label: str) -> None:
+        """Create a label's first key capsule (e.g. `group:<id>` for one group)."""
+        capsule, kek = pre.create_key_capsule(self._admin(), label, 0, now=self._now())
+        (await self._fan.call(lambda n: n.put_capsule(capsule))).require(
+            self.profile.threshold, "key capsule"
+        )
+        self._capsules[(label, 0)] = capsule
+        self._keks[(label, 0)] = kek
+
+    async def rotate(self, label: str) -> int:
+        """Start the label's next key epoch, chaining the previous KEK into it. Nodes then
+        refuse snapshots sealed under older epochs."""
+        account = self._admin()
+        current = await self._load_capsules()
+        old = pre.open_key_capsule_as_owner(account, self._capsules[(label, current[label])])
+        epoch = old.key_epoch + 1
+        capsule, kek = pre.create_key_capsule(account, label, epoch, now=self._now(), previous=old)
+        (await self._fan.call(lambda n: n.put_capsule(capsule))).require(
+            self.profile.threshold, "rotation"
+        )
+        self._capsules[(label, epoch)] = capsule
+        self._keks[(label, epoch)] = kek
+        return epoch
+
+    async def revoke(self, device_id: bytes, *, grant_for: int = 30 * 86_400) -> RevokeReport:
+        """Revoke on every node (each answers a signed receipt), rotate every label, and
+        re-grant the remaining member devices under the new key epochs."""
+        account = self._admin()
+        revocation = pre.revoke_device(account, device_id, now=self._now())
+        node_keys = await self.pin_nodes()
+        outcome = await self._fan.call(lambda n: n.revoke(revocation))
+        receipts: dict[str, pre.RevocationReceipt] = {}
+        failures = dict(outcome.failures)
+        for url, receipt in outcome.results.items():
+            try:
+                receipts[url] = receipt.verify(node_keys[url])
+                if (receipt.account_id, receipt.device_id) != (account.account_id, device_id):
+                    raise VerificationFailed("receipt names another device", url)
+            except (pre.PreError, VerificationFailed) as exc:
+                failures[url] = f"bad receipt: {exc}"
+                receipts.pop(url, None)
+        if len(receipts) < self.profile.threshold:
+            raise ThresholdNotMet("revocation", self.profile.threshold, failures)
+        current = await self._load_capsules()
+        rotated = {label: await self.rotate(label) for label in sorted(current)}
+        directory = await self.directory()
+        regranted = []
+        for cert in directory.active(self._now()):
+            if cert.role is pre.Role.MEMBER and cert.device_id != device_id:
+                await self.authorise(cert, labels=sorted(rotated), grant_for=grant_for)
+                regranted.append(cert.device_id)
+        return RevokeReport(receipts, failures, rotated, regranted)
+
+    async def pin_nodes(self) -> dict[str, bytes]:
+        """Each node's identity key, pinned in the profile at first contact; a node that
+        later shows another key, or another share index than its position, is refused."""
+        outcome = await self._fan.call(lambda n: n.node_info())
+        for index, node in enumerate(self.nodes, start=1):
+            info = outcome.results.get(node.base_url)
+            if info is None:
+                continue
+            pinned = self.profile.node_keys.setdefault(node.base_url, info.public_key)
+            if pinned != info.public_key or info.share_index != index:
+                raise VerificationFailed("node identity or share index changed", node.base_url)
+        return self.profile.node_keys
+
+    # publishing
+
+    async def publish(self, items: Sequence[SnapshotInput]) -> PublishReport:
+        """Seal each item under its label's current KEK, chained to the last snapshot this
+        device knows of that (group, kind), and store it on every node (M must accept)."""
+        now = self._now()
+        sealed = []
+        for item in items:
+            kek = await self._current_kek(item.label)
+            known = self.state.known.get((item.group_id, item.kind))
+            sealed.append(
+                pre.seal_snapshot(
+                    kek,
+                    self.profile.device,
+                    group_id=item.group_id,
+                    kind=item.kind,
+                    mls_epoch=item.mls_epoch,
+                    plaintext=item.plaintext,
+                    now=now,
+                    prev_hash=None if known is None else known.digest,
+                    tree_hash=item.tree_hash,
+                    epoch_authenticator=item.epoch_authenticator,
+                )
+            )
+        stored = duplicates = 0
+        failures: dict[str, str] = {}
+        for chunk in _chunks(sealed):
+            outcome = await self._fan.call(lambda n, c=chunk: n.publish(c))  # type: ignore[misc]
+            failures.update(outcome.failures)
+            accepted = [0] * len(chunk)
+            for url, answer in outcome.results.items():
+                for i, result in enumerate(answer.results):
+                    if result.status is not m.PublishStatus.REJECTED:
+                        accepted[i] += 1
+                    else:
+                        failures[url] = f"{result.code}: {result.detail}"
+            for snap, count in zip(chunk, accepted, strict=True):
+                if count < self.profile.threshold:
+                    raise ThresholdNotMet("publish", self.profile.threshold, failures)
+                h = snap.header
+                known = self.state.known.get((h.group_id, h.kind))
+                if known is not None and known.digest == snap.digest:
+                    duplicates += 1
+                else:
+                    stored += 1
+                self.state.remember(h.group_id, h.kind, h.mls_epoch, snap.digest)
+        self._save_state()
+        return PublishReport(stored, duplicates, failures)
+
+    # reading: onboarding and sync
+
+    async def onboard(
+        self,
+        *,
+        commitments: Mapping[bytes, Commitments] | None = None,
+        page_size: int = 250,
+    ) -> AsyncIterator[OpenedSnapshot]:
+        """Everything this device may read, newest first, verified and opened. Resumable:
+        an interrupted onboarding continues from its last completed page."""
+        async for snap in self._read(order="desc", commitments=commitments, page_size=page_size):
+            yield snap
+
+    async def sync(
+        self,
+        *,
+        commitments: Mapping[bytes, Commitments] | None = None,
+        page_size: int = 250,
+    ) -> AsyncIterator[OpenedSnapshot]:
+        """Only what changed since this device's cursor, oldest first."""
+        async for snap in self._read(order="asc", commitments=commitments, page_size=page_size):
+            yield snap
+
+    async def _read(
+        self,
+        *,
+        order: str,
+        commitments: Mapping[bytes, Commitments] | None,
+        page_size: int,
+    ) -> AsyncIterator[OpenedSnapshot]:
+        await self.load_keys()
+        directory = await self.directory()
+        self.report = ReadReport()
+        primary: NodeClient | None = None
+        for node in self.nodes:  # the first node that serves a complete, valid listing
+            try:
+                async for snap in self._read_from(node, order, page_size, directory, commitments):
+                    yield snap
+            except (RollbackError, ForkError):
+                raise  # a node lying about epochs: stop, whatever the others say
+            except StatecacheError as exc:
+                self.report.suspects[node.base_url] = str(exc)
+                continue
+            primary = node
+            break
+        if primary is None:
+            raise ThresholdNotMet("snapshot listing", 1, self.report.suspects)
+        self.report.primary = primary.base_url
+        async for snap in self._cross_check(primary, directory, commitments):
+            yield snap
+        if order == "desc":
+            self.state.onboarded = True
+        self._save_state()
+
+    def _open(
+        self,
+        item: m.SnapshotItem,
+        node: str,
+        directory: Directory,
+        commitments: Mapping[bytes, Commitments] | None,
+    ) -> OpenedSnapshot | None:
+        opened = open_item(
+            item,
+            node=node,
+            directory=directory,
+            keks=self._keks,
+            state=self.state,
+            commitments=commitments,
+        )
+        if opened is None:
+            self.report.unchanged += 1
+        else:
+            self.state.remember(opened.group_id, opened.kind, opened.mls_epoch, opened.digest)
+            self.report.opened += 1
+        return opened
+
+    async def _read_from(
+        self,
+        node: NodeClient,
+        order: str,
+        page_size: int,
+        directory: Directory,
+        commitments: Mapping[bytes, Commitments] | None,
+    ) -> AsyncIterator[OpenedSnapshot]:
+        url, state = node.base_url, self.state
+        head: int | None = None
+        while True:
+            if order == "desc":
+                page = await node.list_snapshots(
+                    order="desc", before=state.onboarding.get(url), limit=page_size
+                )
+            else:
+                page = await node.list_snapshots(after=state.cursors.get(url, 0), limit=page_size)
+            head = page.head if head is None else head
+            for item in page.items:
+                opened = self._open(item, url, directory, commitments)
+                if opened is not None:
+                    yield opened
+            if page.next_cursor is None:
+                break
+            if order == "desc":
+                state.onboarding[url] = page.next_cursor
+            else:
+                state.cursors[url] = page.next_cursor
+            self._save_state()
+        # Newest first, the head seen at the start is where the next sync begins.
+        state.onboarding.pop(url, None)
+        final = head if order == "desc" else page.head
+        state.cursors[url] = max(state.cursors.get(url, 0), final)
+
+    async def _cross_check(
+        self,
+        primary: NodeClient,
+        directory: Directory,
+        commitments: Mapping[bytes, Commitments] | None,
+    ) -> AsyncIterator[OpenedSnapshot]:
+        """Compare with another node's listing (metadata only, since that node's cursor).
+        A snapshot the primary left out or served at an older epoch is fetched from the
+        other node and verified, and the primary is reported; a different snapshot at
+        the same epoch is a fork."""
+        for other in (n for n in self.nodes if n is not primary):
+            url = other.base_url
+            try:
+                items, head = await other.list_metadata(after=self.state.cursors.get(url, 0))
+            except StatecacheError:
+                continue
+            for item in items:
+                have = self.state.known.get((item.group_id, item.kind))
+                if have is not None and item.mls_epoch < have.mls_epoch:
+                    continue  # this node is behind: not the primary's fault
+                if have is not None and item.mls_epoch == have.mls_epoch:
+                    if item.digest != have.digest:
+                        raise ForkError(f"two snapshots claim MLS epoch {item.mls_epoch}", url)
+                    continue
+                page = await other.list_snapshots(order="desc", group_id=item.group_id, limit=500)
+                for full in page.items:
+                    if (full.kind, full.mls_epoch) != (item.kind, item.mls_epoch):
+                        continue
+                    opened = self._open(full, url, directory, commitments)
+                    if opened is not None:
+                        self.report.suspects[primary.base_url] = (
+                            f"left out group {encode_b64url(item.group_id)} {item.kind} "
+                            f"epoch {item.mls_epoch}, which {url} holds"
+                        )
+                        yield opened
+            self.state.cursors[url] = max(self.state.cursors.get(url, 0), head)
+            return  # fewer than M nodes misbehave, so one second opinion suffices
+        if len(self.nodes) > 1:
+            raise MissingSnapshot("no second node could confirm the listing")
+
+
+def _put_share(
+    nodes: Sequence[NodeClient], shares: Sequence[pre.GrantShare]
+) -> Callable[[NodeClient], Awaitable[None]]:
+    """Share i goes to node i, and only there."""
+    by_node = {node.base_url: share for node, share in zip(nodes, shares, strict=True)}
+    return lambda node: node.put_grant(by_node[node.base_url])
+
+
+def _chunks(sealed: list[pre.SealedSnapshot]) -> list[list[pre.SealedSnapshot]]:
+    out: list[list[pre.SealedSnapshot]] = []
+    current: list[pre.SealedSnapshot] = []
+    size = 0
+    for snap in sealed:
+        n = len(snap.to_bytes())
+        if current and (size + n > _PUBLISH_CHUNK_BYTES or len(current) == m.MAX_BATCH):
+            out.append(current)
+            current, size = [], 0
+        current.append(snap)
+        size += n
+    if current:
+        out.append(current)
+    return out

@@ -1,0 +1,120 @@
+"""The device's local keystore: its secrets (and the account seed on admin devices), the
+account it belongs to, its nodes and their pinned identities.
+
+One JSON file, created 0600 and refused if anyone else can read it. The secrets inside are
+optionally sealed with a passphrase (scrypt + AES-GCM, in `pre`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pre
+from cache_service.protocol.b64 import decode_b64url, encode_b64url
+
+from .errors import KeystoreError
+
+__all__ = ["Profile", "load_profile", "save_profile"]
+
+FORMAT = "statecache-keystore/1"
+
+
+@dataclass
+class Profile:
+    """Everything a device needs to talk to its account's nodes."""
+
+    account_id: bytes
+    device: pre.DeviceSecrets
+    nodes: list[str]
+    threshold: int
+    account: pre.AccountSecrets | None = None  # admin devices only
+    node_keys: dict[str, bytes] = field(default_factory=dict)  # pinned at first contact
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.threshold <= len(self.nodes):
+            raise ValueError("need 1 <= threshold <= number of nodes")
+        if self.account is not None and self.account.account_id != self.account_id:
+            raise ValueError("account seed is for another account")
+
+    @property
+    def is_admin(self) -> bool:
+        return self.account is not None
+
+
+def _secrets_blob(profile: Profile) -> bytes:
+    body = {"device": encode_b64url(profile.device.to_bytes())}
+    if profile.account is not None:
+        body["account"] = encode_b64url(profile.account.to_bytes())
+    return json.dumps(body, sort_keys=True).encode()
+
+
+def save_profile(path: Path, profile: Profile, passphrase: str | None = None) -> None:
+    secrets = _secrets_blob(profile)
+    doc: dict[str, Any] = {
+        "format": FORMAT,
+        "account_id": profile.account_id.hex(),
+        "nodes": profile.nodes,
+        "threshold": profile.threshold,
+        "node_keys": {url: encode_b64url(k) for url, k in profile.node_keys.items()},
+    }
+    if passphrase is None:
+        doc["secrets"] = encode_b64url(secrets)
+    else:
+        doc["sealed_secrets"] = encode_b64url(pre.seal_with_passphrase(secrets, passphrase))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(doc, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_profile(path: Path, passphrase: str | None = None) -> Profile:
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError as exc:
+        raise KeystoreError(f"no keystore at {path}") from exc
+    if stat.S_IMODE(mode) & 0o077:
+        raise KeystoreError(f"{path} is readable by others; chmod 600 it")
+    try:
+        doc = json.loads(path.read_text())
+        if doc.get("format") != FORMAT:
+            raise KeystoreError(f"{path} is not a statecache keystore")
+        if "sealed_secrets" in doc:
+            if passphrase is None:
+                raise KeystoreError("the keystore is locked: give its passphrase")
+            sealed = decode_b64url(doc["sealed_secrets"], max_bytes=64 * 1024)
+            try:
+                secrets_raw = pre.open_with_passphrase(sealed, passphrase)
+            except pre.PreError as exc:
+                raise KeystoreError("wrong passphrase or damaged keystore") from exc
+        else:
+            secrets_raw = decode_b64url(doc["secrets"], max_bytes=64 * 1024)
+        secrets = json.loads(secrets_raw)
+        device = pre.DeviceSecrets.from_bytes(decode_b64url(secrets["device"], max_bytes=256))
+        account = None
+        if "account" in secrets:
+            account = pre.AccountSecrets.from_bytes(
+                decode_b64url(secrets["account"], max_bytes=256)
+            )
+        return Profile(
+            account_id=bytes.fromhex(doc["account_id"]),
+            device=device,
+            nodes=list(doc["nodes"]),
+            threshold=int(doc["threshold"]),
+            account=account,
+            node_keys={
+                url: decode_b64url(k, max_bytes=32) for url, k in doc.get("node_keys", {}).items()
+            },
+        )
+    except KeystoreError:
+        raise
+    except (ValueError, KeyError, TypeError, pre.PreError) as exc:
+        raise KeystoreError(f"{path} is damaged") from exc

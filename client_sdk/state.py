@@ -1,0 +1,72 @@
+"""What a device remembers between runs, to refuse rollbacks and to resume: the newest
+(MLS epoch, snapshot digest) it accepted per (group, kind), its sync cursor, and how far an
+interrupted onboarding got. Not secret; kept as JSON beside the keystore."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cache_service.protocol.b64 import decode_b64url, encode_b64url
+
+__all__ = ["Known", "SyncState"]
+
+
+@dataclass(frozen=True)
+class Known:
+    mls_epoch: int
+    digest: bytes
+
+
+@dataclass
+class SyncState:
+    """Sequence numbers are per node (each node numbers what it stores), so cursors are too.
+    `cursors[node]`: everything up to it has been seen; `onboarding[node]`: where an
+    interrupted newest-first onboarding from that node resumes."""
+
+    cursors: dict[str, int] = field(default_factory=dict)
+    onboarding: dict[str, int] = field(default_factory=dict)
+    onboarded: bool = False
+    known: dict[tuple[bytes, str], Known] = field(default_factory=dict)
+
+    def remember(self, group_id: bytes, kind: str, mls_epoch: int, digest: bytes) -> None:
+        current = self.known.get((group_id, kind))
+        if current is None or mls_epoch >= current.mls_epoch:
+            self.known[(group_id, kind)] = Known(mls_epoch, digest)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "cursors": self.cursors,
+                "onboarding": self.onboarding,
+                "onboarded": self.onboarded,
+                "known": [
+                    [encode_b64url(g), kind, k.mls_epoch, k.digest.hex()]
+                    for (g, kind), k in sorted(self.known.items())
+                ],
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> SyncState:
+        doc = json.loads(text)
+        return cls(
+            cursors={str(k): int(v) for k, v in doc["cursors"].items()},
+            onboarding={str(k): int(v) for k, v in doc["onboarding"].items()},
+            onboarded=bool(doc.get("onboarded", False)),
+            known={
+                (decode_b64url(g, max_bytes=128), kind): Known(int(e), bytes.fromhex(d))
+                for g, kind, e, d in doc["known"]
+            },
+        )
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.to_json())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> SyncState:
+        return cls.from_json(path.read_text()) if path.exists() else cls()

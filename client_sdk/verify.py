@@ -1,0 +1,186 @@
+"""Trust nothing a node returns: every record is checked against the account root the
+device pinned (the account id is the hash of the root key), and every snapshot against its
+author's certificate, its KEK, the device's own memory of epochs and, when given, the
+delivery service's view of the group."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import pre
+from cache_service.protocol import models as m
+
+from .errors import ForkError, RollbackError, VerificationFailed
+from .state import SyncState
+
+__all__ = [
+    "Commitments",
+    "Directory",
+    "OpenedSnapshot",
+    "check_account",
+    "open_item",
+]
+
+
+def check_account(account_id: bytes, info: m.AccountInfo, node: str) -> pre.AccountRecord:
+    try:
+        record = pre.AccountRecord.from_bytes(info.account).verify()
+    except pre.PreError as exc:
+        raise VerificationFailed("account record does not verify", node) from exc
+    if record.account_id != account_id:
+        raise VerificationFailed("node served another account's record", node)
+    return record
+
+
+@dataclass(frozen=True)
+class Directory:
+    """The account's devices, each certificate verified against the root; revocations
+    verified too. Built from the union of what several nodes return, so one node cannot
+    hide a revocation."""
+
+    account: pre.AccountRecord
+    certificates: Mapping[bytes, pre.DeviceCertificate]
+    revoked_at: Mapping[bytes, int]
+
+    @classmethod
+    def build(
+        cls, account: pre.AccountRecord, lists: Iterable[tuple[str, m.DeviceList]]
+    ) -> Directory:
+        certs: dict[bytes, pre.DeviceCertificate] = {}
+        revoked: dict[bytes, int] = {}
+        for node, listing in lists:
+            for entry in listing.devices:
+                try:
+                    cert = pre.DeviceCertificate.from_bytes(entry.certificate)
+                    # Signature and binding now; validity is judged per snapshot time.
+                    cert.verify(account, now=cert.not_before)
+                    if entry.revocation is not None:
+                        rev = pre.Revocation.from_bytes(entry.revocation).verify(account)
+                        if rev.device_id == cert.device_id:
+                            revoked[cert.device_id] = min(
+                                rev.revoked_at, revoked.get(cert.device_id, rev.revoked_at)
+                            )
+                except pre.PreError as exc:
+                    raise VerificationFailed("device list does not verify", node) from exc
+                if cert.device_id.hex() != entry.device_id:
+                    raise VerificationFailed("device list entry mislabelled", node)
+                # Several certificates for one device (renewals): keep the latest.
+                known = certs.get(cert.device_id)
+                if known is None or cert.not_after > known.not_after:
+                    certs[cert.device_id] = cert
+        return cls(account, certs, revoked)
+
+    def certificate_at(self, device_id: bytes, when: int) -> pre.DeviceCertificate:
+        cert = self.certificates.get(device_id)
+        if cert is None:
+            raise VerificationFailed("snapshot author is not a device of this account")
+        try:
+            return cert.verify(self.account, now=when, revoked_at=self.revoked_at.get(device_id))
+        except pre.PreError as exc:
+            raise VerificationFailed("snapshot author was not certified at that time") from exc
+
+    def active(self, now: int) -> list[pre.DeviceCertificate]:
+        out = []
+        for device_id, cert in self.certificates.items():
+            try:
+                out.append(
+                    cert.verify(self.account, now=now, revoked_at=self.revoked_at.get(device_id))
+                )
+            except pre.PreError:
+                continue
+        return out
+
+
+@dataclass(frozen=True)
+class Commitments:
+    """What the delivery service says of a group's current epoch (RFC 9420 GroupContext):
+    snapshots below `min_epoch` are rollbacks; at that epoch they must match."""
+
+    min_epoch: int = 0
+    tree_hash: bytes | None = None
+    epoch_authenticator: bytes | None = None
+
+
+@dataclass(frozen=True)
+class OpenedSnapshot:
+    seq: int
+    group_id: bytes
+    kind: str
+    mls_epoch: int
+    label: str
+    plaintext: bytes
+    header: pre.SnapshotHeader
+    digest: bytes
+
+
+def open_item(
+    item: m.SnapshotItem,
+    *,
+    node: str,
+    directory: Directory,
+    keks: Mapping[tuple[str, int], pre.Kek],
+    state: SyncState,
+    commitments: Mapping[bytes, Commitments] | None = None,
+) -> OpenedSnapshot | None:
+    """Verify and open one listed snapshot. None: it is the snapshot the device already
+    holds for that (group, kind). Raises RollbackError / ForkError / VerificationFailed."""
+    if item.snapshot is None:
+        raise VerificationFailed("listing carries no snapshot", node)
+    try:
+        snapshot = pre.SealedSnapshot.from_bytes(item.snapshot)
+    except pre.PreError as exc:
+        raise VerificationFailed("snapshot does not decode", node) from exc
+    h = snapshot.header
+    if (h.label, h.key_epoch, h.group_id, h.kind, h.mls_epoch) != (
+        item.label,
+        item.key_epoch,
+        item.group_id,
+        item.kind,
+        item.mls_epoch,
+    ):
+        raise VerificationFailed("listing metadata differs from the signed header", node)
+    if h.account_id != directory.account.account_id:
+        raise VerificationFailed("snapshot of another account", node)
+    known = state.known.get((h.group_id, h.kind))
+    if known is not None:
+        if h.mls_epoch < known.mls_epoch:
+            raise RollbackError(
+                f"group epoch went back from {known.mls_epoch} to {h.mls_epoch}", node
+            )
+        if h.mls_epoch == known.mls_epoch:
+            if snapshot.digest != known.digest:
+                raise ForkError(f"two snapshots claim MLS epoch {h.mls_epoch}", node)
+            return None
+    expected = (commitments or {}).get(h.group_id)
+    if expected is not None and h.mls_epoch < expected.min_epoch:
+        raise RollbackError(
+            f"epoch {h.mls_epoch} is below the delivery service's {expected.min_epoch}", node
+        )
+    at_ds_epoch = expected is not None and h.mls_epoch == expected.min_epoch
+    kek = keks.get((h.label, h.key_epoch))
+    if kek is None:
+        raise VerificationFailed(f"no key for {h.label} epoch {h.key_epoch}", node)
+    author = directory.certificate_at(h.author, h.created_at)
+    try:
+        plaintext = pre.open_snapshot(
+            snapshot,
+            kek,
+            author,
+            group_id=h.group_id,
+            kind=h.kind,
+            tree_hash=expected.tree_hash if at_ds_epoch and expected else None,
+            epoch_authenticator=expected.epoch_authenticator if at_ds_epoch and expected else None,
+        )
+    except pre.PreError as exc:
+        raise VerificationFailed(f"snapshot does not open: {exc}", node) from exc
+    return OpenedSnapshot(
+        seq=item.seq,
+        group_id=h.group_id,
+        kind=h.kind,
+        mls_epoch=h.mls_epoch,
+        label=h.label,
+        plaintext=plaintext,
+        header=h,
+        digest=snapshot.digest,
+    )
