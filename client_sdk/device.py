@@ -265,6 +265,17 @@ class Statecache:
             current[capsule.label] = max(current.get(capsule.label, -1), capsule.key_epoch)
         return current
 
+    async def refresh_keys(self) -> None:
+        """Re-encrypt only when a node lists a key epoch this device holds no KEK for
+        (first use, or after a rotation): a sync costs one small listing, not M
+        re-encryptions."""
+        if not self._keks:
+            await self.load_keys()
+            return
+        current = await self._load_capsules()
+        if any((label, epoch) not in self._keks for label, epoch in current.items()):
+            await self.load_keys()
+
     async def load_keys(self) -> dict[tuple[str, int], pre.Kek]:
         """Every KEK this device may hold: as owner (admin), or from M verified
         re-encryptions of each label's newest granted capsule, then down the chain."""
@@ -529,7 +540,7 @@ class Statecache:
         commitments: Mapping[bytes, Commitments] | None,
         page_size: int,
     ) -> AsyncIterator[OpenedSnapshot]:
-        await self.load_keys()
+        await self.refresh_keys()
         directory = await self.directory()
         self.report = ReadReport()
         primary: NodeClient | None = None

@@ -1,9 +1,11 @@
 """Grant shares: M-of-N Umbral key fragments from a label-epoch key to one device.
 
 Share *i* goes to node *i* only. Each share is signed by the account's kfrag signer over
-everything it is bound to (account, label, key epoch, device and its PRE key, share index,
+everything it is bound to (account, label, key epoch, device, share index,
 threshold, expiry), so a node can check it was made for exactly that device and
-label-epoch and cannot be replayed for another.
+label-epoch and cannot be replayed for another. The device's PRE key is not repeated in
+the share: the kfrag signature already covers it (`sign_receiving_key`), and a node checks
+the kfrag against the PRE key in the device's certificate.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from .keys import (
     DEVICE_ID_SIZE,
     LABEL,
     SIGNATURE_SIZE,
-    UMBRAL_PUBLIC_SIZE,
     AccountSecrets,
 )
 from .nodes import NodeSecrets
@@ -49,7 +50,6 @@ class GrantShare(Record):
     label: str = wire(LABEL)
     key_epoch: int = wire(UInt(4))
     device_id: bytes = wire(Fixed(DEVICE_ID_SIZE))
-    device_pre_key: bytes = wire(Fixed(UMBRAL_PUBLIC_SIZE))
     share_index: int = wire(_U8)  # 1-based: node i holds share i
     threshold: int = wire(_U8)
     shares: int = wire(_U8)
@@ -69,6 +69,7 @@ class VerifiedGrantShare:
     makes one, and only a verified share reaches re-encryption."""
 
     share: GrantShare
+    receiver: bytes  # the PRE key the kfrag was verified for
     _kfrag: umbral_pre.VerifiedKeyFrag = field(repr=False, compare=False)
 
 
@@ -104,7 +105,6 @@ def make_grant(
             label=capsule.label,
             key_epoch=capsule.key_epoch,
             device_id=device.device_id,
-            device_pre_key=device.keys.pre_key,
             share_index=index,
             threshold=threshold,
             shares=shares,
@@ -145,7 +145,7 @@ def verify_grant_share(
         kfrag = umbral_pre.KeyFrag.from_bytes(share.kfrag)
     with translate(FragmentError, "key fragment does not verify"):
         verified = kfrag.verify(verifying, delegating, receiving)
-    return VerifiedGrantShare(share, verified)
+    return VerifiedGrantShare(share, device.keys.pre_key, verified)
 
 
 def _check_binding(
@@ -165,7 +165,7 @@ def _check_binding(
         raise BindingError("grant share is for another account")
     if (share.label, share.key_epoch) != (capsule.label, capsule.key_epoch):
         raise BindingError("grant share is for another label or key epoch")
-    if share.device_id != device.device_id or share.device_pre_key != device.keys.pre_key:
+    if share.device_id != device.device_id:
         raise BindingError("grant share is for another device")
     if share.share_index != share_index:
         raise BindingError("grant share is for another node")
@@ -176,7 +176,7 @@ def _check_binding(
 def attest_grant_share(node: NodeSecrets, share: VerifiedGrantShare) -> bytes:
     """A node's MAC over a share it has verified, stored beside it, so re-encryption can
     later skip the costly signature and kfrag proofs without trusting storage blindly."""
-    return node._mac("grant-share", share.share.to_bytes())
+    return node._mac("grant-share", share.share.to_bytes() + share.receiver)
 
 
 def restore_grant_share(
@@ -191,9 +191,6 @@ def restore_grant_share(
 ) -> VerifiedGrantShare:
     """The verified share again, from storage: checks this node's attestation and the
     share's binding to `capsule`, `device`, node and time (all cheap)."""
-    expected = node._mac("grant-share", share.to_bytes())
-    if not hmac.compare_digest(expected, attestation):
-        raise SignatureError("grant share attestation does not verify")
     _check_binding(
         share,
         account_id=share.account_id,
@@ -202,6 +199,9 @@ def restore_grant_share(
         share_index=share_index,
         now=now,
     )
+    expected = node._mac("grant-share", share.to_bytes() + device.keys.pre_key)
+    if not hmac.compare_digest(expected, attestation):
+        raise SignatureError("grant share attestation does not verify")
     with translate(DecodeError, "invalid key fragment encoding"):
         kfrag = umbral_pre.KeyFrag.from_bytes(share.kfrag)
-    return VerifiedGrantShare(share, kfrag.skip_verification())
+    return VerifiedGrantShare(share, device.keys.pre_key, kfrag.skip_verification())

@@ -75,7 +75,6 @@ def test_shares_are_bound_to_everything_they_cover(
         assert share.account_id == account.account_id
         assert (share.label, share.key_epoch) == (capsule1.label, capsule1.key_epoch)
         assert share.device_id == member_cert.device_id
-        assert share.device_pre_key == member_cert.keys.pre_key
         assert (share.share_index, share.threshold, share.shares) == (index, 2, 3)
         assert share.expires_at > now
         verified = check(share)
@@ -100,11 +99,12 @@ def test_share_replayed_for_another_device_is_refused(
 ) -> None:
     with pytest.raises(BindingError):
         check(grant[0], device=stranger_cert)
-    # Same device id, another PRE key (a certificate the account root re-issued).
+    # Same device id, another PRE key (a certificate the account root re-issued): the
+    # kfrag was made for the old key, so its proof fails.
     rekeyed = member_cert.replace(
         keys=DeviceKeys(member_cert.keys.signing_key, stranger_device.public_keys.pre_key)
     )
-    with pytest.raises(BindingError):
+    with pytest.raises(FragmentError):
         check(grant[0], device=rekeyed)
 
 
@@ -340,6 +340,21 @@ class TestNodeAttestation:
                     share_index=share.share_index,
                     now=now,
                 )
+        # The attestation also binds the PRE key it was verified for: a re-issued
+        # certificate with the same device id but another PRE key does not restore.
+        rekeyed = member_cert.replace(
+            keys=DeviceKeys(member_cert.keys.signing_key, make_device("other").public_keys.pre_key)
+        )
+        with pytest.raises(SignatureError):
+            restore_grant_share(
+                node,
+                grant[0],
+                attestation,
+                capsule=capsule1,
+                device=rekeyed,
+                share_index=1,
+                now=now,
+            )
 
     def test_restore_still_checks_the_binding(
         self,
