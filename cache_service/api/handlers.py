@@ -94,8 +94,9 @@ async def list_capsules(request: web.Request) -> web.Response:
 async def put_capsule(request: web.Request) -> web.Response:
     body = await parse_body(request, m.KeyCapsuleBody)
     label, epoch = request.match_info["label"], _key_epoch(request)
-    created = await services(request).delegation.put_capsule(caller(request), label, epoch, body)
-    entry = m.CapsuleEntry(label=label, key_epoch=epoch, current=True, capsule=body.capsule)
+    entry, created = await services(request).delegation.put_capsule(
+        caller(request), label, epoch, body
+    )
     return respond(entry, 201 if created else 200)
 
 
@@ -128,7 +129,10 @@ async def publish_snapshots(request: web.Request) -> web.Response:
 
 async def put_snapshot(request: web.Request) -> web.Response:
     body = await parse_body(request, m.SnapshotBody)
-    group = decode_b64url(request.match_info["group_id"], max_bytes=m.MAX_GROUP_ID_SIZE)
+    try:
+        group = decode_b64url(request.match_info["group_id"], max_bytes=m.MAX_GROUP_ID_SIZE)
+    except ValueError as exc:  # the route admits the alphabet; the rest is a bad id too
+        raise ServiceError(Code.NOT_FOUND, "group id is not canonical base64url") from exc
     result = await services(request).snapshots.publish_single(
         caller(request), body.snapshot, group_id=group, kind=request.match_info["kind"]
     )

@@ -71,7 +71,13 @@ async def errors_and_metrics(request: web.Request, handler: Handler) -> web.Stre
         if code is None:
             code = Code.MALFORMED if 400 <= exc.status < 500 else Code.UNAVAILABLE
         response = problem_response(ServiceError(code))
+        if "Allow" in exc.headers:  # a 405 must say which methods the resource has
+            response.headers["Allow"] = exc.headers["Allow"]
         extra["code"] = code.value
+    except web.RequestPayloadError:  # e.g. a Content-Encoding the body does not follow
+        response = problem_response(ServiceError(Code.MALFORMED, "the body could not be read"))
+        response.force_close()  # the rest of the body is unread: the connection is spent
+        extra["code"] = Code.MALFORMED.value
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
         log.warning("storage unavailable", extra={"route": route})
         response = problem_response(ServiceError(Code.UNAVAILABLE, "try again shortly"))

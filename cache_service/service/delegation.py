@@ -34,18 +34,23 @@ class DelegationService:
 
     async def put_capsule(
         self, caller: Caller, label: str, key_epoch: int, body: m.KeyCapsuleBody
-    ) -> bool:
+    ) -> tuple[m.CapsuleEntry, bool]:
         """Epoch 0 creates a label's key; epoch e+1 rotates it, after which snapshots sealed
-        under older epochs are refused."""
+        under older epochs are refused. Returns the entry and whether it is new (an
+        identical retry of an older epoch answers `current=False`)."""
         caller.require_admin()
         capsule = decode(pre.KeyCapsule.from_bytes, body.capsule, "key capsule")
         with verifying("key capsule"):
             capsule.verify(caller.account)
         if (capsule.label, capsule.key_epoch) != (label, key_epoch):
             raise ServiceError(Code.INVALID_RECORD, "capsule is for another label or key epoch")
-        return await self._storage.put_capsule(
+        created, current = await self._storage.put_capsule(
             caller.account_id, label, key_epoch, body.capsule, self._max_labels
         )
+        entry = m.CapsuleEntry(
+            label=label, key_epoch=key_epoch, current=current == key_epoch, capsule=body.capsule
+        )
+        return entry, created
 
     async def granted_labels(self, caller: Caller) -> set[str] | None:
         """Labels the caller may read; None means all (admins hold the account seed)."""

@@ -134,9 +134,10 @@ class Storage(Protocol):
     # key capsules and grants
     async def put_capsule(
         self, account_id: str, label: str, key_epoch: int, capsule: bytes, max_labels: int
-    ) -> bool:
-        """Epoch 0 starts a label; epoch e+1 rotates it. True if stored, False for an
-        identical retry; ServiceError(STALE_KEY_EPOCH / CONFLICT) otherwise."""
+    ) -> tuple[bool, int]:
+        """Epoch 0 starts a label; epoch e+1 rotates it. Whether it was stored (False for an
+        identical retry) and the label's current key epoch after the call;
+        ServiceError(STALE_KEY_EPOCH / CONFLICT) otherwise."""
         ...
 
     async def get_capsule(self, account_id: str, label: str, key_epoch: int) -> bytes | None: ...

@@ -43,6 +43,11 @@ from .base import (
 __all__ = ["RedisStorage"]
 
 
+# MLS epochs are sorted-set scores and Lua numbers here, both IEEE doubles: exact up to
+# 2^53 - 1. Above that, neighbouring epochs would compare equal; refuse them instead.
+MAX_MLS_EPOCH = 2**53 - 1
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -268,7 +273,7 @@ class RedisStorage:
 
     async def put_capsule(
         self, account_id: str, label: str, key_epoch: int, capsule: bytes, max_labels: int
-    ) -> bool:
+    ) -> tuple[bool, int]:
         k = self._k
         status, current = await self._put_capsule(
             keys=[k(account_id, "capcur"), k(account_id, "cap", label)],
@@ -284,7 +289,7 @@ class RedisStorage:
             raise ServiceError(Code.CONFLICT, "another capsule holds this key epoch")
         if status == -3:
             raise ServiceError(Code.CONFLICT, "the account has its maximum number of labels")
-        return bool(status == 1)
+        return bool(status == 1), int(current)
 
     async def get_capsule(self, account_id: str, label: str, key_epoch: int) -> bytes | None:
         value = await self._r.hget(self._k(account_id, "cap", label), str(key_epoch))
@@ -358,6 +363,10 @@ class RedisStorage:
     # snapshots
 
     async def publish(self, account_id: str, item: SnapshotWrite) -> PublishOutcome:
+        if item.mls_epoch > MAX_MLS_EPOCH:
+            raise ServiceError(
+                Code.INVALID_RECORD, f"MLS epochs above {MAX_MLS_EPOCH} are not supported"
+            )
         k = self._k
         g = _b64(item.group_id)
         status, value = await self._publish(
