@@ -68,7 +68,7 @@ TITLES: dict[Code, str] = {
     Code.STALE_EPOCH: "MLS epoch does not move forward",
     Code.STALE_KEY_EPOCH: "Key epoch is not the label's current one",
     Code.TOO_LARGE: "Request too large",
-    Code.UNSUPPORTED_MEDIA_TYPE: "Expected application/json",
+    Code.UNSUPPORTED_MEDIA_TYPE: "Unsupported media type or content coding",
     Code.RATE_LIMITED: "Too many requests",
     Code.UNAVAILABLE: "Storage unavailable",
 }

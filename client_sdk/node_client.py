@@ -29,7 +29,10 @@ _CONFLICT_CODES = {"stale_epoch", "stale_key_epoch", "conflict"}
 
 
 class NodeClient:
-    """One node, one device of one account. `clock` and `nonce` are injectable for tests."""
+    """One node, one device of one account. `clock` and `nonce` are injectable for tests.
+
+    Bodies that are a single `pre` record go as the raw record (application/octet-stream);
+    the rest as JSON."""
 
     def __init__(
         self,
@@ -64,15 +67,19 @@ class NodeClient:
         path: str,
         *,
         body: BaseModel | None = None,
+        record: bytes | None = None,
         query: Mapping[str, str | int] | None = None,
         response: type[M] | None = None,
         signed: bool = True,
     ) -> M | None:
         payload = b"" if body is None else body.model_dump_json(exclude_none=True).encode()
+        content_type = "application/json"
+        if record is not None:
+            payload, content_type = record, "application/octet-stream"
         query_string = urlencode(query or {})
         headers = {"Accept": "application/json"}
-        if body is not None:
-            headers["Content-Type"] = "application/json"
+        if payload:
+            headers["Content-Type"] = content_type
         if signed:
             if self._device is None:
                 raise ValueError("this client has no device to sign with")
@@ -138,21 +145,20 @@ class NodeClient:
 
     async def put_device(self, certificate: pre.DeviceCertificate) -> m.DeviceEntry:
         path = f"{self._prefix}/devices/{certificate.device_id.hex()}"
-        body = m.DeviceCertificateBody(certificate=certificate.to_bytes())
-        return await self._call("PUT", path, m.DeviceEntry, body=body)
+        return await self._call("PUT", path, m.DeviceEntry, record=certificate.to_bytes())
 
     async def revoke(self, revocation: pre.Revocation) -> pre.RevocationReceipt:
         path = f"{self._prefix}/devices/{revocation.device_id.hex()}/revocation"
-        body = m.RevocationBody(revocation=revocation.to_bytes())
-        answer = await self._call("POST", path, m.RevocationReceiptBody, body=body)
+        answer = await self._call(
+            "POST", path, m.RevocationReceiptBody, record=revocation.to_bytes()
+        )
         return pre.RevocationReceipt.from_bytes(answer.receipt)
 
     # key capsules and grants
 
     async def put_capsule(self, capsule: pre.KeyCapsule) -> m.CapsuleEntry:
         path = f"{self._prefix}/capsules/{quote(capsule.label, safe=':')}/{capsule.key_epoch}"
-        body = m.KeyCapsuleBody(capsule=capsule.to_bytes())
-        return await self._call("PUT", path, m.CapsuleEntry, body=body)
+        return await self._call("PUT", path, m.CapsuleEntry, record=capsule.to_bytes())
 
     async def list_capsules(self) -> m.CapsuleList:
         return await self._call("GET", self._prefix + "/capsules", m.CapsuleList)
@@ -162,7 +168,7 @@ class NodeClient:
             f"{self._prefix}/grants/{share.device_id.hex()}/"
             f"{quote(share.label, safe=':')}/{share.key_epoch}"
         )
-        await self.request("PUT", path, body=m.GrantShareBody(share=share.to_bytes()))
+        await self.request("PUT", path, record=share.to_bytes())
 
     # snapshots
 
@@ -173,8 +179,7 @@ class NodeClient:
     async def put_snapshot(self, snapshot: pre.SealedSnapshot) -> m.PublishResult:
         header = snapshot.header
         path = f"{self._prefix}/groups/{encode_b64url(header.group_id)}/{header.kind}"
-        body = m.SnapshotBody(snapshot=snapshot.to_bytes())
-        return await self._call("PUT", path, m.PublishResult, body=body)
+        return await self._call("PUT", path, m.PublishResult, record=snapshot.to_bytes())
 
     async def list_snapshots(
         self,

@@ -22,14 +22,31 @@ def _validation_detail(exc: ValidationError) -> str:
     return f"{where}: {first['msg']}"[:300]
 
 
+RECORD_MEDIA_TYPE = "application/octet-stream"
+
+
+def single_record_field(model: type[BaseModel]) -> str | None:
+    """The field of a body model that is one `pre` record, if that is all it holds: such a
+    body may also be sent as the raw record (no JSON, no base64: a quarter smaller)."""
+    fields = model.model_fields
+    if len(fields) == 1:
+        ((name, info),) = fields.items()
+        if info.annotation is bytes:
+            return name
+    return None
+
+
 async def parse_body(request: web.Request, model: type[M]) -> M:
-    if request.content_type != "application/json":
-        raise ServiceError(Code.UNSUPPORTED_MEDIA_TYPE)
     raw = await request.read()
     try:
-        return model.model_validate_json(raw)
+        if request.content_type == "application/json":
+            return model.model_validate_json(raw)
+        field = single_record_field(model)
+        if request.content_type == RECORD_MEDIA_TYPE and field is not None:
+            return model.model_validate({field: raw})
     except ValidationError as exc:
         raise ServiceError(Code.MALFORMED, _validation_detail(exc)) from exc
+    raise ServiceError(Code.UNSUPPORTED_MEDIA_TYPE)
 
 
 def parse_query(request: web.Request, model: type[M]) -> M:

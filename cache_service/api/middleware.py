@@ -22,12 +22,11 @@ from aiohttp.typedefs import Handler
 from ..errors import Code, ServiceError
 from ..service.auth import SignedRequest
 from .keys import CALLER, METRICS, services
+from .routes import ROUTES
 
 log = logging.getLogger("statecache.http")
 
-PUBLIC_ROUTES = frozenset(
-    {"register_account", "node_info", "openapi", "healthz", "readyz", "metrics"}
-)
+PUBLIC_ROUTES = frozenset(route.name for route in ROUTES if route.public)
 PROBLEM_JSON = "application/problem+json"
 
 _AUTH_CODES = frozenset(c.value for c in (Code.UNAUTHENTICATED, Code.REPLAYED, Code.CLOCK_SKEW))
@@ -89,6 +88,10 @@ async def errors_and_metrics(request: web.Request, handler: Handler) -> web.Stre
             status=500,
             content_type=PROBLEM_JSON,
         )
+    if _content_coded(request):
+        # aiohttp's parser inflates bodies as they arrive; refused unread, the rest must
+        # not be drained through the decoder: close the connection instead.
+        response.force_close()
     elapsed = time.perf_counter() - started
     metrics = request.app[METRICS]
     metrics.requests.labels(route, request.method, str(response.status)).inc()
@@ -111,8 +114,16 @@ async def errors_and_metrics(request: web.Request, handler: Handler) -> web.Stre
     return response
 
 
+def _content_coded(request: web.Request) -> bool:
+    return request.headers.get("Content-Encoding", "identity").strip().lower() != "identity"
+
+
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if _content_coded(request):
+        # Content-Digest covers the body as sent (RFC 9530); a coded body would be checked
+        # after decoding. Bodies are small records: coding them buys nothing.
+        raise ServiceError(Code.UNSUPPORTED_MEDIA_TYPE, "request bodies must not be content-coded")
     if _route_name(request) in PUBLIC_ROUTES or _route_name(request) == "unmatched":
         return await handler(request)
     account_id = request.match_info.get("account_id")

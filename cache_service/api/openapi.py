@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from ..protocol import models as m
+from .handlers import RECORD_MEDIA_TYPE, single_record_field
 from .routes import PARAM_SCHEMAS, ROUTES
 
 _PARAM = re.compile(r"\{(\w+)(?::[^{}]*(?:\{[^{}]*\}[^{}]*)*)?\}")
@@ -57,10 +58,10 @@ def openapi_document() -> dict[str, Any]:
         if params:
             op["parameters"] = params
         if route.body is not None:
-            op["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": {"$ref": refs[route.body]}}},
-            }
+            content: dict[str, Any] = {"application/json": {"schema": {"$ref": refs[route.body]}}}
+            if single_record_field(route.body) is not None:
+                content[RECORD_MEDIA_TYPE] = {"schema": {"type": "string", "format": "binary"}}
+            op["requestBody"] = {"required": True, "content": content}
         responses: dict[str, Any] = {}
         for status, model in route.responses.items():
             if model is None:

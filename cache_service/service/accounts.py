@@ -77,11 +77,15 @@ class AccountService:
         devices = await self._storage.list_devices(caller.account_id)
         if device_id not in devices:
             raise ServiceError(Code.NOT_FOUND, "no such device")
-        deleted = await self._storage.revoke_device(caller.account_id, device_id, body.revocation)
+        in_force, deleted = await self._storage.revoke_device(
+            caller.account_id, device_id, body.revocation
+        )
+        # A repeated revocation is answered with the time of the one already in force.
+        revoked_at = decode(pre.Revocation.from_bytes, in_force, "stored revocation").revoked_at
         receipt = self._node.sign_receipt(
             account_id=revocation.account_id,
             device_id=revocation.device_id,
-            revoked_at=revocation.revoked_at,
+            revoked_at=revoked_at,
             deleted=tuple(pre.ShareRef(label, epoch) for label, epoch in deleted),
             now=int(self._clock()),
         )

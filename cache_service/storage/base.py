@@ -126,9 +126,10 @@ class Storage(Protocol):
 
     async def revoke_device(
         self, account_id: str, device_id: str, revocation: bytes
-    ) -> list[tuple[str, int]]:
-        """Atomically record the revocation and delete every grant share of the device;
-        returns the (label, key epoch) of the shares deleted."""
+    ) -> tuple[bytes, list[tuple[str, int]]]:
+        """Atomically record the revocation (unless one is already in force) and delete
+        every grant share of the device; returns the revocation in force and the
+        (label, key epoch) of the shares deleted."""
         ...
 
     # key capsules and grants

@@ -78,12 +78,13 @@ return 1
 """
 
 # KEYS: rev, grants set of the device.  ARGV: device id, revocation, grant key prefix.
-# Returns the refs of the shares that were deleted.
+# Returns the revocation in force (the first one recorded), then the refs of the shares
+# that were deleted.
 _REVOKE = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 end
-local deleted = {}
+local deleted = {redis.call('HGET', KEYS[1], ARGV[1])}
 for _, ref in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   if redis.call('DEL', ARGV[3] .. ref) == 1 then table.insert(deleted, ref) end
 end
@@ -261,13 +262,13 @@ class RedisStorage:
 
     async def revoke_device(
         self, account_id: str, device_id: str, revocation: bytes
-    ) -> list[tuple[str, int]]:
+    ) -> tuple[bytes, list[tuple[str, int]]]:
         k = self._k
-        refs = await self._revoke(
+        in_force, *refs = await self._revoke(
             keys=[k(account_id, "rev"), k(account_id, "grants", device_id)],
             args=[device_id, revocation, k(account_id, "grant", device_id) + ":"],
         )
-        return sorted(_parse_ref(r) for r in refs)
+        return bytes(in_force), sorted(_parse_ref(r) for r in refs)
 
     # key capsules and grants
 

@@ -171,6 +171,10 @@ async def test_whole_flow_two_of_three_across_two_nodes(start_node: StartNode) -
     await expect_error(t1.admin_client.put_device(member.cert), 403, "device_revoked")
     devices = {d.device_id: d for d in (await t1.admin_client.list_devices()).devices}
     assert devices[member.id_hex].revocation == revocation.to_bytes()
+    # revoking again: nothing left to delete, and the receipt keeps the first time
+    later = pre.revoke_device(account.secrets, member.secrets.device_id, now=int(t1.now) + 99)
+    again = (await t1.admin_client.revoke(later)).verify(info1.public_key)
+    assert (again.revoked_at, again.deleted) == (revocation.revoked_at, ())
 
 
 async def assert_revoked_everywhere(tenant: Tenant, device: Device) -> None:
