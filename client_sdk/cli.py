@@ -1,28 +1,334 @@
-"""The `statecache` command line."""
+"""The `statecache` command line: run a cache node, or act as one device of an account.
+
+    statecache serve --port 8700 --data-dir var/node1 --share-index 1
+    statecache account init --node URL --node URL --node URL --threshold 2 --name phone
+    statecache device enroll --account ID --node URL ... --threshold 2 --name laptop
+    statecache device approve BLOB | list | revoke DEVICE_ID
+    statecache publish --group HEX --kind group_state --epoch N --file PATH
+    statecache onboard --out DIR
+    statecache sync --out DIR
+
+Device commands keep their keystore and sync state in a home directory (--home, or
+$STATECACHE_HOME, or ~/.statecache). --home, --json and --passphrase-env are accepted
+before or after the subcommand. Failures print one line, `statecache: ...`, exit status 1;
+usage errors exit 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
+import re
 import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
 
+import pre
 from cache_service import cli as node_cli
 
-__all__ = ["main"]
+from . import commands
+from .commands import CommandError, Context
+from .device import ACCOUNT_LABEL
+from .errors import StatecacheError
+from .home import Home
+from .mls import cli as mls_cli
+from .output import Result, to_json, to_text
+
+__all__ = ["build_parser", "main"]
+
+Pending = Coroutine[Any, Any, Result]
+Action = Callable[[Context, argparse.Namespace], Pending]
+
+_KIND = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+
+# argument types: a bad value is a usage error (exit 2)
+
+
+def _hex(size: int | None = None, max_size: int = pre.MAX_GROUP_ID_SIZE) -> Callable[[str], bytes]:
+    def parse(text: str) -> bytes:
+        try:
+            value = bytes.fromhex(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not hexadecimal: {text!r}") from None
+        if size is not None and len(value) != size:
+            raise argparse.ArgumentTypeError(f"need {size} bytes ({2 * size} hex digits)")
+        if not 1 <= len(value) <= max_size:
+            raise argparse.ArgumentTypeError(f"need 1 to {max_size} bytes")
+        return value
+
+    return parse
+
+
+def _url(text: str) -> str:
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", text):
+        raise argparse.ArgumentTypeError(f"not an http(s) URL: {text!r}")
+    return text.rstrip("/")
+
+
+def _kind(text: str) -> str:
+    if not _KIND.fullmatch(text):
+        raise argparse.ArgumentTypeError("a kind is [a-z][a-z0-9_]*, at most 32 characters")
+    return text
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be {low} or more")
+        if value >= 1 << 64:
+            raise argparse.ArgumentTypeError("too large")
+        return value
+
+    return parse
+
+
+# the parser
+
+
+def _common() -> argparse.ArgumentParser:
+    """Options every device command takes, before or after its name. SUPPRESS keeps a
+    subcommand from resetting a value given before it."""
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("common options")
+    group.add_argument(
+        "--home",
+        metavar="DIR",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="device home directory (default: $STATECACHE_HOME or ~/.statecache)",
+    )
+    group.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print one JSON object instead of text",
+    )
+    group.add_argument(
+        "--passphrase-env",
+        metavar="VAR",
+        default=argparse.SUPPRESS,
+        help="environment variable holding the keystore passphrase",
+    )
+    return common
+
+
+def _add_nodes(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--node",
+        dest="nodes",
+        metavar="URL",
+        type=_url,
+        action="append",
+        required=True,
+        help="a cache node, once per node, in share order (node i holds share i)",
+    )
+    parser.add_argument(
+        "--threshold", metavar="M", type=_int_at_least(1), required=True, help="M of N"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="statecache", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run a cache node")
+    common = _common()
+    parser = argparse.ArgumentParser(
+        prog="statecache",
+        description="Run a statecache node, or act as one device of an account.",
+        parents=[common],
+    )
+    commands_ = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands_.add_parser("serve", help="run a cache node")
     node_cli.add_serve_arguments(serve)
     serve.set_defaults(run=node_cli.run)
+
+    mls = commands_.add_parser("mls", help="inspect MLS structures (no node involved)")
+    mls_cmds = mls.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
+    tree_info = mls_cmds.add_parser(
+        "tree-info", help="check a ratchet tree: hashes, resolutions, signatures, health"
+    )
+    mls_cli.add_tree_info_arguments(tree_info)
+    tree_info.set_defaults(run=mls_cli.run_tree_info)
+
+    def add(
+        group: argparse._SubParsersAction[argparse.ArgumentParser],
+        name: str,
+        action: Action,
+        help_text: str,
+    ) -> argparse.ArgumentParser:
+        sub = group.add_parser(name, parents=[common], help=help_text, description=help_text)
+        sub.set_defaults(action=action)
+        return sub
+
+    account = commands_.add_parser("account", help="create an account", parents=[common])
+    account_cmds = account.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
+    init = add(account_cmds, "init", _account_init, "create an account; this device is admin")
+    _add_nodes(init)
+    init.add_argument("--name", default="admin", help="this device's name (default admin)")
+
+    device = commands_.add_parser("device", help="enrol, approve, list, revoke", parents=[common])
+    device_cmds = device.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
+    enroll = add(device_cmds, "enroll", _device_enroll, "make this device; print its request")
+    enroll.add_argument(
+        "--account", metavar="ACCOUNT_ID", type=_hex(size=pre.ACCOUNT_ID_SIZE), required=True
+    )
+    _add_nodes(enroll)
+    enroll.add_argument("--name", default="", help="this device's name")
+
+    approve = add(device_cmds, "approve", _device_approve, "certify and authorise a device")
+    approve.add_argument("blob", metavar="BLOB", help="the enrolment request (- reads stdin)")
+    approve.add_argument("--role", choices=["member", "admin"], default="member")
+    approve.add_argument(
+        "--label",
+        dest="labels",
+        metavar="LABEL",
+        action="append",
+        help=f"grant this label (repeatable; default {ACCOUNT_LABEL})",
+    )
+    approve.add_argument(
+        "--grant-days", metavar="DAYS", type=_int_at_least(1), default=30, help="default 30"
+    )
+    approve.add_argument(
+        "--valid-days", metavar="DAYS", type=_int_at_least(1), default=365, help="default 365"
+    )
+
+    add(device_cmds, "list", _device_list, "the account's devices")
+
+    revoke = add(device_cmds, "revoke", _device_revoke, "revoke a device; rotate every label")
+    revoke.add_argument("device_id", metavar="DEVICE_ID", type=_hex(size=pre.DEVICE_ID_SIZE))
+    revoke.add_argument(
+        "--grant-days",
+        metavar="DAYS",
+        type=_int_at_least(1),
+        default=30,
+        help="validity of the grants remade for the other devices (default 30)",
+    )
+
+    publish = add(commands_, "publish", _publish, "publish one snapshot")
+    publish.add_argument("--group", metavar="GROUP_ID_HEX", type=_hex(), required=True)
+    publish.add_argument("--kind", type=_kind, required=True, help="e.g. group_state")
+    publish.add_argument("--epoch", metavar="N", type=_int_at_least(0), required=True)
+    publish.add_argument("--file", metavar="PATH", required=True, help="the state; - for stdin")
+    publish.add_argument("--label", default=ACCOUNT_LABEL, help="seal under this label")
+
+    for name, action, text in (
+        ("onboard", _onboard, "read everything (resumable)"),
+        ("sync", _sync, "read what changed since the last onboard or sync"),
+    ):
+        reader = add(commands_, name, action, text)
+        reader.add_argument(
+            "--out", metavar="DIR", type=Path, help="write DIR/<group hex>/<kind>.<epoch>.bin"
+        )
     return parser
 
 
+# adapters: parsed arguments -> typed command calls
+
+
+def _account_init(ctx: Context, a: argparse.Namespace) -> Pending:
+    return commands.account_init(ctx, nodes=a.nodes, threshold=a.threshold, name=a.name)
+
+
+def _device_enroll(ctx: Context, a: argparse.Namespace) -> Pending:
+    return commands.device_enroll(
+        ctx, account_id=a.account, nodes=a.nodes, threshold=a.threshold, name=a.name
+    )
+
+
+def _device_approve(ctx: Context, a: argparse.Namespace) -> Pending:
+    blob = sys.stdin.read() if a.blob == "-" else a.blob
+    return commands.device_approve(
+        ctx,
+        blob=blob.strip(),
+        role=pre.Role[a.role.upper()],
+        labels=a.labels or [ACCOUNT_LABEL],
+        valid_days=a.valid_days,
+        grant_days=a.grant_days,
+    )
+
+
+def _device_list(ctx: Context, a: argparse.Namespace) -> Pending:
+    return commands.device_list(ctx)
+
+
+def _device_revoke(ctx: Context, a: argparse.Namespace) -> Pending:
+    return commands.device_revoke(ctx, device_id=a.device_id, grant_days=a.grant_days)
+
+
+def _publish(ctx: Context, a: argparse.Namespace) -> Pending:
+    return commands.publish(
+        ctx,
+        group_id=a.group,
+        kind=a.kind,
+        epoch=a.epoch,
+        data=commands.read_input(a.file),
+        label=a.label,
+    )
+
+
+def _onboard(ctx: Context, a: argparse.Namespace) -> Pending:
+    return commands.read_snapshots(ctx, mode="onboard", out=a.out)
+
+
+def _sync(ctx: Context, a: argparse.Namespace) -> Pending:
+    return commands.read_snapshots(ctx, mode="sync", out=a.out)
+
+
+# running
+
+
+def _passphrase(variable: str | None) -> str | None:
+    if variable is None:
+        return None
+    value = os.environ.get(variable)
+    if not value:
+        raise CommandError(f"environment variable {variable} (--passphrase-env) is not set")
+    return value
+
+
+def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    nodes: list[str] | None = getattr(args, "nodes", None)
+    if nodes is not None:
+        if len(set(nodes)) != len(nodes):
+            parser.error("each --node must be different")
+        if args.threshold > len(nodes):
+            parser.error(f"--threshold {args.threshold} is more than the {len(nodes)} nodes")
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and not isinstance(exc, StatecacheError) and exc.filename:
+        text = f"{exc.filename}: {exc.strerror}"
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    result: int = args.run(args)
-    return result
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command in ("serve", "mls"):  # commands with no device home
+        result: int = args.run(args)
+        return result
+    _check(parser, args)
+    action: Action = args.action
+    try:
+        home = Home.resolve(
+            getattr(args, "home", None), _passphrase(getattr(args, "passphrase_env", None))
+        )
+        outcome = asyncio.run(action(Context(home), args))
+    except (StatecacheError, CommandError, pre.PreError, OSError) as exc:
+        print(f"statecache: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("statecache: interrupted", file=sys.stderr)
+        return 130
+    sys.stdout.write(to_json(outcome) if getattr(args, "json", False) else to_text(outcome))
+    return 0
 
 
 if __name__ == "__main__":

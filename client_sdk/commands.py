@@ -1,0 +1,337 @@
+"""The `statecache` device commands: each one loads the device's home, calls the SDK and
+returns a `Result` for `output` to print. Parsing lives in `cli`; nothing here reads
+`argparse` or prints (except the progress bar, on stderr)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, TextIO
+
+import pre
+
+from .device import (
+    SnapshotInput,
+    Statecache,
+    create_account,
+    enrollment_request,
+    parse_enrollment,
+)
+from .errors import StatecacheError
+from .home import Home
+from .keystore import Profile
+from .output import Cell, Progress, Result, Table, timestamp
+from .verify import OpenedSnapshot
+
+__all__ = [
+    "CommandError",
+    "Context",
+    "account_init",
+    "connect",
+    "device_approve",
+    "device_enroll",
+    "device_list",
+    "device_revoke",
+    "publish",
+    "read_input",
+    "read_snapshots",
+]
+
+DAY = 86_400
+SNAPSHOT_ROWS_IN_TEXT = 20
+
+
+class CommandError(Exception):
+    """A request the command refuses (not an admin, a damaged enrolment text, ...): printed
+    as one line, exit status 1."""
+
+
+@dataclass(frozen=True)
+class Context:
+    home: Home
+    stderr: TextIO = sys.stderr  # where the progress bar goes
+
+
+@asynccontextmanager
+async def connect(home: Home, profile: Profile) -> AsyncIterator[Statecache]:
+    """The SDK over this home's state file; node keys pinned meanwhile are saved."""
+    pinned = dict(profile.node_keys)
+    try:
+        async with Statecache(profile, state_path=home.state_path) as sc:
+            yield sc
+    finally:
+        if profile.node_keys != pinned:
+            home.save(profile)
+
+
+def _require_admin(profile: Profile) -> None:
+    if not profile.is_admin:
+        raise CommandError("this needs an admin device (one holding the account seed)")
+
+
+def _role(role: pre.Role) -> str:
+    return role.name.lower()
+
+
+# account and devices
+
+
+async def account_init(ctx: Context, *, nodes: Sequence[str], threshold: int, name: str) -> Result:
+    ctx.home.ensure_new()
+    profile = await create_account(nodes, threshold, name=name)
+    ctx.home.save(profile)  # before anything else can fail: it holds the account seed
+    async with connect(ctx.home, profile) as sc:
+        await sc.pin_nodes()
+    return Result(
+        fields={
+            "account_id": profile.account_id.hex(),
+            "device_id": profile.device.device_id.hex(),
+            "name": name,
+            "role": "admin",
+            "nodes": list(profile.nodes),
+            "threshold": threshold,
+            "home": str(ctx.home.path),
+        },
+        notes=["Keep this home safe: its keystore holds the account seed."],
+    )
+
+
+async def device_enroll(
+    ctx: Context, *, account_id: bytes, nodes: Sequence[str], threshold: int, name: str
+) -> Result:
+    ctx.home.ensure_new()
+    device, blob = enrollment_request(name)
+    ctx.home.save(Profile(account_id, device, list(nodes), threshold))
+    return Result(
+        fields={
+            "device_id": device.device_id.hex(),
+            "account_id": account_id.hex(),
+            "name": name,
+            "enrolment": blob,
+            "home": str(ctx.home.path),
+        },
+        notes=[f"An admin approves this device with:\n  statecache device approve {blob}"],
+    )
+
+
+async def device_approve(
+    ctx: Context,
+    *,
+    blob: str,
+    role: pre.Role,
+    labels: Sequence[str],
+    valid_days: int,
+    grant_days: int,
+) -> Result:
+    profile = ctx.home.load()
+    _require_admin(profile)
+    try:
+        keys, name = parse_enrollment(blob)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    async with connect(ctx.home, profile) as sc:
+        held = {label for label, _ in await sc.load_keys()}
+        missing = sorted(set(labels) - held)
+        if missing:
+            raise CommandError(f"no key capsule for label(s): {', '.join(missing)}")
+        approval = await sc.approve(
+            blob,
+            role=role,
+            labels=labels,
+            valid_for=valid_days * DAY,
+            grant_for=grant_days * DAY,
+        )
+    cert = approval.certificate
+    notes = []
+    if role is pre.Role.ADMIN:
+        notes.append(
+            "The device is an admin on the nodes, but holds no account seed: it cannot "
+            "approve or revoke until the seed is moved to it."
+        )
+    return Result(
+        fields={
+            "device_id": keys.device_id.hex(),
+            "name": name,
+            "role": _role(cert.role),
+            "labels": sorted(labels),
+            "valid_until": timestamp(cert.not_after),
+            "upload_bytes": approval.upload_bytes,
+        },
+        notes=notes,
+    )
+
+
+async def device_list(ctx: Context) -> Result:
+    profile = ctx.home.load()
+    async with connect(ctx.home, profile) as sc:
+        devices = await sc.list_devices()
+    me = profile.device.device_id
+    rows: list[dict[str, Cell]] = [
+        {
+            "device_id": cert.device_id.hex(),
+            "name": cert.name,
+            "role": _role(cert.role),
+            "valid_until": timestamp(cert.not_after),
+            "revoked": timestamp(revoked_at),
+            "this_device": cert.device_id == me,
+        }
+        for cert, revoked_at in devices
+    ]
+    columns = ("device_id", "name", "role", "valid_until", "revoked", "this_device")
+    return Result(tables={"devices": Table(columns, rows)})
+
+
+async def device_revoke(ctx: Context, *, device_id: bytes, grant_days: int) -> Result:
+    profile = ctx.home.load()
+    _require_admin(profile)
+    if device_id == profile.device.device_id:
+        raise CommandError("refusing to revoke this device itself")
+    async with connect(ctx.home, profile) as sc:
+        known = {cert.device_id for cert, _ in await sc.list_devices()}
+        if device_id not in known:
+            raise CommandError(f"no device {device_id.hex()} in this account")
+        report = await sc.revoke(device_id, grant_for=grant_days * DAY)
+    receipts: list[dict[str, Cell]] = [
+        {
+            "node": url,
+            "node_id": receipt.node_id.hex(),
+            "shares_deleted": [f"{ref.label}@{ref.key_epoch}" for ref in receipt.deleted],
+            "processed_at": timestamp(receipt.processed_at),
+        }
+        for url, receipt in sorted(report.receipts.items())
+    ]
+    rotated: list[dict[str, Cell]] = [
+        {"label": label, "key_epoch": epoch} for label, epoch in sorted(report.rotated.items())
+    ]
+    return Result(
+        fields={
+            "device_id": device_id.hex(),
+            "regranted": [d.hex() for d in report.regranted],
+        },
+        tables={
+            "receipts": Table(("node", "node_id", "shares_deleted", "processed_at"), receipts),
+            "rotated": Table(("label", "key_epoch"), rotated),
+            "failures": _failures(report.failures),
+        },
+    )
+
+
+def _failures(failures: dict[str, str]) -> Table:
+    rows: list[dict[str, Cell]] = [
+        {"node": url, "reason": why} for url, why in sorted(failures.items())
+    ]
+    return Table(("node", "reason"), rows, empty=None)
+
+
+# snapshots
+
+
+def read_input(source: str, stdin: TextIO | None = None) -> bytes:
+    """A file's bytes, or stdin's for `-`, refusing more than one snapshot may hold."""
+    limit = pre.MAX_SNAPSHOT_PLAINTEXT
+    if source == "-":
+        data = (stdin or sys.stdin).buffer.read(limit + 1)
+    else:
+        with open(source, "rb") as f:
+            data = f.read(limit + 1)
+    if len(data) > limit:
+        raise CommandError(f"{source}: a snapshot holds at most {limit:,} bytes")
+    return data
+
+
+async def publish(
+    ctx: Context, *, group_id: bytes, kind: str, epoch: int, data: bytes, label: str
+) -> Result:
+    profile = ctx.home.load()
+    async with connect(ctx.home, profile) as sc:
+        report = await sc.publish([SnapshotInput(group_id, kind, epoch, data, label=label)])
+    return Result(
+        fields={
+            "group_id": group_id.hex(),
+            "kind": kind,
+            "mls_epoch": epoch,
+            "label": label,
+            "bytes": len(data),
+            "stored": report.stored,
+            "duplicates": report.duplicates,
+        },
+        tables={"failures": _failures(report.per_node_failures)},
+    )
+
+
+async def read_snapshots(
+    ctx: Context, *, mode: Literal["onboard", "sync"], out: Path | None
+) -> Result:
+    """`onboard` (everything, newest first; resumes an interrupted run) or `sync` (what
+    changed since the saved cursor), optionally writing each snapshot under `out`."""
+    profile = ctx.home.load()
+    rows: list[dict[str, Cell]] = []
+    total_bytes = 0
+    async with connect(ctx.home, profile) as sc:
+        bar = Progress(mode, stream=ctx.stderr)
+        if bar.enabled:
+            bar.total = await _estimate(sc, mode)
+        with bar:
+            reader = sc.onboard() if mode == "onboard" else sc.sync()
+            async for snap in reader:
+                path = _write(out, snap) if out is not None else None
+                total_bytes += len(snap.plaintext)
+                rows.append(
+                    {
+                        "group_id": snap.group_id.hex(),
+                        "kind": snap.kind,
+                        "mls_epoch": snap.mls_epoch,
+                        "label": snap.label,
+                        "bytes": len(snap.plaintext),
+                        "file": None if path is None else str(path),
+                    }
+                )
+                bar.update(sc.report.opened + sc.report.unchanged, total_bytes)
+            bar.update(sc.report.opened + sc.report.unchanged, total_bytes)
+        report = sc.report
+        downloaded = sc.bytes_received
+    suspects: list[dict[str, Cell]] = [
+        {"node": url, "reason": why} for url, why in sorted(report.suspects.items())
+    ]
+    columns = ("group_id", "kind", "mls_epoch", "label", "bytes", "file")
+    return Result(
+        fields={
+            "opened": report.opened,
+            "unchanged": report.unchanged,
+            "bytes": total_bytes,
+            "downloaded_bytes": downloaded,
+            "primary": report.primary,
+            "out": None if out is None else str(out),
+        },
+        tables={
+            "snapshots": Table(columns, rows, text_rows=SNAPSHOT_ROWS_IN_TEXT),
+            "suspects": Table(("node", "reason"), suspects),
+        },
+    )
+
+
+async def _estimate(sc: Statecache, mode: str) -> int | None:
+    """How many snapshots the first node will list (metadata only), for the bar's total.
+    Only an estimate: another node may be read instead, or fill a gap."""
+    node = sc.nodes[0]
+    try:
+        after = 0 if mode == "onboard" else sc.state.cursors.get(node.base_url, 0)
+        items, _ = await node.list_metadata(after=after)
+    except StatecacheError:
+        return None  # the read itself will say what is wrong
+    before = sc.state.onboarding.get(node.base_url) if mode == "onboard" else None
+    return sum(1 for item in items if before is None or item.seq < before)
+
+
+def _write(out: Path, snap: OpenedSnapshot) -> Path:
+    """`out/<group hex>/<kind>.<epoch>.bin`, written whole or not at all."""
+    directory = out / snap.group_id.hex()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{snap.kind}.{snap.mls_epoch}.bin"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(snap.plaintext)
+    tmp.replace(path)
+    return path

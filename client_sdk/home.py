@@ -1,0 +1,70 @@
+"""A device's home directory: its keystore and its sync state, side by side.
+
+~/.statecache/        (or --home DIR, or $STATECACHE_HOME); created 0700
+    keystore.json     secrets, account, nodes, pinned node keys (`keystore`; 0600)
+    state.json        sync cursors and the newest epoch seen per group (`state`)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import KeystoreError
+from .keystore import Profile, load_profile, save_profile
+
+__all__ = ["DEFAULT_HOME", "HOME_ENV", "Home"]
+
+HOME_ENV = "STATECACHE_HOME"
+DEFAULT_HOME = Path("~/.statecache")
+
+
+@dataclass(frozen=True)
+class Home:
+    path: Path
+    passphrase: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def resolve(cls, path: Path | None, passphrase: str | None = None) -> Home:
+        """`path`, else $STATECACHE_HOME, else ~/.statecache."""
+        if path is None:
+            from_env = os.environ.get(HOME_ENV)
+            path = Path(from_env) if from_env else DEFAULT_HOME
+        return cls(path.expanduser(), passphrase)
+
+    @property
+    def keystore_path(self) -> Path:
+        return self.path / "keystore.json"
+
+    @property
+    def state_path(self) -> Path:
+        return self.path / "state.json"
+
+    def ensure_new(self) -> None:
+        """Refuse to overwrite a device: a keystore may hold the only copy of a seed."""
+        if self.keystore_path.exists():
+            raise KeystoreError(f"{self.keystore_path} exists already; choose another --home")
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def load(self) -> Profile:
+        try:
+            return load_profile(self.keystore_path, self.passphrase)
+        except KeystoreError as exc:
+            if self.passphrase is None and self._is_locked():
+                raise KeystoreError(
+                    f"the keystore at {self.keystore_path} is locked; name the environment "
+                    "variable holding its passphrase with --passphrase-env"
+                ) from exc
+            raise
+
+    def save(self, profile: Profile) -> None:
+        save_profile(self.keystore_path, profile, self.passphrase)
+
+    def _is_locked(self) -> bool:
+        try:
+            doc = json.loads(self.keystore_path.read_text())
+        except (OSError, ValueError):
+            return False
+        return isinstance(doc, dict) and "sealed_secrets" in doc

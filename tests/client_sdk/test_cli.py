@@ -1,0 +1,302 @@
+"""The `statecache` command line, run in-process (`client_sdk.cli.main`) against three
+real local nodes (child processes, each with its own embedded Redis), threshold 2-of-3."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from client_sdk.cli import main
+from client_sdk.local_nodes import start_nodes, stop_nodes
+from client_sdk.output import Progress, Result, Table, to_json, to_text
+
+
+@pytest.fixture(scope="module")
+def node_urls() -> Iterator[list[str]]:
+    base = Path(tempfile.mkdtemp(prefix="sc-cli-", dir="/tmp"))  # short unix socket paths
+    nodes = asyncio.run(start_nodes(base, 3))
+    try:
+        yield [n.url for n in nodes]
+    finally:
+        asyncio.run(stop_nodes(nodes))
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@dataclass
+class Ran:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def json(self) -> dict[str, object]:
+        assert self.code == 0, self.err
+        doc = json.loads(self.out)
+        assert isinstance(doc, dict)
+        return doc
+
+    def failed_cleanly(self) -> None:
+        """Exit status 1, nothing on stdout, one line on stderr, no traceback."""
+        assert self.code == 1
+        assert self.out == ""
+        assert self.err.startswith("statecache: ")
+        assert self.err.count("\n") == 1
+        assert "Traceback" not in self.err
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]):
+    """`cli(home, "device list --json")`: the words of `command` (split on spaces, so
+    paths and node lists come as `*extra`), run with `--home home` unless home is None."""
+
+    def run(home: Path | None, command: str, *extra: object) -> Ran:
+        argv = ([] if home is None else ["--home", str(home)]) + command.split()
+        code = main(argv + [str(e) for e in extra])
+        captured = capsys.readouterr()
+        return Ran(code, captured.out, captured.err)
+
+    return run
+
+
+def text_field(out: str, label: str) -> str:
+    [value] = [line[len(label) :].strip() for line in out.splitlines() if line.startswith(label)]
+    return value
+
+
+def node_args(urls: list[str]) -> list[str]:
+    return [arg for url in urls for arg in ("--node", url)]
+
+
+def test_the_whole_story(cli, node_urls: list[str], tmp_path: Path) -> None:
+    admin, laptop = tmp_path / "phone", tmp_path / "laptop"
+    nodes = node_args(node_urls)
+
+    # account init: the admin device; its keystore is private, its nodes pinned
+    made = cli(admin, "--json account init --threshold 2 --name phone", *nodes).json
+    account_id, admin_id = str(made["account_id"]), str(made["device_id"])
+    assert len(bytes.fromhex(account_id)) == 32 and made["role"] == "admin"
+    assert (admin / "keystore.json").stat().st_mode & 0o777 == 0o600
+    pinned = json.loads((admin / "keystore.json").read_text())["node_keys"]
+    assert sorted(pinned) == sorted(node_urls)
+    cli(admin, "account init --threshold 2", *nodes).failed_cleanly()  # never overwrites
+
+    # device enroll (a second home), in text mode: prints the request and the device id
+    enroll = f"device enroll --account {account_id} --threshold 2 --name laptop"
+    enrolled = cli(laptop, enroll, *nodes)
+    assert enrolled.code == 0, enrolled.err
+    blob, laptop_id = text_field(enrolled.out, "enrolment"), text_field(enrolled.out, "device id")
+    assert blob.startswith("sc1.") and len(bytes.fromhex(laptop_id)) == 16
+
+    # device approve: only an admin may, only a well-formed request, only held labels
+    cli(laptop, "device approve", blob).failed_cleanly()
+    cli(admin, "device approve sc1.damaged").failed_cleanly()
+    cli(admin, "device approve --label nosuch", blob).failed_cleanly()
+    approved = cli(admin, "device approve --json", blob).json
+    assert approved["device_id"] == laptop_id and approved["role"] == "member"
+    assert isinstance(approved["upload_bytes"], int) and approved["upload_bytes"] > 0
+
+    # device list: --json before or after the subcommand; text as a table
+    for command in ("--json device list", "device list --json"):
+        devices = {d["device_id"]: d for d in cli(laptop, command).json["devices"]}
+        assert {d: v["role"] for d, v in devices.items()} == {
+            admin_id: "admin",
+            laptop_id: "member",
+        }
+        assert devices[laptop_id]["name"] == "laptop" and devices[laptop_id]["revoked"] is None
+        assert devices[laptop_id]["this_device"] is True
+    table = cli(admin, "device list")
+    assert table.code == 0 and "DEVICE ID" in table.out and "laptop" in table.out
+
+    # publish a couple of snapshots, from a file and from stdin
+    first, second = os.urandom(3000), os.urandom(5000)
+    (tmp_path / "g1").write_bytes(first)
+    publish = "--json publish --group {} --kind {} --epoch {} --file"
+    done = cli(admin, publish.format("aa01", "group_state", 3), tmp_path / "g1").json
+    assert (done["stored"], done["bytes"], done["failures"]) == (1, 3000, [])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(second)))
+        done = cli(admin, publish.format("aa02", "ratchet_tree", 7), "-").json
+    assert done["stored"] == 1
+    # an older epoch is refused by every node: one line, exit 1
+    cli(admin, publish.format("aa01", "group_state", 2), tmp_path / "g1").failed_cleanly()
+
+    # onboard --out: every snapshot, written as published
+    out = tmp_path / "out"
+    onboarded = cli(laptop, "--json onboard --out", out).json
+    assert (onboarded["opened"], onboarded["bytes"], onboarded["suspects"]) == (2, 8000, [])
+    assert (out / "aa01" / "group_state.3.bin").read_bytes() == first
+    assert (out / "aa02" / "ratchet_tree.7.bin").read_bytes() == second
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == [
+        "group_state.3.bin",
+        "ratchet_tree.7.bin",
+    ]
+    assert json.loads((laptop / "state.json").read_text())["onboarded"] is True
+
+    # publish an update; sync returns only that, from the saved cursor
+    update = os.urandom(1234)
+    (tmp_path / "g1b").write_bytes(update)
+    assert cli(admin, publish.format("aa01", "group_state", 4), tmp_path / "g1b").json["stored"]
+    synced = cli(laptop, "sync --json --out", out).json
+    assert synced["opened"] == 1 and synced["suspects"] == []
+    assert [(s["group_id"], s["kind"], s["mls_epoch"]) for s in synced["snapshots"]] == [
+        ("aa01", "group_state", 4)
+    ]
+    assert (out / "aa01" / "group_state.4.bin").read_bytes() == update
+    again = cli(laptop, "sync")  # text mode; nothing new
+    assert again.code == 0 and "opened" in again.out and "(none)" in again.out
+
+    # device revoke: not an unknown device, not itself; receipts from every node
+    cli(admin, "device revoke", "00" * 16).failed_cleanly()
+    cli(admin, "device revoke", admin_id).failed_cleanly()
+    revoked = cli(admin, "--json device revoke", laptop_id).json
+    receipts = revoked["receipts"]
+    assert isinstance(receipts, list) and len(receipts) == 3
+    assert {r["node"] for r in receipts} == set(node_urls)
+    assert all(r["shares_deleted"] == ["account@0"] for r in receipts)
+    assert all(len(bytes.fromhex(r["node_id"])) == 16 for r in receipts)
+    assert revoked["rotated"] == [{"label": "account", "key_epoch": 1}]
+    assert revoked["regranted"] == [] and revoked["failures"] == []
+    listed = cli(admin, "device list --json").json["devices"]
+    assert [d["revoked"] is not None for d in listed if d["device_id"] == laptop_id] == [True]
+
+    # the revoked laptop reads nothing any more
+    cli(laptop, "sync").failed_cleanly()
+    cli(laptop, "onboard --out", tmp_path / "after").failed_cleanly()
+    assert not (tmp_path / "after").exists()
+
+
+def test_locked_keystore(cli, node_urls: list[str], tmp_path: Path, monkeypatch) -> None:
+    home = tmp_path / "locked"
+    monkeypatch.setenv("SC_TEST_PASS", "correct horse battery staple")
+    monkeypatch.setenv("SC_TEST_WRONG", "incorrect")
+    init = "--passphrase-env SC_TEST_PASS --json account init --threshold 2"
+    made = cli(home, init, *node_args(node_urls)).json
+    assert "sealed_secrets" in json.loads((home / "keystore.json").read_text())
+
+    locked = cli(home, "device list")
+    locked.failed_cleanly()
+    assert "locked" in locked.err and "--passphrase-env" in locked.err
+    cli(home, "--passphrase-env SC_TEST_WRONG device list").failed_cleanly()
+    cli(home, "--passphrase-env SC_TEST_UNSET device list").failed_cleanly()
+    opened = cli(home, "device list --passphrase-env SC_TEST_PASS --json").json
+    assert [d["device_id"] for d in opened["devices"]] == [made["device_id"]]
+
+
+def test_home_from_environment(cli, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("STATECACHE_HOME", str(tmp_path / "nowhere"))
+    missing = cli(None, "sync")
+    missing.failed_cleanly()
+    assert str(tmp_path / "nowhere" / "keystore.json") in missing.err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["device", "revoke", "not-hex"],
+        ["device", "revoke", "abcd"],  # not 16 bytes
+        ["publish", "--group", "aa", "--kind", "Bad-Kind", "--epoch", "1", "--file", "x"],
+        ["publish", "--group", "aa", "--kind", "group_state", "--epoch", "-1", "--file", "x"],
+        ["account", "init", "--node", "http://a:1", "--threshold", "2"],  # M > N
+        ["account", "init", "--node", "http://a:1", "--node", "http://a:1", "--threshold", "1"],
+        ["account", "init", "--node", "ftp://a", "--threshold", "1"],
+        ["device", "approve"],
+        ["sync", "--nonsense"],
+    ],
+)
+def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+# output: tables, JSON, progress bar
+
+
+def test_text_and_json_show_the_same_result() -> None:
+    result = Result(
+        fields={"account_id": "ab", "count": 12345, "ok": True, "nodes": ["n1", "n2"]},
+        tables={
+            "rows": Table(
+                ("name", "size"), [{"name": "x", "size": 5}, {"name": "yy", "size": 1000}]
+            ),
+            "empty": Table(("node",), []),
+            "hidden": Table(("node",), [], empty=None),
+            "long": Table(("n",), [{"n": i} for i in range(5)], text_rows=2),
+        },
+        notes=["a hint"],
+    )
+    assert json.loads(to_json(result)) == {
+        "account_id": "ab",
+        "count": 12345,
+        "ok": True,
+        "nodes": ["n1", "n2"],
+        "rows": [{"name": "x", "size": 5}, {"name": "yy", "size": 1000}],
+        "empty": [],
+        "hidden": [],
+        "long": [{"n": i} for i in range(5)],
+    }
+    assert to_text(result) == (
+        "account id  ab\n"
+        "count       12,345\n"
+        "ok          yes\n"
+        "nodes       n1, n2\n"
+        "\n"
+        "rows:\n"
+        "  NAME   SIZE\n"
+        "  x         5\n"
+        "  yy    1,000\n"
+        "\n"
+        "empty:\n"
+        "  (none)\n"
+        "\n"
+        "long:\n"
+        "  N\n"
+        "  0\n"
+        "  1\n"
+        "  ... and 3 more (--json lists all)\n"
+        "\n"
+        "a hint\n"
+    )
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_draws_on_a_terminal_only() -> None:
+    now = [0.0]
+    term = FakeTerminal()
+    with Progress("onboard", total=4, stream=term, clock=lambda: now[0]) as bar:
+        now[0] = 0.5
+        bar.update(2, 2048)
+        now[0] = 0.55  # within the redraw interval: not drawn
+        bar.update(3, 3072)
+    drawn = term.getvalue()
+    assert "onboard  [------------------------]   0%  0/4  0 B  0.0 s" in drawn
+    assert "onboard  [############------------]  50%  2/4  2.0 KiB  0.5 s" in drawn
+    assert "3/4" not in drawn
+    assert drawn.endswith("\r\x1b[K")  # erased at the end
+
+    counting = FakeTerminal()
+    now[0] = 0.0
+    with Progress("sync", stream=counting, clock=lambda: now[0]) as bar:
+        now[0] = 1.0
+        bar.update(7, 10)
+    assert "sync  7 snapshots  10 B" in counting.getvalue()
+
+    pipe = io.StringIO()  # not a terminal: silent
+    with Progress("sync", total=3, stream=pipe) as bar:
+        bar.update(3)
+    assert pipe.getvalue() == ""

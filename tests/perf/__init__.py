@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`): real local nodes, results as JSON and plots."""

@@ -1,0 +1,79 @@
+"""Writing the results: JSON, a printed table, and PNG plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+DESIGNS = ("statecache", "per_snapshot_capsules", "naive_reupload")
+
+
+def write_json(results: dict[str, Any], out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "latest.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    return path
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = []
+    r = results["reencrypt"]
+    lines.append(
+        f"re-encryption: raw {r['raw_per_s']:,.0f}/s, through the API {r['service_per_s']:,.0f}/s"
+        f" (service/raw {r['service_over_raw']:.2f})"
+    )
+    lines.append("")
+    lines.append(f"{'groups':>7}  {'design':<22} {'seconds':>8} {'cpu s':>7} "
+                 f"{'authoriser up':>14} {'new device down':>16}")  # fmt: skip
+    for row in results["onboarding"]:
+        lines.append(
+            f"{row['groups']:>7,}  {row['design']:<22} {row['seconds']:>8.3f} "
+            f"{row['new_device_cpu_s']:>7.3f} {row['authoriser_upload_bytes']:>14,} "
+            f"{row['new_device_download_bytes']:>16,}"
+        )
+    p = results["publish"]
+    lines.append("")
+    lines.append(
+        f"publish, {p['concurrency']} devices: {p['per_s']:,.0f}/s, p50 {p['p50_ms']} ms, "
+        f"p99 {p['p99_ms']} ms, errors {p['errors']}"
+    )
+    s = results["sync_after_update"]
+    lines.append(
+        f"sync after one update ({s['groups']:,} groups): {s['bytes']:,} B in {s['seconds']:.3f} s;"
+        f" full refetch {s['full_refetch_bytes']:,} B in {s['full_refetch_seconds']:.3f} s"
+    )
+    lines.append(f"server peak RSS: {results['server_peak_rss_mib']:.1f} MiB (node process)")
+    return "\n".join(lines)
+
+
+def plots(results: dict[str, Any], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = results["onboarding"]
+    written = []
+    for key, name, ylabel in (
+        ("seconds", "onboarding_seconds.png", "onboarding time (s)"),
+        ("authoriser_upload_bytes", "authoriser_upload_bytes.png", "authoriser upload (bytes)"),
+    ):
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+        for design in DESIGNS:
+            points = sorted((r["groups"], r[key]) for r in rows if r["design"] == design)
+            if points:
+                ax.plot(*zip(*points, strict=True), marker="o", label=design)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("groups")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+        ax.set_title(results.get("machine", ""), fontsize=8)
+        fig.tight_layout()
+        path = out / name
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+    return written
