@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 from concurrent.futures import Executor, ProcessPoolExecutor
+from functools import lru_cache
 
 import pre
 
@@ -43,12 +44,12 @@ def _reencrypt_batch(
     node: pre.NodeSecrets, certificate: bytes, share_index: int, now: int, items: list[WorkItem]
 ) -> list[WorkResult]:
     """Each item fails on its own, as a short error code."""
-    device = pre.DeviceCertificate.from_bytes(certificate)
+    device = _certificate(certificate)
     out: list[WorkResult] = []
     for stored, capsule_bytes in items:
         try:
-            share = pre.GrantShare.from_bytes(stored[ATTESTATION_SIZE:])
-            capsule = pre.KeyCapsule.from_bytes(capsule_bytes)
+            share = _share(stored[ATTESTATION_SIZE:])
+            capsule = _capsule(capsule_bytes)
             verified = pre.restore_grant_share(
                 node,
                 share,
@@ -64,6 +65,14 @@ def _reencrypt_batch(
         except pre.PreError:
             out.append((None, "grant_invalid"))
     return out
+
+
+# Decoded records by their bytes. Records are immutable, and each caches its parsed Umbral
+# object, so a capsule that many devices ask for (one per label) is parsed once per worker.
+# Every check that depends on the caller or the time still runs on every request.
+_certificate = lru_cache(maxsize=1024)(pre.DeviceCertificate.from_bytes)
+_share = lru_cache(maxsize=8192)(pre.GrantShare.from_bytes)
+_capsule = lru_cache(maxsize=8192)(pre.KeyCapsule.from_bytes)
 
 
 class ReencryptPool:

@@ -14,6 +14,7 @@ returns is verified before it is used (see `verify.py`).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,8 +38,15 @@ from .errors import (
 from .fanout import FanOut, Outcome, RetryPolicy
 from .keystore import Profile
 from .node_client import NodeClient
-from .state import SyncState
-from .verify import Commitments, Directory, OpenedSnapshot, check_account, open_item
+from .state import Known, SyncState
+from .verify import (
+    Commitments,
+    Directory,
+    OpenedSnapshot,
+    check_account,
+    check_commitments,
+    open_item,
+)
 
 __all__ = [
     "Approval",
@@ -178,6 +186,9 @@ class Statecache:
         self._record: pre.AccountRecord | None = None
         self.report = ReadReport()
         self.reencryptions = 0
+        # Sealed but not yet stored on M nodes, by (group, kind, MLS epoch): a retry sends
+        # these same bytes.
+        self._pending: dict[tuple[bytes, str, int], tuple[bytes, pre.SealedSnapshot]] = {}
 
     async def __aenter__(self) -> Statecache:
         self._session = aiohttp.ClientSession()
@@ -287,12 +298,19 @@ class Statecache:
         record = await self.account_record()
         outcome = await self._fan.call(lambda n: n.reencrypt())
         answers = outcome.require(self.profile.threshold, "re-encryption")
-        fragments: dict[tuple[str, int], list[pre.VerifiedCapsuleFragment]] = {}
+        failures = dict(outcome.failures)
+        # One fragment per node and capsule: a node holds one key fragment, and a repeated
+        # cfrag would make the capsule fail to open.
+        fragments: dict[tuple[str, int], dict[str, pre.VerifiedCapsuleFragment]] = {}
         for node_url, answer in answers.items():
             for result in answer.results:
                 key = (result.label, result.key_epoch)
                 capsule = self._capsules.get(key)
                 if result.fragment is None or capsule is None:
+                    failures.setdefault(node_url, f"{key}: {result.code}")
+                    continue
+                if node_url in fragments.get(key, {}):
+                    self.report.suspects[node_url] = "answered twice for one key capsule"
                     continue
                 try:
                     fragment = pre.CapsuleFragment.from_bytes(result.fragment)
@@ -301,13 +319,16 @@ class Statecache:
                     )
                 except pre.PreError as exc:
                     self.report.suspects[node_url] = f"capsule fragment rejected: {exc}"
+                    failures[node_url] = self.report.suspects[node_url]
                     continue
-                fragments.setdefault(key, []).append(verified)
+                fragments.setdefault(key, {})[node_url] = verified
                 self.reencryptions += 1
+        if not current:  # no capsule is listed for this device: it holds no grant
+            raise ThresholdNotMet("re-encryption (no grant)", self.profile.threshold, failures)
         for label in current:
             epochs = sorted((e for (lb, e) in fragments if lb == label), reverse=True)
             for epoch in epochs:
-                frags = fragments[(label, epoch)]
+                frags = list(fragments[(label, epoch)].values())
                 if len(frags) < self.profile.threshold:
                     continue
                 kek = pre.open_key_capsule(
@@ -315,6 +336,8 @@ class Statecache:
                 )
                 self._chain_down(kek)
                 break
+            else:  # fail closed: no grant (expired?) or too few valid fragments
+                raise ThresholdNotMet(f"re-encryption of {label}", self.profile.threshold, failures)
         return self._keks
 
     def forget_keys(self) -> None:
@@ -465,50 +488,72 @@ class Statecache:
 
     async def publish(self, items: Sequence[SnapshotInput]) -> PublishReport:
         """Seal each item under its label's current KEK, chained to the last snapshot this
-        device knows of that (group, kind), and store it on every node (M must accept)."""
+        device knows of that (group, kind), and store it on every node (M must accept).
+
+        Safe to retry: an item that failed is sent again as the same sealed bytes (a fresh
+        seal would be a second snapshot at one epoch: a fork for every reader), and an item
+        at an epoch this device already holds is counted as a duplicate, not sent."""
         now = self._now()
-        sealed = []
+        sealed: list[pre.SealedSnapshot] = []
+        duplicates = 0
         for item in items:
-            kek = await self._current_kek(item.label)
             known = self.state.known.get((item.group_id, item.kind))
-            sealed.append(
-                pre.seal_snapshot(
-                    kek,
-                    self.profile.device,
-                    group_id=item.group_id,
-                    kind=item.kind,
-                    mls_epoch=item.mls_epoch,
-                    plaintext=item.plaintext,
-                    now=now,
-                    prev_hash=None if known is None else known.digest,
-                    tree_hash=item.tree_hash,
-                    epoch_authenticator=item.epoch_authenticator,
-                )
-            )
-        stored = duplicates = 0
+            key = (item.group_id, item.kind, item.mls_epoch)
+            if known is not None and known.mls_epoch == item.mls_epoch and key not in self._pending:
+                duplicates += 1
+                continue
+            sealed.append(await self._seal(item, known, now))
+        stored = 0
         failures: dict[str, str] = {}
         for chunk in _chunks(sealed):
-            outcome = await self._fan.call(lambda n, c=chunk: n.publish(c))  # type: ignore[misc]
+            outcome = await self._fan.call(_publish_chunk(chunk))
             failures.update(outcome.failures)
             accepted = [0] * len(chunk)
+            new = [False] * len(chunk)
             for url, answer in outcome.results.items():
                 for i, result in enumerate(answer.results):
-                    if result.status is not m.PublishStatus.REJECTED:
-                        accepted[i] += 1
-                    else:
+                    if result.status is m.PublishStatus.REJECTED:
                         failures[url] = f"{result.code}: {result.detail}"
-            for snap, count in zip(chunk, accepted, strict=True):
+                        continue
+                    accepted[i] += 1
+                    new[i] = new[i] or result.status is m.PublishStatus.STORED
+            for snap, count, fresh in zip(chunk, accepted, new, strict=True):
                 if count < self.profile.threshold:
+                    self._save_state()
                     raise ThresholdNotMet("publish", self.profile.threshold, failures)
                 h = snap.header
-                known = self.state.known.get((h.group_id, h.kind))
-                if known is not None and known.digest == snap.digest:
-                    duplicates += 1
-                else:
-                    stored += 1
+                self._pending.pop((h.group_id, h.kind, h.mls_epoch), None)
+                stored, duplicates = stored + fresh, duplicates + (not fresh)
                 self.state.remember(h.group_id, h.kind, h.mls_epoch, snap.digest)
         self._save_state()
         return PublishReport(stored, duplicates, failures)
+
+    async def _seal(self, item: SnapshotInput, known: Known | None, now: int) -> pre.SealedSnapshot:
+        key = (item.group_id, item.kind, item.mls_epoch)
+        fingerprint = hashlib.sha256(
+            b"\0".join(
+                (item.label.encode(), item.plaintext, item.tree_hash or b"",
+                 item.epoch_authenticator or b"")
+            )
+        ).digest()  # fmt: skip
+        pending = self._pending.get(key)
+        if pending is not None and pending[0] == fingerprint:
+            return pending[1]
+        kek = await self._current_kek(item.label)
+        snapshot = pre.seal_snapshot(
+            kek,
+            self.profile.device,
+            group_id=item.group_id,
+            kind=item.kind,
+            mls_epoch=item.mls_epoch,
+            plaintext=item.plaintext,
+            now=now,
+            prev_hash=None if known is None else known.digest,
+            tree_hash=item.tree_hash,
+            epoch_authenticator=item.epoch_authenticator,
+        )
+        self._pending[key] = (fingerprint, snapshot)
+        return snapshot
 
     # reading: onboarding and sync
 
@@ -540,22 +585,35 @@ class Statecache:
         commitments: Mapping[bytes, Commitments] | None,
         page_size: int,
     ) -> AsyncIterator[OpenedSnapshot]:
+        self.report = ReadReport()
         await self.refresh_keys()
         directory = await self.directory()
-        self.report = ReadReport()
         primary: NodeClient | None = None
+        rollback: RollbackError | None = None
         for node in self.nodes:  # the first node that serves a complete, valid listing
             try:
                 async for snap in self._read_from(node, order, page_size, directory, commitments):
                     yield snap
-            except (RollbackError, ForkError):
-                raise  # a node lying about epochs: stop, whatever the others say
+                if order == "desc":  # then what was published while onboarding ran
+                    async for snap in self._read_from(
+                        node, "asc", page_size, directory, commitments
+                    ):
+                        yield snap
+            except ForkError:
+                raise  # the author signed two snapshots for one epoch: stop
             except StatecacheError as exc:
+                # Down, lying, or behind (an older epoch than the device knows or was told,
+                # which an honest node that missed a publication also serves): never
+                # accepted, reported, and read from the next node.
                 self.report.suspects[node.base_url] = str(exc)
+                if isinstance(exc, RollbackError) and rollback is None:
+                    rollback = exc
                 continue
             primary = node
             break
         if primary is None:
+            if rollback is not None:
+                raise rollback
             raise ThresholdNotMet("snapshot listing", 1, self.report.suspects)
         self.report.primary = primary.base_url
         async for snap in self._cross_check(primary, directory, commitments):
@@ -563,6 +621,7 @@ class Statecache:
         if order == "desc":
             self.state.onboarded = True
         self._save_state()
+        check_commitments(self.state, commitments)
 
     def _open(
         self,
@@ -595,7 +654,8 @@ class Statecache:
         commitments: Mapping[bytes, Commitments] | None,
     ) -> AsyncIterator[OpenedSnapshot]:
         url, state = node.base_url, self.state
-        head: int | None = None
+        # A resumed onboarding ends where the interrupted one started.
+        head = state.onboarding_head.get(url) if order == "desc" else None
         while True:
             if order == "desc":
                 page = await node.list_snapshots(
@@ -612,11 +672,13 @@ class Statecache:
                 break
             if order == "desc":
                 state.onboarding[url] = page.next_cursor
+                state.onboarding_head[url] = head
             else:
                 state.cursors[url] = page.next_cursor
             self._save_state()
         # Newest first, the head seen at the start is where the next sync begins.
         state.onboarding.pop(url, None)
+        state.onboarding_head.pop(url, None)
         final = head if order == "desc" else page.head
         state.cursors[url] = max(state.cursors.get(url, 0), final)
 
@@ -629,7 +691,7 @@ class Statecache:
         """Compare with another node's listing (metadata only, since that node's cursor).
         A snapshot the primary left out or served at an older epoch is fetched from the
         other node and verified, and the primary is reported; a different snapshot at
-        the same epoch is a fork."""
+        the same epoch, once its signature verifies, is a fork."""
         for other in (n for n in self.nodes if n is not primary):
             url = other.base_url
             try:
@@ -638,17 +700,23 @@ class Statecache:
                 continue
             for item in items:
                 have = self.state.known.get((item.group_id, item.kind))
-                if have is not None and item.mls_epoch < have.mls_epoch:
-                    continue  # this node is behind: not the primary's fault
-                if have is not None and item.mls_epoch == have.mls_epoch:
-                    if item.digest != have.digest:
-                        raise ForkError(f"two snapshots claim MLS epoch {item.mls_epoch}", url)
-                    continue
+                if have is not None and (
+                    item.mls_epoch < have.mls_epoch or item.digest == have.digest
+                ):
+                    continue  # this node is behind, or holds what the device holds
+                # Newer, or another snapshot at a known epoch (a fork, if its author really
+                # signed it): only a verified snapshot is believed.
                 page = await other.list_snapshots(order="desc", group_id=item.group_id, limit=500)
                 for full in page.items:
                     if (full.kind, full.mls_epoch) != (item.kind, item.mls_epoch):
                         continue
-                    opened = self._open(full, url, directory, commitments)
+                    try:
+                        opened = self._open(full, url, directory, commitments)
+                    except ForkError:
+                        raise
+                    except VerificationFailed as exc:  # the second opinion lied, not the primary
+                        self.report.suspects[url] = str(exc)
+                        continue
                     if opened is not None:
                         self.report.suspects[primary.base_url] = (
                             f"left out group {encode_b64url(item.group_id)} {item.kind} "
@@ -667,6 +735,12 @@ def _put_share(
     """Share i goes to node i, and only there."""
     by_node = {node.base_url: share for node, share in zip(nodes, shares, strict=True)}
     return lambda node: node.put_grant(by_node[node.base_url])
+
+
+def _publish_chunk(
+    chunk: list[pre.SealedSnapshot],
+) -> Callable[[NodeClient], Awaitable[m.PublishResponse]]:
+    return lambda node: node.publish(chunk)
 
 
 def _chunks(sealed: list[pre.SealedSnapshot]) -> list[list[pre.SealedSnapshot]]:

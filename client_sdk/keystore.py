@@ -68,7 +68,9 @@ def save_profile(path: Path, profile: Profile, passphrase: str | None = None) ->
         doc["sealed_secrets"] = encode_b64url(pre.seal_with_passphrase(secrets, passphrase))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A fresh file, never one left behind (its mode, or a symlink, would be kept).
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(doc, f, indent=2)
         f.flush()
@@ -104,10 +106,13 @@ def load_profile(path: Path, passphrase: str | None = None) -> Profile:
             account = pre.AccountSecrets.from_bytes(
                 decode_b64url(secrets["account"], max_bytes=256)
             )
+        nodes = doc["nodes"]
+        if not isinstance(nodes, list) or not all(isinstance(u, str) for u in nodes):
+            raise TypeError("nodes must be a list of URLs")
         return Profile(
             account_id=bytes.fromhex(doc["account_id"]),
             device=device,
-            nodes=list(doc["nodes"]),
+            nodes=nodes,
             threshold=int(doc["threshold"]),
             account=account,
             node_keys={

@@ -24,10 +24,12 @@ class Known:
 class SyncState:
     """Sequence numbers are per node (each node numbers what it stores), so cursors are too.
     `cursors[node]`: everything up to it has been seen; `onboarding[node]`: where an
-    interrupted newest-first onboarding from that node resumes."""
+    interrupted newest-first onboarding from that node resumes, and `onboarding_head[node]`
+    the head it started from (where the sync after it begins)."""
 
     cursors: dict[str, int] = field(default_factory=dict)
     onboarding: dict[str, int] = field(default_factory=dict)
+    onboarding_head: dict[str, int] = field(default_factory=dict)  # where it started
     onboarded: bool = False
     known: dict[tuple[bytes, str], Known] = field(default_factory=dict)
 
@@ -41,6 +43,7 @@ class SyncState:
             {
                 "cursors": self.cursors,
                 "onboarding": self.onboarding,
+                "onboarding_head": self.onboarding_head,
                 "onboarded": self.onboarded,
                 "known": [
                     [encode_b64url(g), kind, k.mls_epoch, k.digest.hex()]
@@ -55,6 +58,7 @@ class SyncState:
         return cls(
             cursors={str(k): int(v) for k, v in doc["cursors"].items()},
             onboarding={str(k): int(v) for k, v in doc["onboarding"].items()},
+            onboarding_head={str(k): int(v) for k, v in doc.get("onboarding_head", {}).items()},
             onboarded=bool(doc.get("onboarded", False)),
             known={
                 (decode_b64url(g, max_bytes=128), kind): Known(int(e), bytes.fromhex(d))

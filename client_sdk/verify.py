@@ -19,6 +19,7 @@ __all__ = [
     "Directory",
     "OpenedSnapshot",
     "check_account",
+    "check_commitments",
     "open_item",
 ]
 
@@ -143,15 +144,20 @@ def open_item(
     if h.account_id != directory.account.account_id:
         raise VerificationFailed("snapshot of another account", node)
     known = state.known.get((h.group_id, h.kind))
+    if known is not None and snapshot.digest == known.digest:
+        return None  # the very bytes the device verified before
+    author = directory.certificate_at(h.author, h.created_at)
+    try:  # before any epoch comparison: an unsigned lie is neither a rollback nor a fork
+        snapshot.verify(author)
+    except pre.PreError as exc:
+        raise VerificationFailed("snapshot signature does not verify", node) from exc
     if known is not None:
         if h.mls_epoch < known.mls_epoch:
             raise RollbackError(
                 f"group epoch went back from {known.mls_epoch} to {h.mls_epoch}", node
             )
         if h.mls_epoch == known.mls_epoch:
-            if snapshot.digest != known.digest:
-                raise ForkError(f"two snapshots claim MLS epoch {h.mls_epoch}", node)
-            return None
+            raise ForkError(f"two snapshots claim MLS epoch {h.mls_epoch}", node)
     expected = (commitments or {}).get(h.group_id)
     if expected is not None and h.mls_epoch < expected.min_epoch:
         raise RollbackError(
@@ -161,7 +167,6 @@ def open_item(
     kek = keks.get((h.label, h.key_epoch))
     if kek is None:
         raise VerificationFailed(f"no key for {h.label} epoch {h.key_epoch}", node)
-    author = directory.certificate_at(h.author, h.created_at)
     try:
         plaintext = pre.open_snapshot(
             snapshot,
@@ -184,3 +189,15 @@ def open_item(
         header=h,
         digest=snapshot.digest,
     )
+
+
+def check_commitments(state: SyncState, commitments: Mapping[bytes, Commitments] | None) -> None:
+    """After a read: every (group, kind) the device holds of a group the delivery service
+    named must be at or above its epoch, or the nodes are holding the device back."""
+    for (group_id, kind), known in state.known.items():
+        expected = (commitments or {}).get(group_id)
+        if expected is not None and known.mls_epoch < expected.min_epoch:
+            raise RollbackError(
+                f"the nodes hold {kind} of a group only up to epoch {known.mls_epoch}, "
+                f"below the delivery service's {expected.min_epoch}"
+            )

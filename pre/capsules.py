@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 
 import umbral_pre
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -94,9 +95,14 @@ class KeyCapsule(Record):
         prim.ed25519_verify(account.root_key, "key-capsule", self.tbs(), self.signature)
         return self
 
-    def _umbral_capsule(self) -> umbral_pre.Capsule:
+    @cached_property
+    def _parsed_capsule(self) -> umbral_pre.Capsule:
+        # Parsed once per record: nodes re-encrypt one label's capsule for many devices.
         with translate(DecodeError, "invalid Umbral capsule"):
             return umbral_pre.Capsule.from_bytes(self.capsule)
+
+    def _umbral_capsule(self) -> umbral_pre.Capsule:
+        return self._parsed_capsule
 
 
 def create_key_capsule(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import umbral_pre
 
@@ -56,6 +57,11 @@ class GrantShare(Record):
     expires_at: int = wire(UInt(8))
     kfrag: bytes = wire(Opaque(1024, 1))
     signature: bytes = wire(Fixed(SIGNATURE_SIZE), signature=True)
+
+    @cached_property
+    def _parsed_kfrag(self) -> umbral_pre.KeyFrag:
+        with translate(DecodeError, "invalid key fragment encoding"):
+            return umbral_pre.KeyFrag.from_bytes(self.kfrag)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -141,8 +147,7 @@ def verify_grant_share(
     verifying = prim.umbral_public(account.kfrag_verifying_key)
     delegating = prim.umbral_public(capsule.label_key)
     receiving = prim.umbral_public(device.keys.pre_key)
-    with translate(DecodeError, "invalid key fragment encoding"):
-        kfrag = umbral_pre.KeyFrag.from_bytes(share.kfrag)
+    kfrag = share._parsed_kfrag
     with translate(FragmentError, "key fragment does not verify"):
         verified = kfrag.verify(verifying, delegating, receiving)
     return VerifiedGrantShare(share, device.keys.pre_key, verified)
@@ -202,6 +207,4 @@ def restore_grant_share(
     expected = node._mac("grant-share", share.to_bytes() + device.keys.pre_key)
     if not hmac.compare_digest(expected, attestation):
         raise SignatureError("grant share attestation does not verify")
-    with translate(DecodeError, "invalid key fragment encoding"):
-        kfrag = umbral_pre.KeyFrag.from_bytes(share.kfrag)
-    return VerifiedGrantShare(share, device.keys.pre_key, kfrag.skip_verification())
+    return VerifiedGrantShare(share, device.keys.pre_key, share._parsed_kfrag.skip_verification())

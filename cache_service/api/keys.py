@@ -36,13 +36,11 @@ SETTINGS = web.AppKey("settings", Settings)
 SERVICES = web.AppKey("services", Services)
 METRICS = web.AppKey("metrics", Metrics)
 OPENAPI = web.AppKey("openapi", bytes)  # the generated document, serialised once
-CALLER = "statecache.caller"  # request-scoped: set by the auth middleware
+CALLER = web.RequestKey("caller", Caller)  # set by the auth middleware
 
 
 def caller(request: web.Request) -> Caller:
-    value = request[CALLER]
-    assert isinstance(value, Caller)
-    return value
+    return request[CALLER]
 
 
 def services(request: web.Request) -> Services:

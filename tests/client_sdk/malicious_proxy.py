@@ -1,0 +1,201 @@
+"""A reverse proxy in front of one real node that lies in its answers (tests only).
+
+It forwards every request unchanged (it cannot re-sign one: it holds no device key) and
+rewrites what the node answers, as a compromised node or a network attacker would. Each
+attack is an attribute a test switches on; `tampered` counts the answers it altered, so a
+test can check that the attack really happened before asserting it was detected.
+
+Attacks:
+- `cfrags`: "flip" one byte of each capsule fragment (at `flip_at`), replace it with
+  "garbage", or "duplicate" each fragment entry in `/reencrypt` answers;
+- `swap_snapshots`: swap the sealed snapshots of two items in a listing (headers included),
+  `swap_ciphertexts`: swap only the ciphertexts inside them (headers and signatures kept);
+- `roll_back`: serve, in place of each listed snapshot, the oldest one of the same
+  (group, kind) this proxy saw earlier; `replay_listing`: answer every data listing with
+  that stale listing, captured earlier from `listings`;
+- `drop`: leave out listed items for which it returns True;
+- `fake_digests`: list every snapshot with a made-up digest (a fork claim, unsigned);
+- `hang`: accept the request and never answer (until the proxy is closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from yarl import URL
+
+import pre
+from cache_service.protocol.b64 import decode_b64url, encode_b64url
+
+__all__ = ["MaliciousProxy"]
+
+_FORWARDED = ("Accept", "Content-Type", "Content-Digest", "Signature-Input", "Signature")
+_MAX = 64 * 1024 * 1024
+
+Item = dict[str, Any]
+
+
+def _b(text: str) -> bytes:
+    return decode_b64url(text, max_bytes=_MAX)
+
+
+class MaliciousProxy:
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.url = ""
+        # attacks, off by default
+        self.cfrags: str | None = None
+        self.flip_at = -1
+        self.swap_snapshots = False
+        self.swap_ciphertexts = False
+        self.roll_back = False
+        self.replay_listing: bytes | None = None
+        self.drop: Callable[[Item], bool] | None = None
+        self.fake_digests = False
+        self.hang = False
+        # what it saw and did
+        self.tampered = 0
+        self.hanging = 0
+        self.listings: list[bytes] = []  # every data listing the node answered, in order
+        self.seen: dict[tuple[str, str], dict[int, Item]] = {}  # (group, kind) -> epoch -> item
+        self._release = asyncio.Event()
+        self._session: aiohttp.ClientSession | None = None
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> str:
+        app = web.Application(client_max_size=_MAX)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._session = aiohttp.ClientSession(auto_decompress=False)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+        return self.url
+
+    async def close(self) -> None:
+        self._release.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+
+    def honest(self) -> None:
+        """Switch every attack off."""
+        self.cfrags = None
+        self.swap_snapshots = self.swap_ciphertexts = self.roll_back = self.hang = False
+        self.fake_digests = False
+        self.replay_listing = None
+        self.drop = None
+
+    # forwarding
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if self.hang:
+            self.hanging += 1
+            await self._release.wait()
+            return web.Response(status=503)
+        assert self._session is not None
+        body = await request.read()
+        headers = {k: request.headers[k] for k in _FORWARDED if k in request.headers}
+        url = URL(self.upstream + request.raw_path, encoded=True)
+        async with self._session.request(
+            request.method, url, data=body or None, headers=headers, allow_redirects=False
+        ) as upstream:
+            raw = await upstream.read()
+            status, content_type = upstream.status, upstream.content_type
+        if status == 200 and content_type == "application/json":
+            raw = self._rewrite(request, raw)
+        return web.Response(body=raw, status=status, headers={"Content-Type": content_type})
+
+    def _rewrite(self, request: web.Request, raw: bytes) -> bytes:
+        path = request.path
+        if request.method == "POST" and path.endswith("/reencrypt"):
+            return self._reencrypt(raw)
+        if request.method == "GET" and path.endswith("/snapshots"):
+            return self._listing(raw, data=request.query.get("data") != "false")
+        return raw
+
+    # /reencrypt
+
+    def _reencrypt(self, raw: bytes) -> bytes:
+        if self.cfrags is None:
+            return raw
+        doc = json.loads(raw)
+        results: list[Item] = []
+        for result in doc["results"]:
+            if result.get("fragment") is None:
+                results.append(result)
+                continue
+            if self.cfrags == "duplicate":
+                results += [result, dict(result)]
+            else:
+                results.append({**result, "fragment": encode_b64url(self._corrupt(result))})
+        doc["results"] = results
+        self.tampered += 1
+        return json.dumps(doc).encode()
+
+    def _corrupt(self, result: Item) -> bytes:
+        fragment = pre.CapsuleFragment.from_bytes(_b(result["fragment"]))
+        cfrag = bytearray(fragment.cfrag)
+        if self.cfrags == "garbage":
+            cfrag = bytearray(os.urandom(len(cfrag)))
+        else:
+            cfrag[self.flip_at] ^= 0x01
+        # Still a well-formed record: only the Umbral proof can tell.
+        return fragment.replace(cfrag=bytes(cfrag)).to_bytes()
+
+    # /snapshots
+
+    def _listing(self, raw: bytes, *, data: bool) -> bytes:
+        doc = json.loads(raw)
+        items: list[Item] = doc["items"]
+        if data:
+            self.listings.append(raw)
+            for item in items:
+                if item.get("snapshot") is not None:
+                    key = (item["group_id"], item["kind"])
+                    self.seen.setdefault(key, {}).setdefault(item["mls_epoch"], dict(item))
+            if self.replay_listing is not None:
+                self.tampered += 1
+                return self.replay_listing
+        before = json.dumps(doc)
+        if self.drop is not None:
+            items = [i for i in items if not self.drop(i)]
+        full = [i for i in items if i.get("snapshot") is not None]
+        if self.roll_back:
+            items = [self._older(i) for i in items]
+        if self.fake_digests:
+            items = [{**i, "digest": encode_b64url(os.urandom(32))} for i in items]
+            full = [i for i in items if i.get("snapshot") is not None]
+        if (self.swap_snapshots or self.swap_ciphertexts) and len(full) >= 2:
+            a, b = full[0], full[1]
+            if self.swap_snapshots:
+                a["snapshot"], b["snapshot"] = b["snapshot"], a["snapshot"]
+            else:
+                sa = pre.SealedSnapshot.from_bytes(_b(a["snapshot"]))
+                sb = pre.SealedSnapshot.from_bytes(_b(b["snapshot"]))
+                a["snapshot"] = encode_b64url(sa.replace(ciphertext=sb.ciphertext).to_bytes())
+                b["snapshot"] = encode_b64url(sb.replace(ciphertext=sa.ciphertext).to_bytes())
+        doc["items"] = items
+        after = json.dumps(doc)
+        if after != before:
+            self.tampered += 1
+        return after.encode()
+
+    def _older(self, item: Item) -> Item:
+        seen = self.seen.get((item["group_id"], item["kind"]), {})
+        older = [e for e in seen if e < item["mls_epoch"]]
+        if not older:
+            return item
+        stale = seen[min(older)]
+        if item.get("snapshot") is None:
+            return {**stale, "seq": item["seq"], "snapshot": None}
+        return {**stale, "seq": item["seq"]}
