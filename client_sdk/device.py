@@ -28,6 +28,7 @@ from cache_service.protocol import models as m
 from cache_service.protocol.b64 import decode_b64url, encode_b64url
 
 from .errors import (
+    AdminRequired,
     ForkError,
     MissingSnapshot,
     RollbackError,
@@ -240,7 +241,7 @@ class Statecache:
 
     def _admin(self) -> pre.AccountSecrets:
         if self.profile.account is None:
-            raise PermissionError("this needs an admin device (one holding the account seed)")
+            raise AdminRequired("this needs an admin device (one holding the account seed)")
         return self.profile.account
 
     async def account_record(self) -> pre.AccountRecord:
@@ -331,9 +332,12 @@ class Statecache:
                 frags = list(fragments[(label, epoch)].values())
                 if len(frags) < self.profile.threshold:
                     continue
-                kek = pre.open_key_capsule(
-                    self.profile.device, self._capsules[(label, epoch)], frags
-                )
+                try:
+                    kek = pre.open_key_capsule(
+                        self.profile.device, self._capsules[(label, epoch)], frags
+                    )
+                except pre.PreError as exc:  # verified fragments that still do not open
+                    raise VerificationFailed(f"key capsule of {label} does not open") from exc
                 self._chain_down(kek)
                 break
             else:  # fail closed: no grant (expired?) or too few valid fragments
@@ -373,17 +377,28 @@ class Statecache:
         self,
         blob: str,
         *,
-        role: pre.Role = pre.Role.MEMBER,
         labels: Sequence[str] = (ACCOUNT_LABEL,),
         valid_for: int = YEAR,
         grant_for: int = 30 * 86_400,
     ) -> Approval:
-        """Certify an enrolling device on every node and grant it `labels`."""
+        """Certify an enrolling device (a member) on every node and grant it `labels`.
+
+        An admin device is one holding the account seed; that is moved with the keystore,
+        never through the nodes, so approval only makes members."""
         account = self._admin()
         keys, name = parse_enrollment(blob)
+        current = await self._load_capsules()
+        missing = sorted(set(labels) - set(current))
+        if missing:  # before anything is uploaded
+            raise ValueError(f"no key capsule for label(s) {', '.join(missing)}")
         now = self._now()
         cert = pre.certify_device(
-            account, keys, role=role, not_before=now - 60, not_after=now + valid_for, name=name
+            account,
+            keys,
+            role=pre.Role.MEMBER,
+            not_before=now - 60,
+            not_after=now + valid_for,
+            name=name,
         )
         before = self.bytes_sent
         outcome = await self._fan.call(lambda n: n.put_device(cert))
@@ -446,6 +461,8 @@ class Statecache:
         """Revoke on every node (each answers a signed receipt), rotate every label, and
         re-grant the remaining member devices under the new key epochs."""
         account = self._admin()
+        if device_id not in (await self.directory()).certificates:
+            raise ValueError("no such device in this account")
         revocation = pre.revoke_device(account, device_id, now=self._now())
         node_keys = await self.pin_nodes()
         outcome = await self._fan.call(lambda n: n.revoke(revocation))

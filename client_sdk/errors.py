@@ -10,7 +10,9 @@
     │   ├── RollbackError    a snapshot's MLS epoch is below one this device already knows
     │   ├── ForkError        two different snapshots claim the same (group, kind, epoch)
     │   └── MissingSnapshot  a node left out a snapshot another node or the device knows
-    └── KeystoreError        the local keystore is missing, unreadable or locked
+    ├── KeystoreError        the local keystore is missing, unreadable or locked
+    └── AdminRequired        an admin action on a device without the account seed
+                             (also PermissionError)
 
 Bad arguments from the caller stay TypeError / ValueError.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AdminRequired",
     "EpochConflict",
     "ForkError",
     "KeystoreError",
@@ -89,9 +92,15 @@ class ThresholdNotMet(StatecacheError):
     def __init__(self, what: str, needed: int, failures: dict[str, str]) -> None:
         self.needed = needed
         self.failures = failures
-        detail = "; ".join(f"{node}: {why}" for node, why in failures.items())
+        detail = "; ".join(
+            f"{node}: {why.removeprefix(node + ': ')}" for node, why in failures.items()
+        )
         super().__init__(f"{what}: fewer than {needed} nodes answered validly ({detail})")
 
 
 class KeystoreError(StatecacheError):
+    pass
+
+
+class AdminRequired(StatecacheError, PermissionError):
     pass

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from cache_service.processes import terminate
 
 __all__ = ["LocalNode", "start_nodes", "stop_nodes"]
 
@@ -62,16 +63,7 @@ class LocalNode:
 
     async def stop(self, timeout: float = 15.0) -> None:
         proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while proc.poll() is None and loop.time() < deadline:
-            await asyncio.sleep(0.05)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        await terminate(proc, timeout)
 
 
 async def start_nodes(base: Path, count: int, *, workers: int = 1) -> list[LocalNode]:
