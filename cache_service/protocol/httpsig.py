@@ -40,6 +40,7 @@ _INPUT = re.compile(
     r';alg="ed25519"'
 )
 _SIGNATURE = re.compile(r"sig1=:(?P<sig>[A-Za-z0-9+/]{86}==):")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _DIGEST = re.compile(r"sha-256=:[A-Za-z0-9+/]{43}=:")
 
 
@@ -71,7 +72,7 @@ def signature_base(method: str, path: str, query: str, content_digest: str, para
         f'"@signature-params": {params}',
     ]
     text = "\n".join(lines)
-    if any(ord(c) < 0x20 or ord(c) > 0x7E for c in text.replace("\n", "")):
+    if not text.isascii() or _CONTROL.search(text.replace("\n", "")):
         raise SignatureFormatError("signature base components must be printable ASCII")
     return text.encode("ascii")
 

@@ -114,6 +114,17 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return {1, epoch}
 """
 
+# KEYS: capcur (names the account's slot for Redis Cluster; the capsule hashes are derived
+# from ARGV[1] under the same hash tag). ARGV: "sc:{A}:cap:" prefix, then label, key epoch pairs. Returns the capsules in order
+# (false where missing): one round trip for a re-encryption batch of any size.
+_GET_CAPSULES = """
+local out = {}
+for i = 2, #ARGV, 2 do
+  out[#out + 1] = redis.call('HGET', ARGV[1] .. ARGV[i], ARGV[i + 1])
+end
+return out
+"""
+
 # KEYS: rev, grant key, grants set.  ARGV: device id, share, ttl seconds, ref.
 _PUT_GRANT = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return -1 end
@@ -173,6 +184,7 @@ class RedisStorage:
         self._put_capsule = client.register_script(_PUT_CAPSULE)
         self._put_grant = client.register_script(_PUT_GRANT)
         self._publish = client.register_script(_PUBLISH)
+        self._get_capsules = client.register_script(_GET_CAPSULES)
 
     @classmethod
     def connect(
@@ -301,11 +313,11 @@ class RedisStorage:
     ) -> dict[tuple[str, int], bytes | None]:
         if not keys:
             return {}
-        async with self._r.pipeline(transaction=False) as p:
-            for label, epoch in keys:
-                p.hget(self._k(account_id, "cap", label), str(epoch))
-            values = await p.execute()
-        return {key: None if v is None else bytes(v) for key, v in zip(keys, values, strict=True)}
+        args: list[str | int] = [self._k(account_id, "cap") + ":"]
+        for label, epoch in keys:
+            args += [label, epoch]
+        values = await self._get_capsules(keys=[self._k(account_id, "capcur")], args=args)
+        return {key: bytes(v) if v else None for key, v in zip(keys, values, strict=True)}
 
     async def list_capsules(self, account_id: str) -> list[StoredCapsule]:
         k = self._k
