@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test lint typecheck unit demo serve bench clean
+.PHONY: venv test lint typecheck unit soak demo serve bench clean
 
 venv: $(STAMP)
 
@@ -28,6 +28,12 @@ unit: venv
 	$(BIN)/pytest
 
 test: lint typecheck unit
+
+# The security battery at full size (minutes; `make test` runs it at CI size): API fuzzing,
+# decoder fuzzing (hypothesis and atheris), cross-account attacks, resource limits. Each
+# check writes its figures to bench-results/battery/<check>.json (see docs/SECURITY.md).
+soak: venv
+	SOAK=1 $(BIN)/pytest tests/security tests/pre/test_decoders_fuzz.py
 
 demo: venv
 	$(BIN)/python -m client_sdk.demo

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from .api.keys import METRICS, OPENAPI, SERVICES, SETTINGS, Services
-from .api.middleware import authenticate, errors_and_metrics
+from .api.keys import BODY_BUDGET, METRICS, OPENAPI, SERVICES, SETTINGS, BodyBudget, Services
+from .api.middleware import authenticate, errors_and_metrics, request_body
 from .api.openapi import openapi_document
 from .api.routes import add_routes
 from .crypto_pool import ReencryptPool
@@ -45,9 +45,13 @@ def create_app(
     share one Redis between apps."""
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[errors_and_metrics, authenticate],
+        middlewares=[errors_and_metrics, request_body, authenticate],
+        # aiohttp closes a connection still waiting for a complete request head this long
+        # after it opened or after its last response: idle and slow-loris clients alike.
+        handler_args={"keepalive_timeout": settings.idle_timeout_seconds},
     )
     app[SETTINGS] = settings
+    app[BODY_BUDGET] = BodyBudget(settings.max_inflight_body_bytes)
     app[METRICS] = Metrics()
     app[OPENAPI] = json.dumps(openapi_document()).encode()
     add_routes(app)

@@ -23,6 +23,8 @@ class Code(StrEnum):
     # 404 / 405
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
+    # 408
+    REQUEST_TIMEOUT = "request_timeout"
     # 409
     CONFLICT = "conflict"
     STALE_EPOCH = "stale_epoch"
@@ -45,6 +47,7 @@ STATUS: dict[Code, int] = {
     Code.DEVICE_REVOKED: 403,
     Code.NOT_FOUND: 404,
     Code.METHOD_NOT_ALLOWED: 405,
+    Code.REQUEST_TIMEOUT: 408,
     Code.CONFLICT: 409,
     Code.STALE_EPOCH: 409,
     Code.STALE_KEY_EPOCH: 409,
@@ -64,6 +67,7 @@ TITLES: dict[Code, str] = {
     Code.DEVICE_REVOKED: "Device revoked",
     Code.NOT_FOUND: "Not found",
     Code.METHOD_NOT_ALLOWED: "Method not allowed",
+    Code.REQUEST_TIMEOUT: "Request body not received in time",
     Code.CONFLICT: "Conflicts with stored state",
     Code.STALE_EPOCH: "MLS epoch does not move forward",
     Code.STALE_KEY_EPOCH: "Key epoch is not the label's current one",

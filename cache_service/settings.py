@@ -32,11 +32,30 @@ class Settings(BaseModel):
     max_devices: Annotated[int, Field(ge=1)] = 256
     max_grant_seconds: Annotated[int, Field(ge=60)] = 400 * 86_400
     rate_limit_per_minute: Annotated[int, Field(ge=1)] = 6_000
+    idle_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=60.0,
+        description="close a connection whose next request head is not complete this long "
+        "after it opened or after its last response (idle keep-alive and slow-loris alike)",
+    )
+    body_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=120.0, description="a request body must arrive within this (408 beyond)"
+    )
+    max_inflight_body_bytes: Annotated[int, Field(ge=1024)] = Field(
+        default=256 * _MiB,
+        description="request body bytes held at once across all connections; a body that "
+        "does not fit is refused unread (429, Retry-After: 1)",
+    )
     retain: dict[str, Annotated[int, Field(ge=1, le=1000)]] = Field(
         default_factory=lambda: {"group_state": 1},
         description="snapshots kept per (group, kind); kinds not named keep `retain_default`",
     )
     retain_default: Annotated[int, Field(ge=1, le=1000)] = 1
+    retain_tree_patches: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        default=1000,
+        description="ratchet_tree_patch snapshots kept per group unless `retain` names the "
+        "kind: a new ratchet_tree base deletes its group's older patches, so this only "
+        "bounds one chain (the SDK starts a new base well before)",
+    )
     workers: Annotated[int, Field(ge=0, le=64)] = Field(
         default_factory=lambda: os.cpu_count() or 1,
         description="re-encryption processes; 0 re-encrypts on the event loop (tests only)",
@@ -44,7 +63,9 @@ class Settings(BaseModel):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     def retention(self, kind: str) -> int:
-        return self.retain.get(kind, self.retain_default)
+        if kind in self.retain:
+            return self.retain[kind]
+        return self.retain_tree_patches if kind == "ratchet_tree_patch" else self.retain_default
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:

@@ -205,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DAYS",
         type=_int_at_least(1),
         default=30,
-        help="validity of the grants remade for the other devices (default 30)",
+        help="longest validity of the grants remade for the other devices, which keep "
+        "their labels and expiry (default 30)",
     )
 
     publish = add(commands_, "publish", _publish, "publish one snapshot")

@@ -14,6 +14,8 @@ from typing import Literal, TextIO
 import pre
 
 from .device import (
+    Opened,
+    OpenedTree,
     SnapshotInput,
     Statecache,
     create_account,
@@ -24,7 +26,6 @@ from .errors import StatecacheError
 from .home import Home
 from .keystore import Profile
 from .output import Cell, Progress, Result, Table, timestamp
-from .verify import OpenedSnapshot
 
 __all__ = [
     "CommandError",
@@ -268,15 +269,17 @@ async def read_snapshots(
         with bar:
             reader = sc.onboard() if mode == "onboard" else sc.sync()
             async for snap in reader:
-                path = _write(out, snap) if out is not None else None
-                total_bytes += len(snap.plaintext)
+                # A rebuilt tree is written as its RFC 9420 `ratchet_tree` encoding.
+                data = snap.tree.to_bytes() if isinstance(snap, OpenedTree) else snap.plaintext
+                path = _write(out, snap, data) if out is not None else None
+                total_bytes += len(data)
                 rows.append(
                     {
                         "group_id": snap.group_id.hex(),
                         "kind": snap.kind,
                         "mls_epoch": snap.mls_epoch,
                         "label": snap.label,
-                        "bytes": len(snap.plaintext),
+                        "bytes": len(data),
                         "file": None if path is None else str(path),
                     }
                 )
@@ -292,6 +295,7 @@ async def read_snapshots(
         fields={
             "opened": report.opened,
             "unchanged": report.unchanged,
+            "trees": report.trees,
             "bytes": total_bytes,
             "downloaded_bytes": downloaded,
             "primary": report.primary,
@@ -317,12 +321,12 @@ async def _estimate(sc: Statecache, mode: str) -> int | None:
     return sum(1 for item in items if before is None or item.seq < before)
 
 
-def _write(out: Path, snap: OpenedSnapshot) -> Path:
+def _write(out: Path, snap: Opened, data: bytes) -> Path:
     """`out/<group hex>/<kind>.<epoch>.bin`, written whole or not at all."""
     directory = out / snap.group_id.hex()
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{snap.kind}.{snap.mls_epoch}.bin"
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(snap.plaintext)
+    tmp.write_bytes(data)
     tmp.replace(path)
     return path

@@ -6,10 +6,12 @@
             ...
         async for snap in sc.sync():         # later: only what changed
             ...
+        await sc.publish([TreeInput(group_id, epoch, tree, suite)])  # a base or a patch
 
 Writes go to every node and need M acknowledgements; reads come from one node and are
 cross-checked against another; keys come from M verified re-encryptions. Everything a node
-returns is verified before it is used (see `verify.py`).
+returns is verified before it is used (see `verify.py`). Ratchet trees travel as a base and
+patches and come back as one verified `OpenedTree` per group (see `trees.py`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from cache_service.protocol.b64 import decode_b64url, encode_b64url
 from .errors import (
     AdminRequired,
     ForkError,
-    MissingSnapshot,
     RollbackError,
     StatecacheError,
     ThresholdNotMet,
@@ -38,8 +39,13 @@ from .errors import (
 )
 from .fanout import FanOut, Outcome, RetryPolicy
 from .keystore import Profile
+from .mls.stats import TreeStats, tree_stats
+from .mls.suites import CipherSuite
+from .mls.tree import RatchetTree
 from .node_client import NodeClient
 from .state import Known, SyncState
+from .tree_sync import PATCH_KIND, TREE_KINDS, TreePolicy, TreeVersion
+from .trees import OpenedTree, TreeInput, TreeStore
 from .verify import (
     Commitments,
     Directory,
@@ -47,14 +53,18 @@ from .verify import (
     check_account,
     check_commitments,
     open_item,
+    open_tree_piece,
 )
 
 __all__ = [
     "Approval",
+    "Opened",
+    "OpenedTree",
     "PublishReport",
     "RevokeReport",
     "SnapshotInput",
     "Statecache",
+    "TreeInput",
     "create_account",
     "enrollment_request",
     "parse_enrollment",
@@ -63,6 +73,9 @@ __all__ = [
 YEAR = 365 * 86_400
 ACCOUNT_LABEL = "account"
 _PUBLISH_CHUNK_BYTES = 4 * 1024 * 1024
+
+Opened = OpenedSnapshot | OpenedTree
+"""What a read yields: a snapshot as published, or a group's rebuilt ratchet tree."""
 
 
 @dataclass(frozen=True)
@@ -78,9 +91,16 @@ class SnapshotInput:
 
 @dataclass(frozen=True)
 class PublishReport:
+    """What a publication stored. Of its trees: how many went whole (`tree_bases`), how
+    many as patches, the patches' bytes, and what those trees would have cost whole."""
+
     stored: int
     duplicates: int
     per_node_failures: dict[str, str]
+    tree_bases: int = 0
+    tree_patches: int = 0
+    tree_patch_bytes: int = 0
+    tree_patched_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -105,6 +125,7 @@ class ReadReport:
     primary: str = ""
     opened: int = 0
     unchanged: int = 0
+    trees: int = 0  # ratchet trees rebuilt (base and patches, verified)
     suspects: dict[str, str] = field(default_factory=dict)
 
 
@@ -170,6 +191,7 @@ class Statecache:
         state_path: Path | None = None,
         policy: RetryPolicy | None = None,
         clock: Callable[[], float] = time.time,
+        tree_policy: TreePolicy | None = None,
     ) -> None:
         self.profile = profile
         self.state = (
@@ -185,11 +207,14 @@ class Statecache:
         self._keks: dict[tuple[str, int], pre.Kek] = {}
         self._capsules: dict[tuple[str, int], pre.KeyCapsule] = {}
         self._record: pre.AccountRecord | None = None
+        self._labels: set[str] = set()  # the labels of the last capsule listing
         self.report = ReadReport()
         self.reencryptions = 0
         # Sealed but not yet stored on M nodes, by (group, kind, MLS epoch): a retry sends
         # these same bytes.
         self._pending: dict[tuple[bytes, str, int], tuple[bytes, pre.SealedSnapshot]] = {}
+        # The newest ratchet tree per group, published or read (memory only).
+        self._trees = TreeStore(tree_policy or TreePolicy())
 
     async def __aenter__(self) -> Statecache:
         self._session = aiohttp.ClientSession()
@@ -275,6 +300,7 @@ class Statecache:
                 raise VerificationFailed("key capsule mislabelled", node.base_url)
             self._capsules[(capsule.label, capsule.key_epoch)] = capsule
             current[capsule.label] = max(current.get(capsule.label, -1), capsule.key_epoch)
+        self._labels = set(current)
         return current
 
     async def refresh_keys(self) -> None:
@@ -362,11 +388,15 @@ class Statecache:
             kek = kek.open_previous(record)
             self._keks[(kek.label, kek.key_epoch)] = kek
 
-    async def _current_kek(self, label: str) -> pre.Kek:
-        if not self._keks:
-            await self.load_keys()
+    def _newest_kek(self, label: str) -> pre.Kek | None:
         epochs = [e for (lb, e) in self._capsules if lb == label]
-        kek = self._keks.get((label, max(epochs))) if epochs else None
+        return self._keks.get((label, max(epochs))) if epochs else None
+
+    async def _current_kek(self, label: str) -> pre.Kek:
+        kek = self._newest_kek(label)
+        if kek is None:  # not loaded yet: `rotate` and `add_label` cache only their own KEK
+            await self.refresh_keys()
+            kek = self._newest_kek(label)
         if kek is None:
             raise VerificationFailed(f"this device holds no key for label {label!r}")
         return kek
@@ -454,12 +484,13 @@ class Statecache:
             self.profile.threshold, "rotation"
         )
         self._capsules[(label, epoch)] = capsule
-        self._keks[(label, epoch)] = kek
+        self._chain_down(kek)  # the older epochs too: their snapshots are still read
         return epoch
 
     async def revoke(self, device_id: bytes, *, grant_for: int = 30 * 86_400) -> RevokeReport:
         """Revoke on every node (each answers a signed receipt), rotate every label, and
-        re-grant the remaining member devices under the new key epochs."""
+        re-grant each remaining member device the labels it held, under the new key epochs,
+        until the same expiry (at most `grant_for` from now)."""
         account = self._admin()
         if device_id not in (await self.directory()).certificates:
             raise ValueError("no such device in this account")
@@ -479,14 +510,53 @@ class Statecache:
         if len(receipts) < self.profile.threshold:
             raise ThresholdNotMet("revocation", self.profile.threshold, failures)
         current = await self._load_capsules()
+        members = [
+            cert
+            for cert in (await self.directory()).active(self._now())
+            if cert.role is pre.Role.MEMBER and cert.device_id != device_id
+        ]
+        held = {cert.device_id: await self._held_grants(cert, current) for cert in members}
         rotated = {label: await self.rotate(label) for label in sorted(current)}
-        directory = await self.directory()
         regranted = []
-        for cert in directory.active(self._now()):
-            if cert.role is pre.Role.MEMBER and cert.device_id != device_id:
-                await self.authorise(cert, labels=sorted(rotated), grant_for=grant_for)
+        for cert in members:
+            for label, expires_at in sorted(held[cert.device_id].items()):
+                remaining = min(expires_at - self._now(), grant_for)
+                if remaining > 0:
+                    await self.authorise(cert, labels=[label], grant_for=remaining)
+            if held[cert.device_id]:
                 regranted.append(cert.device_id)
         return RevokeReport(receipts, failures, rotated, regranted)
+
+    async def _held_grants(
+        self, cert: pre.DeviceCertificate, current: Mapping[str, int]
+    ) -> dict[str, int]:
+        """Label -> expiry of the grants the device holds at each label's current key epoch,
+        from the shares the nodes keep. Each share is verified (the account signed it), so
+        a node can withhold one but not add one; of several, the earliest expiry counts."""
+        record = await self.account_record()
+        now = self._now()
+        outcome = await self._fan.call(lambda n: n.device_grants(cert.device_id))
+        held: dict[str, int] = {}
+        for index, node in enumerate(self.nodes, start=1):
+            for raw in outcome.results.get(node.base_url, []):
+                try:
+                    share = pre.GrantShare.from_bytes(raw)
+                    capsule = self._capsules.get((share.label, share.key_epoch))
+                    if capsule is None or current.get(share.label) != share.key_epoch:
+                        continue  # an older key epoch: not a grant of what is current
+                    pre.verify_grant_share(
+                        share,
+                        account=record,
+                        capsule=capsule,
+                        device=cert,
+                        share_index=index,
+                        now=now,
+                    )
+                except pre.PreError:
+                    self.report.suspects[node.base_url] = "served a grant share that fails"
+                    continue
+                held[share.label] = min(share.expires_at, held.get(share.label, share.expires_at))
+        return held
 
     async def pin_nodes(self) -> dict[str, bytes]:
         """Each node's identity key, pinned in the profile at first contact; a node that
@@ -503,17 +573,33 @@ class Statecache:
 
     # publishing
 
-    async def publish(self, items: Sequence[SnapshotInput]) -> PublishReport:
+    async def publish(self, items: Sequence[SnapshotInput | TreeInput]) -> PublishReport:
         """Seal each item under its label's current KEK, chained to the last snapshot this
         device knows of that (group, kind), and store it on every node (M must accept).
 
+        A `TreeInput` goes out as a patch against the tree this device holds for the group
+        (`ratchet_tree_patch`), or whole (`ratchet_tree`) when it holds none or the patches
+        since the last base would outgrow `TreePolicy.rebase_ratio` of the tree.
+
         Safe to retry: an item that failed is sent again as the same sealed bytes (a fresh
         seal would be a second snapshot at one epoch: a fork for every reader), and an item
-        at an epoch this device already holds is counted as a duplicate, not sent."""
+        at an epoch this device already holds is counted as a duplicate, not sent. Except
+        after a rotation this device had not loaded: every node refuses an item sealed under
+        the old key epoch, so none stored it, and it is sealed again under the new one."""
+        try:
+            return await self._publish(items)
+        except ThresholdNotMet as exc:
+            if not any(why.startswith("stale_key_epoch") for why in exc.failures.values()):
+                raise
+        await self.refresh_keys()
+        return await self._publish(items)
+
+    async def _publish(self, items: Sequence[SnapshotInput | TreeInput]) -> PublishReport:
         now = self._now()
+        earlier = dict(self._pending)  # sealed by an earlier call: a node may hold them
         sealed: list[pre.SealedSnapshot] = []
-        duplicates = 0
-        for item in items:
+        inputs, trees, duplicates = self._tree_inputs(items)
+        for item in inputs:
             known = self.state.known.get((item.group_id, item.kind))
             key = (item.group_id, item.kind, item.mls_epoch)
             if known is not None and known.mls_epoch == item.mls_epoch and key not in self._pending:
@@ -522,28 +608,100 @@ class Statecache:
             sealed.append(await self._seal(item, known, now))
         stored = 0
         failures: dict[str, str] = {}
+        counts = {"bases": 0, "patches": 0, "patch_bytes": 0, "patched_bytes": 0}
+        sent = 0
         for chunk in _chunks(sealed):
+            sent += len(chunk)
             outcome = await self._fan.call(_publish_chunk(chunk))
             failures.update(outcome.failures)
             accepted = [0] * len(chunk)
             new = [False] * len(chunk)
+            stale = [0] * len(chunk)  # refusals as sealed under an old key epoch
             for url, answer in outcome.results.items():
                 for i, result in enumerate(answer.results):
                     if result.status is m.PublishStatus.REJECTED:
                         failures[url] = f"{result.code}: {result.detail}"
+                        stale[i] += result.code == "stale_key_epoch"
                         continue
                     accepted[i] += 1
                     new[i] = new[i] or result.status is m.PublishStatus.STORED
             for snap, count, fresh in zip(chunk, accepted, new, strict=True):
+                h = snap.header
                 if count < self.profile.threshold:
+                    # Stored nowhere, so these may be sealed again: refused by every node
+                    # as sealed under an old key epoch, or sealed by this call, never sent.
+                    refused = [s for s, n in zip(chunk, stale, strict=True) if n == len(self.nodes)]
+                    for s in [*refused, *sealed[sent:]]:
+                        key = (s.header.group_id, s.header.kind, s.header.mls_epoch)
+                        if s in refused or key not in earlier or earlier[key][1] is not s:
+                            self._pending.pop(key, None)
                     self._save_state()
                     raise ThresholdNotMet("publish", self.profile.threshold, failures)
-                h = snap.header
                 self._pending.pop((h.group_id, h.kind, h.mls_epoch), None)
                 stored, duplicates = stored + fresh, duplicates + (not fresh)
                 self.state.remember(h.group_id, h.kind, h.mls_epoch, snap.digest)
+                planned = trees.pop((h.group_id, h.kind, h.mls_epoch), None)
+                if planned is not None:
+                    self._trees.commit(h.group_id, planned[0])
+                    _count_tree(counts, h.kind, *planned)
         self._save_state()
-        return PublishReport(stored, duplicates, failures)
+        return PublishReport(
+            stored,
+            duplicates,
+            failures,
+            tree_bases=counts["bases"],
+            tree_patches=counts["patches"],
+            tree_patch_bytes=counts["patch_bytes"],
+            tree_patched_bytes=counts["patched_bytes"],
+        )
+
+    def _tree_inputs(
+        self, items: Sequence[SnapshotInput | TreeInput]
+    ) -> tuple[list[SnapshotInput], dict[tuple[bytes, str, int], tuple[TreeVersion, int]], int]:
+        """Each tree as the base or patch to publish, and the version it makes; a tree this
+        device already holds at that epoch is a duplicate."""
+        inputs: list[SnapshotInput] = []
+        versions: dict[tuple[bytes, str, int], tuple[TreeVersion, int]] = {}
+        provisional: dict[bytes, TreeVersion] = {}
+        duplicates = 0
+        for item in items:
+            if isinstance(item, SnapshotInput):
+                inputs.append(item)
+                continue
+            step = self._trees.prepare(item, provisional)
+            if step is None:
+                duplicates += 1
+                continue
+            kind, plaintext, version = step
+            inputs.append(
+                SnapshotInput(
+                    item.group_id,
+                    kind,
+                    item.mls_epoch,
+                    plaintext,
+                    label=item.label,
+                    tree_hash=version.tree.tree_hash,
+                    epoch_authenticator=item.epoch_authenticator,
+                )
+            )
+            versions[(item.group_id, kind, item.mls_epoch)] = (version, len(plaintext))
+        return inputs, versions, duplicates
+
+    async def publish_tree(
+        self, group_id: bytes, mls_epoch: int, tree: RatchetTree, suite: CipherSuite | int
+    ) -> PublishReport:
+        """`publish([TreeInput(group_id, mls_epoch, tree, suite)])`."""
+        return await self.publish([TreeInput(group_id, mls_epoch, tree, suite)])
+
+    def trees(self) -> dict[bytes, RatchetTree]:
+        """The newest ratchet tree this device holds per group: published or rebuilt by a
+        read of this instance (trees are kept in memory only)."""
+        return self._trees.trees()
+
+    def tree_health(self) -> dict[bytes, TreeStats]:
+        """`mls.tree_stats` of every tree in `trees()`: size, blank leaves and parents,
+        and the mean copath resolution (what a commit from a member costs)."""
+        return {g: tree_stats(t) for g, t in self.trees().items()}
 
     async def _seal(self, item: SnapshotInput, known: Known | None, now: int) -> pre.SealedSnapshot:
         key = (item.group_id, item.kind, item.mls_epoch)
@@ -579,9 +737,10 @@ class Statecache:
         *,
         commitments: Mapping[bytes, Commitments] | None = None,
         page_size: int = 250,
-    ) -> AsyncIterator[OpenedSnapshot]:
-        """Everything this device may read, newest first, verified and opened. Resumable:
-        an interrupted onboarding continues from its last completed page."""
+    ) -> AsyncIterator[Opened]:
+        """Everything this device may read, newest first, verified and opened; then each
+        group's ratchet tree, rebuilt and verified. Resumable: an interrupted onboarding
+        continues from its last completed page."""
         async for snap in self._read(order="desc", commitments=commitments, page_size=page_size):
             yield snap
 
@@ -590,8 +749,9 @@ class Statecache:
         *,
         commitments: Mapping[bytes, Commitments] | None = None,
         page_size: int = 250,
-    ) -> AsyncIterator[OpenedSnapshot]:
-        """Only what changed since this device's cursor, oldest first."""
+    ) -> AsyncIterator[Opened]:
+        """Only what changed since this device's cursor, oldest first; then the ratchet
+        tree of each group whose tree changed."""
         async for snap in self._read(order="asc", commitments=commitments, page_size=page_size):
             yield snap
 
@@ -601,9 +761,13 @@ class Statecache:
         order: str,
         commitments: Mapping[bytes, Commitments] | None,
         page_size: int,
-    ) -> AsyncIterator[OpenedSnapshot]:
+    ) -> AsyncIterator[Opened]:
         self.report = ReadReport()
         await self.refresh_keys()
+        if not self._labels <= set(self.state.labels):
+            # A label granted (or granted again) since the last read: nodes listed none of
+            # its snapshots to this device then, so its history lies behind the cursors.
+            self.state.cursors.clear()
         directory = await self.directory()
         primary: NodeClient | None = None
         rollback: RollbackError | None = None
@@ -635,8 +799,14 @@ class Statecache:
         self.report.primary = primary.base_url
         async for snap in self._cross_check(primary, directory, commitments):
             yield snap
+        fetch = self._tree_chain_fetcher(directory)
+        trees = self._trees.settle(fetch, self.state, commitments, self.report.suspects)
+        async for tree in trees:
+            self.report.trees += 1
+            yield tree
         if order == "desc":
             self.state.onboarded = True
+        self.state.labels = sorted(self._labels)
         self._save_state()
         check_commitments(self.state, commitments)
 
@@ -683,7 +853,7 @@ class Statecache:
             head = page.head if head is None else head
             for item in page.items:
                 opened = self._open(item, url, directory, commitments)
-                if opened is not None:
+                if opened is not None and not self._trees.collect(opened):
                     yield opened
             if page.next_cursor is None:
                 break
@@ -708,12 +878,15 @@ class Statecache:
         """Compare with another node's listing (metadata only, since that node's cursor).
         A snapshot the primary left out or served at an older epoch is fetched from the
         other node and verified, and the primary is reported; a different snapshot at
-        the same epoch, once its signature verifies, is a fork."""
+        the same epoch, once its signature verifies, is a fork. No other node answering
+        is fewer than M nodes: `ThresholdNotMet`, as for any read."""
+        failures: dict[str, str] = {}
         for other in (n for n in self.nodes if n is not primary):
             url = other.base_url
             try:
                 items, head = await other.list_metadata(after=self.state.cursors.get(url, 0))
-            except StatecacheError:
+            except StatecacheError as exc:
+                failures[url] = str(exc)
                 continue
             for item in items:
                 have = self.state.known.get((item.group_id, item.kind))
@@ -739,11 +912,61 @@ class Statecache:
                             f"left out group {encode_b64url(item.group_id)} {item.kind} "
                             f"epoch {item.mls_epoch}, which {url} holds"
                         )
-                        yield opened
+                        if not self._trees.collect(opened):
+                            yield opened
             self.state.cursors[url] = max(self.state.cursors.get(url, 0), head)
             return  # fewer than M nodes misbehave, so one second opinion suffices
         if len(self.nodes) > 1:
-            raise MissingSnapshot("no second node could confirm the listing")
+            raise ThresholdNotMet("listing cross-check", 2, failures)
+
+    def _tree_chain_fetcher(
+        self, directory: Directory
+    ) -> Callable[[bytes], AsyncIterator[tuple[str, list[OpenedSnapshot]]]]:
+        """For `TreeStore.settle`: a group's verified tree snapshots, node by node."""
+
+        async def fetch(group_id: bytes) -> AsyncIterator[tuple[str, list[OpenedSnapshot]]]:
+            for node in self.nodes:
+                try:
+                    pieces = await self._tree_chain(node, group_id, directory)
+                except ForkError:
+                    raise
+                except StatecacheError as exc:
+                    self.report.suspects.setdefault(node.base_url, str(exc))
+                    continue
+                yield node.base_url, pieces
+
+        return fetch
+
+    async def _tree_chain(
+        self, node: NodeClient, group_id: bytes, directory: Directory
+    ) -> list[OpenedSnapshot]:
+        pieces: list[OpenedSnapshot] = []
+        before: int | None = None
+        while True:
+            page = await node.list_snapshots(
+                order="desc", group_id=group_id, before=before, limit=m.MAX_PAGE
+            )
+            for item in page.items:
+                if item.kind not in TREE_KINDS or item.group_id != group_id:
+                    continue
+                opened = open_tree_piece(
+                    item, node=node.base_url, directory=directory, keks=self._keks,
+                    state=self.state,
+                )  # fmt: skip
+                if opened is not None:
+                    pieces.append(opened)
+            if page.next_cursor is None:
+                return pieces
+            before = page.next_cursor
+
+
+def _count_tree(counts: dict[str, int], kind: str, version: TreeVersion, size: int) -> None:
+    if kind == PATCH_KIND:
+        counts["patches"] += 1
+        counts["patch_bytes"] += size
+        counts["patched_bytes"] += version.tree.encoded_size()
+    else:
+        counts["bases"] += 1
 
 
 def _put_share(

@@ -9,7 +9,10 @@
     ├── VerificationFailed   a node's answer failed verification (wraps a pre.PreError)
     │   ├── RollbackError    a snapshot's MLS epoch is below one this device already knows
     │   ├── ForkError        two different snapshots claim the same (group, kind, epoch)
-    │   └── MissingSnapshot  a node left out a snapshot another node or the device knows
+    │   ├── MissingSnapshot  a node left out a snapshot another node or the device knows
+    │   └── TreeMismatch     a ratchet tree rebuilt from its base and patches does not match
+    │                        a tree hash it must match (its signed header's, the next patch's,
+    │                        the caller's GroupContext), or a tree snapshot does not decode
     ├── KeystoreError        the local keystore is missing, unreadable or locked
     └── AdminRequired        an admin action on a device without the account seed
                              (also PermissionError)
@@ -33,6 +36,7 @@ __all__ = [
     "RollbackError",
     "StatecacheError",
     "ThresholdNotMet",
+    "TreeMismatch",
     "VerificationFailed",
 ]
 
@@ -85,6 +89,10 @@ class ForkError(VerificationFailed):
 
 
 class MissingSnapshot(VerificationFailed):
+    pass
+
+
+class TreeMismatch(VerificationFailed):
     pass
 
 

@@ -163,6 +163,12 @@ class NodeClient:
     async def list_capsules(self) -> m.CapsuleList:
         return await self._call("GET", self._prefix + "/capsules", m.CapsuleList)
 
+    async def device_grants(self, device_id: bytes) -> list[bytes]:
+        """This node's unexpired grant shares for a device (admin), as encoded records:
+        the caller decodes and verifies them."""
+        path = f"{self._prefix}/devices/{device_id.hex()}/grants"
+        return (await self._call("GET", path, m.GrantList)).grants
+
     async def put_grant(self, share: pre.GrantShare) -> None:
         path = (
             f"{self._prefix}/grants/{share.device_id.hex()}/"

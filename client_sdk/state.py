@@ -25,13 +25,15 @@ class SyncState:
     """Sequence numbers are per node (each node numbers what it stores), so cursors are too.
     `cursors[node]`: everything up to it has been seen; `onboarding[node]`: where an
     interrupted newest-first onboarding from that node resumes, and `onboarding_head[node]`
-    the head it started from (where the sync after it begins)."""
+    the head it started from (where the sync after it begins). `labels`: those the last
+    complete read covered; a new one sends the next read back over everything."""
 
     cursors: dict[str, int] = field(default_factory=dict)
     onboarding: dict[str, int] = field(default_factory=dict)
     onboarding_head: dict[str, int] = field(default_factory=dict)  # where it started
     onboarded: bool = False
     known: dict[tuple[bytes, str], Known] = field(default_factory=dict)
+    labels: list[str] = field(default_factory=list)
 
     def remember(self, group_id: bytes, kind: str, mls_epoch: int, digest: bytes) -> None:
         current = self.known.get((group_id, kind))
@@ -49,6 +51,7 @@ class SyncState:
                     [encode_b64url(g), kind, k.mls_epoch, k.digest.hex()]
                     for (g, kind), k in sorted(self.known.items())
                 ],
+                "labels": self.labels,
             }
         )
 
@@ -64,6 +67,7 @@ class SyncState:
                 (decode_b64url(g, max_bytes=128), kind): Known(int(e), bytes.fromhex(d))
                 for g, kind, e, d in doc["known"]
             },
+            labels=[str(label) for label in doc.get("labels", [])],
         )
 
     def save(self, path: Path) -> None:

@@ -13,15 +13,22 @@ from cache_service.protocol import models as m
 
 from .errors import ForkError, RollbackError, VerificationFailed
 from .state import SyncState
+from .tree_sync import BASE_KIND, TREE_KINDS, is_tree_snapshot
 
 __all__ = [
+    "REVOCATION_GRACE",
     "Commitments",
     "Directory",
     "OpenedSnapshot",
     "check_account",
     "check_commitments",
     "open_item",
+    "open_tree_piece",
 ]
+
+# Twice the nodes' default clock-skew window (300 s): the author's and the admin's clocks
+# may each be that far from the nodes'.
+REVOCATION_GRACE = 600
 
 
 def check_account(account_id: bytes, info: m.AccountInfo, node: str) -> pre.AccountRecord:
@@ -73,11 +80,21 @@ class Directory:
         return cls(account, certs, revoked)
 
     def certificate_at(self, device_id: bytes, when: int) -> pre.DeviceCertificate:
+        """The author's certificate, if it was valid and unrevoked at `when` (a snapshot's
+        time). A revocation is timed by the admin's clock and a snapshot by its author's,
+        so a snapshot nodes accepted just before the revocation can carry the same second
+        or a later one (nodes allow each clock `REVOCATION_GRACE / 2` of skew). Such times
+        are the author's claim: refusing them would protect nothing (a revoked key could
+        as well claim an earlier time; the nodes' refusal is what stops it) and would make
+        the acknowledged snapshot unreadable for every device."""
         cert = self.certificates.get(device_id)
         if cert is None:
             raise VerificationFailed("snapshot author is not a device of this account")
+        revoked_at = self.revoked_at.get(device_id)
+        if revoked_at is not None:
+            revoked_at += REVOCATION_GRACE
         try:
-            return cert.verify(self.account, now=when, revoked_at=self.revoked_at.get(device_id))
+            return cert.verify(self.account, now=when, revoked_at=revoked_at)
         except pre.PreError as exc:
             raise VerificationFailed("snapshot author was not certified at that time") from exc
 
@@ -115,17 +132,9 @@ class OpenedSnapshot:
     digest: bytes
 
 
-def open_item(
-    item: m.SnapshotItem,
-    *,
-    node: str,
-    directory: Directory,
-    keks: Mapping[tuple[str, int], pre.Kek],
-    state: SyncState,
-    commitments: Mapping[bytes, Commitments] | None = None,
-) -> OpenedSnapshot | None:
-    """Verify and open one listed snapshot. None: it is the snapshot the device already
-    holds for that (group, kind). Raises RollbackError / ForkError / VerificationFailed."""
+def _decoded(item: m.SnapshotItem, node: str, directory: Directory) -> pre.SealedSnapshot:
+    """The listed snapshot, decoded, of this account and matching its listing (its
+    signature is checked by `_check_signature`)."""
     if item.snapshot is None:
         raise VerificationFailed("listing carries no snapshot", node)
     try:
@@ -143,27 +152,33 @@ def open_item(
         raise VerificationFailed("listing metadata differs from the signed header", node)
     if h.account_id != directory.account.account_id:
         raise VerificationFailed("snapshot of another account", node)
-    known = state.known.get((h.group_id, h.kind))
-    if known is not None and snapshot.digest == known.digest:
-        return None  # the very bytes the device verified before
+    return snapshot
+
+
+def _check_signature(
+    snapshot: pre.SealedSnapshot, directory: Directory, node: str
+) -> pre.DeviceCertificate:
+    """The author's certificate, once the author's signature verifies."""
+    h = snapshot.header
     author = directory.certificate_at(h.author, h.created_at)
-    try:  # before any epoch comparison: an unsigned lie is neither a rollback nor a fork
+    try:
         snapshot.verify(author)
     except pre.PreError as exc:
         raise VerificationFailed("snapshot signature does not verify", node) from exc
-    if known is not None:
-        if h.mls_epoch < known.mls_epoch:
-            raise RollbackError(
-                f"group epoch went back from {known.mls_epoch} to {h.mls_epoch}", node
-            )
-        if h.mls_epoch == known.mls_epoch:
-            raise ForkError(f"two snapshots claim MLS epoch {h.mls_epoch}", node)
-    expected = (commitments or {}).get(h.group_id)
-    if expected is not None and h.mls_epoch < expected.min_epoch:
-        raise RollbackError(
-            f"epoch {h.mls_epoch} is below the delivery service's {expected.min_epoch}", node
-        )
-    at_ds_epoch = expected is not None and h.mls_epoch == expected.min_epoch
+    return author
+
+
+def _decrypt(
+    item: m.SnapshotItem,
+    snapshot: pre.SealedSnapshot,
+    author: pre.DeviceCertificate,
+    node: str,
+    keks: Mapping[tuple[str, int], pre.Kek],
+    *,
+    tree_hash: bytes | None = None,
+    epoch_authenticator: bytes | None = None,
+) -> OpenedSnapshot:
+    h = snapshot.header
     kek = keks.get((h.label, h.key_epoch))
     if kek is None:
         raise VerificationFailed(f"no key for {h.label} epoch {h.key_epoch}", node)
@@ -174,8 +189,8 @@ def open_item(
             author,
             group_id=h.group_id,
             kind=h.kind,
-            tree_hash=expected.tree_hash if at_ds_epoch and expected else None,
-            epoch_authenticator=expected.epoch_authenticator if at_ds_epoch and expected else None,
+            tree_hash=tree_hash,
+            epoch_authenticator=epoch_authenticator,
         )
     except pre.PreError as exc:
         raise VerificationFailed(f"snapshot does not open: {exc}", node) from exc
@@ -191,13 +206,87 @@ def open_item(
     )
 
 
+def open_item(
+    item: m.SnapshotItem,
+    *,
+    node: str,
+    directory: Directory,
+    keks: Mapping[tuple[str, int], pre.Kek],
+    state: SyncState,
+    commitments: Mapping[bytes, Commitments] | None = None,
+) -> OpenedSnapshot | None:
+    """Verify and open one listed snapshot. None: it is the snapshot the device already
+    holds for that (group, kind). Raises RollbackError / ForkError / VerificationFailed.
+
+    A piece of a tree chain (`tree_sync.is_tree_snapshot`) is history, not the group's
+    latest state: an older one is opened, not refused as a rollback, and it is compared
+    with the delivery service's epoch and tree hash only once the tree is rebuilt
+    (`trees.TreeStore.settle`)."""
+    snapshot = _decoded(item, node, directory)
+    h = snapshot.header
+    piece = is_tree_snapshot(h.kind, h.tree_hash)
+    known = state.known.get((h.group_id, h.kind))
+    if not piece and known is not None and snapshot.digest == known.digest:
+        return None  # the very bytes the device verified before
+    # before any epoch comparison: an unsigned lie is neither a rollback nor a fork
+    author = _check_signature(snapshot, directory, node)
+    if known is not None:
+        if h.mls_epoch == known.mls_epoch and snapshot.digest != known.digest:
+            raise ForkError(f"two snapshots claim MLS epoch {h.mls_epoch}", node)
+        if h.mls_epoch < known.mls_epoch and not piece:
+            raise RollbackError(
+                f"group epoch went back from {known.mls_epoch} to {h.mls_epoch}", node
+            )
+    expected = (commitments or {}).get(h.group_id)
+    if expected is not None and h.mls_epoch < expected.min_epoch and not piece:
+        raise RollbackError(
+            f"epoch {h.mls_epoch} is below the delivery service's {expected.min_epoch}", node
+        )
+    at_ds_epoch = expected is not None and h.mls_epoch == expected.min_epoch
+    return _decrypt(
+        item,
+        snapshot,
+        author,
+        node,
+        keks,
+        tree_hash=expected.tree_hash if at_ds_epoch and expected and not piece else None,
+        epoch_authenticator=expected.epoch_authenticator if at_ds_epoch and expected else None,
+    )
+
+
+def open_tree_piece(
+    item: m.SnapshotItem,
+    *,
+    node: str,
+    directory: Directory,
+    keks: Mapping[tuple[str, int], pre.Kek],
+    state: SyncState,
+) -> OpenedSnapshot | None:
+    """Verify and open one snapshot of a group's tree chain, fetched to rebuild the tree;
+    None if it is not a tree piece. Raises ForkError / VerificationFailed."""
+    snapshot = _decoded(item, node, directory)
+    h = snapshot.header
+    if not is_tree_snapshot(h.kind, h.tree_hash):
+        return None
+    author = _check_signature(snapshot, directory, node)
+    known = state.known.get((h.group_id, h.kind))
+    if known is not None and h.mls_epoch == known.mls_epoch and snapshot.digest != known.digest:
+        raise ForkError(f"two snapshots claim MLS epoch {h.mls_epoch}", node)
+    return _decrypt(item, snapshot, author, node, keks)
+
+
 def check_commitments(state: SyncState, commitments: Mapping[bytes, Commitments] | None) -> None:
     """After a read: every (group, kind) the device holds of a group the delivery service
     named must be at or above its epoch, or the nodes are holding the device back."""
+    newest: dict[tuple[bytes, str], int] = {}
     for (group_id, kind), known in state.known.items():
+        # A tree's base and patches are one chain: the newer of the two is the tree's epoch.
+        key = (group_id, BASE_KIND if kind in TREE_KINDS else kind)
+        newest[key] = max(newest.get(key, -1), known.mls_epoch)
+    for (group_id, kind), epoch in newest.items():
         expected = (commitments or {}).get(group_id)
-        if expected is not None and known.mls_epoch < expected.min_epoch:
+        if expected is not None and epoch < expected.min_epoch:
             raise RollbackError(
-                f"the nodes hold {kind} of a group only up to epoch {known.mls_epoch}, "
+                f"the nodes hold {kind} of a group only up to epoch {epoch}, "
                 f"below the delivery service's {expected.min_epoch}"
             )

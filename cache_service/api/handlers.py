@@ -117,6 +117,14 @@ async def put_capsule(request: web.Request) -> web.Response:
     return respond(entry, 201 if created else 200)
 
 
+async def list_device_grants(request: web.Request) -> web.Response:
+    return respond(
+        await services(request).delegation.device_grants(
+            caller(request), request.match_info["device_id"]
+        )
+    )
+
+
 async def put_grant(request: web.Request) -> web.Response:
     body = await parse_body(request, m.GrantShareBody)
     await services(request).delegation.put_grant(

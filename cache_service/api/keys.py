@@ -32,7 +32,26 @@ class Services:
     reencryption: ReencryptionService
 
 
+class BodyBudget:
+    """Bytes of request bodies the node holds at once, across all connections: bounds
+    the memory that many concurrent large bodies can take. One event loop: no lock."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def try_claim(self, size: int) -> bool:
+        if self.held + size > self.limit:
+            return False
+        self.held += size
+        return True
+
+    def release(self, size: int) -> None:
+        self.held -= size
+
+
 SETTINGS = web.AppKey("settings", Settings)
+BODY_BUDGET = web.AppKey("body_budget", BodyBudget)
 SERVICES = web.AppKey("services", Services)
 METRICS = web.AppKey("metrics", Metrics)
 OPENAPI = web.AppKey("openapi", bytes)  # the generated document, serialised once

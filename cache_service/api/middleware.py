@@ -5,12 +5,18 @@ its status and RFC 9457 problem+json; aiohttp's own refusals (unknown route, wro
 body over the limit) → the same shape; anything unexpected → a bare 500 problem with no
 text from the exception, logged here. It also counts and times every request.
 
+`request_body` refuses content-coded and oversize bodies unread, holds the body's bytes
+against the node-wide `BodyBudget` (refusing it unread, 429, when it does not fit), and
+reads it within `Settings.body_timeout_seconds`, so no later step waits on a client that
+stalls mid-body and many large bodies at once cannot exhaust memory.
+
 `authenticate` signs in the calling device for every route not marked public, so a new
 route is authenticated unless someone decides otherwise.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -21,7 +27,7 @@ from aiohttp.typedefs import Handler
 
 from ..errors import Code, ServiceError
 from ..service.auth import SignedRequest
-from .keys import CALLER, METRICS, services
+from .keys import BODY_BUDGET, CALLER, METRICS, SETTINGS, services
 from .routes import ROUTES
 
 log = logging.getLogger("statecache.http")
@@ -88,9 +94,10 @@ async def errors_and_metrics(request: web.Request, handler: Handler) -> web.Stre
             status=500,
             content_type=PROBLEM_JSON,
         )
-    if _content_coded(request):
-        # aiohttp's parser inflates bodies as they arrive; refused unread, the rest must
-        # not be drained through the decoder: close the connection instead.
+    if request.body_exists and not request.content.at_eof():
+        # A body refused unread or part-read (content-coded: aiohttp's parser inflates
+        # bodies as they arrive; too large; no budget left; not in time) is not drained
+        # or waited for: close the connection instead.
         response.force_close()
     elapsed = time.perf_counter() - started
     metrics = request.app[METRICS]
@@ -119,11 +126,39 @@ def _content_coded(request: web.Request) -> bool:
 
 
 @web.middleware
-async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def request_body(request: web.Request, handler: Handler) -> web.StreamResponse:
     if _content_coded(request):
         # Content-Digest covers the body as sent (RFC 9530); a coded body would be checked
         # after decoding. Bodies are small records: coding them buys nothing.
         raise ServiceError(Code.UNSUPPORTED_MEDIA_TYPE, "request bodies must not be content-coded")
+    if not request.body_exists:
+        return await handler(request)
+    settings = request.app[SETTINGS]
+    declared = request.content_length
+    if declared is not None and declared > settings.max_body_bytes:
+        raise ServiceError(Code.TOO_LARGE, f"bodies are at most {settings.max_body_bytes} bytes")
+    size = settings.max_body_bytes if declared is None else declared  # chunked: the most
+    budget = request.app[BODY_BUDGET]
+    if not budget.try_claim(size):
+        raise ServiceError(
+            Code.RATE_LIMITED, "too many request bodies in flight; retry shortly", retry_after=1
+        )
+    try:
+        try:
+            async with asyncio.timeout(settings.body_timeout_seconds):
+                await request.read()  # kept by the request: later reads return it at once
+        except TimeoutError as exc:
+            raise ServiceError(
+                Code.REQUEST_TIMEOUT,
+                f"the body must arrive within {settings.body_timeout_seconds:g} s",
+            ) from exc
+        return await handler(request)
+    finally:
+        budget.release(size)
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     if _route_name(request) in PUBLIC_ROUTES or _route_name(request) == "unmatched":
         return await handler(request)
     account_id = request.match_info.get("account_id")

@@ -37,7 +37,13 @@ def openapi_document() -> dict[str, Any]:
     )
     refs = {model: keyed[(model, "validation")]["$ref"] for model in models}
 
-    problem = {"application/problem+json": {"schema": {"$ref": refs[m.Problem]}}}
+    problem = {
+        "application/problem+json": {"schema": {"$ref": refs[m.Problem]}},
+        # Refused by aiohttp's HTTP parser before any route is matched (a request line or
+        # header field over 8190 bytes, over 128 header fields, malformed HTTP): it answers
+        # in plain text itself and closes the connection.
+        "text/plain": {"schema": {"type": "string"}},
+    }
     paths: dict[str, dict[str, Any]] = {}
     for route in ROUTES:
         path, names = _openapi_path(route.path)
@@ -73,7 +79,11 @@ def openapi_document() -> dict[str, Any]:
                 }
         if not route.responses:
             responses["200"] = {"description": "ok"}
-        responses["4XX"] = {"description": "refused", "content": problem}
+        responses["4XX"] = {
+            "description": "refused: problem+json; plain text only when the request is not "
+            "HTTP this node parses (too long a request line or header, too many headers)",
+            "content": problem,
+        }
         op["responses"] = responses
         if not route.public:
             op["security"] = [{"httpMessageSignature": []}]

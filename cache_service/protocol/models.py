@@ -27,6 +27,7 @@ __all__ = [
     "DeviceEntry",
     "DeviceId",
     "DeviceList",
+    "GrantList",
     "GrantShareBody",
     "KeyCapsuleBody",
     "Label",
@@ -62,7 +63,9 @@ Seq = Annotated[int, Field(ge=0, lt=1 << 53)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", str_max_length=4096)
+    # strict: a JSON integer field takes only a JSON integer (not `true`, `1.0` or "1"),
+    # as its schema says; one accepted form, like the base64url fields.
+    model_config = ConfigDict(frozen=True, extra="forbid", str_max_length=4096, strict=True)
 
 
 class Problem(_Model):
@@ -134,6 +137,12 @@ class GrantShareBody(_Model):
     share: Annotated[bytes, Base64Url(2048)]
 
 
+class GrantList(_Model):
+    """GrantShare records, as their admin signed them (the admin verifies each)."""
+
+    grants: list[Annotated[bytes, Base64Url(2048)]]
+
+
 # snapshots
 
 
@@ -170,6 +179,8 @@ class SnapshotQuery(_Model):
     """`order=asc` pages up from `after` (a sync cursor, default 0); `order=desc` pages down
     from `before` (default: the newest), as onboarding does. `data=false` lists metadata
     and digests only, for cross-checking one node's listing against another's."""
+
+    model_config = ConfigDict(strict=False)  # query values arrive as text: "100", "false"
 
     order: Literal["asc", "desc"] = "asc"
     after: Seq | None = None

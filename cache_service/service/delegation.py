@@ -56,8 +56,27 @@ class DelegationService:
         """Labels the caller may read; None means all (admins hold the account seed)."""
         if caller.is_admin:
             return None
-        grants = await self._storage.list_grants(caller.account_id, caller.device_id)
-        return {g.label for g in grants}
+        grants = await self._unexpired(caller.account_id, caller.device_id)
+        return {label for label, _ in grants}
+
+    async def device_grants(self, caller: Caller, device_id: str) -> m.GrantList:
+        """This node's unexpired shares for a device (admin): a revocation carries each
+        remaining device's grants, and only those, over to the next key epoch."""
+        caller.require_admin()
+        grants = await self._unexpired(caller.account_id, device_id)
+        return m.GrantList(grants=[share for _, share in grants])
+
+    async def _unexpired(self, account_id: str, device_id: str) -> list[tuple[str, bytes]]:
+        """(label, share) of the device's stored grants still valid by this node's clock:
+        the Redis TTL runs on Redis's clock, re-encryption on the node's, and listing and
+        publishing must agree with re-encryption."""
+        now = int(self._clock())
+        out = []
+        for grant in await self._storage.list_grants(account_id, device_id):
+            share = grant.share[ATTESTATION_SIZE:]
+            if decode(pre.GrantShare.from_bytes, share, "stored grant share").expires_at > now:
+                out.append((grant.label, share))
+        return out
 
     async def list_capsules(self, caller: Caller) -> m.CapsuleList:
         allowed = await self.granted_labels(caller)

@@ -13,6 +13,10 @@ from .auth import Caller
 from .delegation import DelegationService
 from .records import decode, verifying
 
+# A new base of a group's ratchet tree ends the chain of patches before it: readers rebuild
+# from the newest base, so storing one deletes the group's patches below its MLS epoch.
+PRUNED_BY = {"ratchet_tree": "ratchet_tree_patch"}
+
 _REJECTIONS = {
     PublishStatus.STALE_EPOCH: (Code.STALE_EPOCH, "MLS epoch is below the newest stored"),
     PublishStatus.CONFLICT: (Code.CONFLICT, "another snapshot holds this MLS epoch"),
@@ -88,6 +92,7 @@ class SnapshotService:
                 digest=snapshot.digest,
                 data=data,
                 retain=self._retention(header.kind),
+                prunes=PRUNED_BY.get(header.kind),
             ),
         )
         if outcome.status is PublishStatus.REVOKED:

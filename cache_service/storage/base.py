@@ -58,6 +58,9 @@ class SnapshotWrite:
     digest: bytes
     data: bytes
     retain: int
+    # When set: storing this snapshot deletes its group's snapshots of this kind with a
+    # lower MLS epoch (a new tree base makes older tree patches useless).
+    prunes: str | None = None
 
 
 class PublishStatus(StrEnum):

@@ -115,8 +115,9 @@ return {1, epoch}
 """
 
 # KEYS: capcur (names the account's slot for Redis Cluster; the capsule hashes are derived
-# from ARGV[1] under the same hash tag). ARGV: "sc:{A}:cap:" prefix, then label, key epoch pairs. Returns the capsules in order
-# (false where missing): one round trip for a re-encryption batch of any size.
+# from ARGV[1] under the same hash tag). ARGV: "sc:{A}:cap:" prefix, then label, key epoch
+# pairs. Returns the capsules in order (false where missing): one round trip for a
+# re-encryption batch of any size.
 _GET_CAPSULES = """
 local out = {}
 for i = 2, #ARGV, 2 do
@@ -133,9 +134,11 @@ redis.call('SADD', KEYS[3], ARGV[4])
 return 1
 """
 
-# KEYS: capcur, gk:<g>:<kind>, feed, seq, rev, group:<g>.
+# KEYS: capcur, gk:<g>:<kind>, feed, seq, rev, group:<g>, gk:<g>:<pruned kind> (KEYS[2]
+#       again when nothing is pruned).
 # ARGV: label, key epoch, mls epoch, digest, data, retain, snap key prefix, author,
-#       group id, kind.
+#       group id, kind, prune ('1': once stored, delete the group's snapshots of the
+#       pruned kind below this MLS epoch, as a new tree base does to older patches).
 # Returns {status, seq or current epoch}.
 _PUBLISH = """
 if redis.call('HEXISTS', KEYS[5], ARGV[8]) == 1 then return {'revoked', 0} end
@@ -168,6 +171,15 @@ if extra > 0 then
     redis.call('ZREM', KEYS[6], old)
   end
   redis.call('ZREMRANGEBYRANK', KEYS[2], 0, extra - 1)
+end
+if ARGV[11] == '1' then
+  local below = '(' .. ARGV[3]
+  for _, old in ipairs(redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', below)) do
+    redis.call('DEL', ARGV[7] .. old)
+    redis.call('ZREM', KEYS[3], old)
+    redis.call('ZREM', KEYS[6], old)
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', below)
 end
 return {'stored', seq}
 """
@@ -382,6 +394,7 @@ class RedisStorage:
             )
         k = self._k
         g = _b64(item.group_id)
+        pruned = item.prunes if item.prunes not in (None, item.kind) else None
         status, value = await self._publish(
             keys=[
                 k(account_id, "capcur"),
@@ -390,6 +403,7 @@ class RedisStorage:
                 k(account_id, "seq"),
                 k(account_id, "rev"),
                 k(account_id, "group", g),
+                k(account_id, "gk", g, pruned or item.kind),
             ],
             args=[
                 item.label,
@@ -402,6 +416,7 @@ class RedisStorage:
                 item.author,
                 g,
                 item.kind,
+                "1" if pruned else "0",
             ],
         )
         outcome = PublishStatus(status.decode())

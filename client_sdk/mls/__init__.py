@@ -10,7 +10,7 @@ Pure Python without I/O, for the group state the cache holds:
 - `validation` — parent-hash chains (§7.9.2) and leaf signatures (§7.2, §5.1.2);
 - `operations` — extend/truncate (§7.7) and applying proposals (§12.1.1-§12.1.3);
 - `suites` — cipher suites 1-7 (§17.1) over `cryptography`;
-- `stats`, `synthetic` — shape statistics and valid synthetic trees;
+- `stats`, `synthetic` — shape statistics, valid synthetic trees and groups that evolve;
 - `cli` — `statecache mls tree-info`.
 
 Errors: `MlsError` and its leaves (see `errors`).
@@ -56,7 +56,7 @@ from .structs import (
     encode_node,
 )
 from .suites import CIPHER_SUITES, CipherSuite, SigningKey, cipher_suite
-from .synthetic import SYNTHETIC_GROUP_ID, synthetic_tree
+from .synthetic import SYNTHETIC_GROUP_ID, SyntheticGroup, synthetic_tree
 from .tree import RatchetTree
 from .validation import (
     LEAF_NODE_LABEL,
@@ -94,6 +94,7 @@ __all__ = [
     "Remove",
     "SignaturePublicKey",
     "SigningKey",
+    "SyntheticGroup",
     "TreeStats",
     "UnsupportedCipherSuite",
     "Update",

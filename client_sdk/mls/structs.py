@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import enum
 import itertools
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Self, TypeAlias
 
 from .codec import Reader, Writer, decode
@@ -152,7 +153,7 @@ def _write_u16s(w: Writer, values: tuple[int, ...]) -> None:
 
 
 def _read_u16s(r: Reader) -> tuple[int, ...]:
-    return tuple(r.vector(Reader.u16))
+    return tuple(r.uints(2))
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +185,24 @@ class Capabilities(_Struct):
 
     @classmethod
     def _read(cls, r: Reader) -> Self:
-        return cls(_read_u16s(r), _read_u16s(r), _read_u16s(r), _read_u16s(r), _read_u16s(r))
+        # Most leaves of a tree carry the very same capabilities: decode each distinct
+        # encoding once and share the (frozen) value.
+        start = r.tell()
+        for _ in range(5):
+            r.take(r.varint())
+        encoding = r.since(start)
+        cached = _CAPABILITIES.get(encoding)
+        if isinstance(cached, cls):
+            return cached
+        inner = Reader(encoding)
+        value = cls(*(_read_u16s(inner) for _ in range(5)))
+        if len(_CAPABILITIES) >= 256:
+            _CAPABILITIES.clear()
+        _CAPABILITIES[encoding] = value
+        return value
+
+
+_CAPABILITIES: dict[bytes, Capabilities] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +253,18 @@ def _read_extensions(r: Reader) -> tuple[Extension, ...]:
     return tuple(r.vector(Extension._read))
 
 
+def _cached_encoding(node: LeafNode | ParentNode, write: Callable[[Writer], None]) -> bytes:
+    """A node's encoding, made once: a tree hashes and encodes its nodes again and again,
+    and they never change (frozen). Decoding records the bytes it read instead."""
+    encoding = node._encoding
+    if encoding is None:
+        w = Writer()
+        write(w)
+        encoding = w.getvalue()
+        object.__setattr__(node, "_encoding", encoding)
+    return encoding
+
+
 @dataclass(frozen=True, slots=True)
 class LeafNode(_Struct):
     """`LeafNode` (§7.2). `lifetime` is set iff the source is `key_package`; `parent_hash`
@@ -249,6 +279,7 @@ class LeafNode(_Struct):
     parent_hash: bytes = b""
     extensions: tuple[Extension, ...] = ()
     signature: bytes = b""
+    _encoding: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         source = LeafNodeSource(self.leaf_node_source)
@@ -274,6 +305,9 @@ class LeafNode(_Struct):
         _write_extensions(w, self.extensions)
 
     def _write(self, w: Writer) -> None:
+        w.raw(_cached_encoding(self, self._write_uncached))
+
+    def _write_uncached(self, w: Writer) -> None:
         self._write_content(w)
         w.opaque(self.signature)
 
@@ -288,6 +322,7 @@ class LeafNode(_Struct):
 
     @classmethod
     def _read(cls, r: Reader) -> Self:
+        start = r.tell()
         encryption_key = r.opaque()
         signature_key = r.opaque()
         credential = Credential._read(r)
@@ -295,7 +330,7 @@ class LeafNode(_Struct):
         source = LeafNodeSource(_read_enum(r, LeafNodeSource, 1))
         lifetime = Lifetime._read(r) if source is LeafNodeSource.KEY_PACKAGE else None
         parent_hash = r.opaque() if source is LeafNodeSource.COMMIT else b""
-        return cls(
+        node = cls(
             encryption_key,
             signature_key,
             credential,
@@ -306,6 +341,8 @@ class LeafNode(_Struct):
             _read_extensions(r),
             r.opaque(),
         )
+        object.__setattr__(node, "_encoding", r.since(start))
+        return node
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +352,7 @@ class ParentNode(_Struct):
     encryption_key: HPKEPublicKey
     parent_hash: bytes = b""
     unmerged_leaves: tuple[int, ...] = ()
+    _encoding: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_bytes(self.encryption_key, "encryption_key")
@@ -327,18 +365,24 @@ class ParentNode(_Struct):
         object.__setattr__(self, "unmerged_leaves", leaves)
 
     def _write(self, w: Writer) -> None:
+        w.raw(_cached_encoding(self, self._write_uncached))
+
+    def _write_uncached(self, w: Writer) -> None:
         w.opaque(self.encryption_key)
         w.opaque(self.parent_hash)
         w.vector(self.unmerged_leaves, Writer.u32)
 
     @classmethod
     def _read(cls, r: Reader) -> Self:
+        start = r.tell()
         encryption_key = r.opaque()
         parent_hash = r.opaque()
-        leaves = tuple(r.vector(Reader.u32))
+        leaves = tuple(r.uints(4))
         if any(a >= b for a, b in itertools.pairwise(leaves)):
             raise MlsDecodeError("unmerged_leaves not strictly increasing")
-        return cls(encryption_key, parent_hash, leaves)
+        node = cls(encryption_key, parent_hash, leaves)
+        object.__setattr__(node, "_encoding", r.since(start))
+        return node
 
 
 Node: TypeAlias = LeafNode | ParentNode

@@ -8,12 +8,19 @@ late joiners end up unmerged at the non-blank nodes above them (§12.1.1). Keys 
 and drawn from `rng`, so a seed reproduces the tree byte for byte; every signature and
 parent hash verifies. Tree hashes are cached per node and invalidated along changed paths,
 so a 1,000-member tree takes a fraction of a second.
+
+`SyntheticGroup` keeps the history going one epoch at a time: a commit with an UpdatePath
+from a member, an Add committed without a path (the joiner lands in the leftmost blank leaf,
+unmerged above, §12.1.1, extending the tree when full), or a Remove committed with the
+committer's path (the removed leaf's direct path blanked and the tree truncated, §12.1.3,
+§7.7). Its `tree` is valid after every step, so a benchmark can watch how a real group's
+tree changes from epoch to epoch.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from . import tree_math
 from .hashes import leaf_tree_hash, parent_hash, parent_tree_hash
@@ -30,7 +37,7 @@ from .suites import CipherSuite, SigningKey, cipher_suite
 from .tree import RatchetTree
 from .validation import LEAF_NODE_LABEL
 
-__all__ = ["SYNTHETIC_GROUP_ID", "synthetic_tree"]
+__all__ = ["SYNTHETIC_GROUP_ID", "SyntheticGroup", "synthetic_tree"]
 
 SYNTHETIC_GROUP_ID = b"statecache synthetic group"
 _NOT_BEFORE = 1_700_000_000
@@ -130,6 +137,148 @@ class _Builder:
         self.nodes[x] = self._leaf(leaf_index, LeafNodeSource.COMMIT, chain)
         self._touch(x)
 
+    def extend(self) -> None:
+        """Double the width: the old tree becomes the left subtree of a blank root (§7.7).
+        The left subtree keeps its node indices, so its cached hashes stay valid."""
+        width = len(self.nodes)
+        self.nodes += [None] * (width + 1)
+        self.hashes += [None] * (width + 1)
+        self.members_under += [0] * (width + 1)
+        self.members_under[width] = self.members_under[tree_math.root(self.n_leaves // 2)]
+
+    def remove(self, leaf_index: int) -> None:
+        """Blank the leaf and its direct path, then truncate (§12.1.3, §7.7)."""
+        x = 2 * leaf_index
+        self.nodes[x] = None
+        self.members_under[x] = 0
+        del self.keys[leaf_index]
+        for p in tree_math.direct_path(x, self.n_leaves):
+            self.nodes[p] = None
+            self.members_under[p] -= 1
+        self._touch(x)
+        while self.n_leaves > 1:
+            root = tree_math.root(self.n_leaves)
+            if self.members_under[tree_math.right(root)]:
+                break
+            # An empty right half holds no parent node either: removals blanked them.
+            del self.nodes[root:], self.hashes[root:], self.members_under[root:]
+
+    def copy(self, rng: random.Random) -> _Builder:
+        return _Builder(
+            self.suite,
+            self.group_id,
+            rng,
+            list(self.nodes),
+            list(self.hashes),
+            list(self.members_under),
+            dict(self.keys),
+        )
+
+
+@dataclass
+class SyntheticGroup:
+    """A synthetic group whose tree moves on one epoch at a time; `tree` is valid (parent
+    hashes and leaf signatures verify, with `group_id` as context) after every step."""
+
+    _builder: _Builder = field(repr=False)
+
+    @classmethod
+    def create(
+        cls,
+        n_members: int,
+        *,
+        blank_ratio: float = 0.0,
+        rng: random.Random,
+        suite: CipherSuite | int = 1,
+        group_id: bytes = SYNTHETIC_GROUP_ID,
+        commit_ratio: float = 0.25,
+        late_join_ratio: float = 0.05,
+    ) -> SyntheticGroup:
+        """The group `synthetic_tree` describes (same arguments, same tree for a seed)."""
+        if n_members < 1:
+            raise ValueError("a tree needs at least one member")
+        if not 0.0 <= blank_ratio < 1.0:
+            raise ValueError("blank_ratio must be in [0, 1)")
+        suite = suite if isinstance(suite, CipherSuite) else cipher_suite(suite)
+        blanks = round(n_members * blank_ratio / (1.0 - blank_ratio))
+        slots = n_members + blanks
+        n_leaves = 1
+        while n_leaves < slots:
+            n_leaves *= 2
+        occupied = [*sorted(rng.sample(range(slots - 1), n_members - 1)), slots - 1]
+        late = set(rng.sample(occupied, round(n_members * late_join_ratio)))
+        early = [leaf for leaf in occupied if leaf not in late]
+        builder = _Builder.empty(suite, group_id, rng, n_leaves)
+        for leaf in early:
+            builder.join(leaf)
+        if early and n_members > 1:
+            for _ in range(max(1, round(n_members * commit_ratio))):
+                builder.commit(rng.choice(early))
+        for leaf in sorted(late):
+            builder.join(leaf)
+        return cls(builder)
+
+    @property
+    def tree(self) -> RatchetTree:
+        return RatchetTree(tuple(self._builder.nodes))
+
+    @property
+    def suite(self) -> CipherSuite:
+        return self._builder.suite
+
+    @property
+    def group_id(self) -> bytes:
+        return self._builder.group_id
+
+    def members(self) -> list[int]:
+        """Leaf indices of the members, ascending."""
+        return sorted(self._builder.keys)
+
+    def _member(self, leaf_index: int | None) -> int:
+        if leaf_index is None:
+            return self._builder.rng.choice(self.members())
+        if leaf_index not in self._builder.keys:
+            raise ValueError(f"leaf {leaf_index} is not a member")
+        return leaf_index
+
+    def commit(self, leaf_index: int | None = None) -> int:
+        """An epoch whose commit carries an UpdatePath from `leaf_index` (a random member
+        when None): new keys on its filtered direct path, a new signed leaf. Returns it."""
+        committer = self._member(leaf_index)
+        self._builder.commit(committer)
+        return committer
+
+    def add(self) -> int:
+        """An epoch that adds one member (a commit without a path): the leftmost blank
+        leaf, the tree extended first if it has none. Returns the new leaf index."""
+        b = self._builder
+        free = next((x // 2 for x in range(0, len(b.nodes), 2) if b.nodes[x] is None), None)
+        if free is None:
+            free = b.n_leaves
+            b.extend()
+        b.join(free)
+        return free
+
+    def remove(self, leaf_index: int | None = None, *, committer: int | None = None) -> int:
+        """An epoch that removes `leaf_index` (random when None), committed with an
+        UpdatePath from `committer` (another random member when None). Returns the
+        removed leaf index."""
+        members = self.members()
+        if len(members) < 2:
+            raise ValueError("the last member cannot be removed")
+        removed = self._member(leaf_index)
+        if committer is None:
+            committer = self._builder.rng.choice([m for m in members if m != removed])
+        elif committer == removed or committer not in self._builder.keys:
+            raise ValueError("the committer must be another member")
+        self._builder.remove(removed)
+        self._builder.commit(committer)
+        return removed
+
+    def copy(self, rng: random.Random) -> SyntheticGroup:
+        """An independent group with this one's tree and keys, drawing from `rng`."""
+        return SyntheticGroup(self._builder.copy(rng))
+
 
 def synthetic_tree(
     n_members: int,
@@ -145,25 +294,12 @@ def synthetic_tree(
     blank in about `blank_ratio` of cases (removed members). About `commit_ratio` x
     `n_members` commits from random members fill parent nodes, then `late_join_ratio` of
     the members join and stay unmerged. Leaves sign with `group_id` as context."""
-    if n_members < 1:
-        raise ValueError("a tree needs at least one member")
-    if not 0.0 <= blank_ratio < 1.0:
-        raise ValueError("blank_ratio must be in [0, 1)")
-    suite = suite if isinstance(suite, CipherSuite) else cipher_suite(suite)
-    blanks = round(n_members * blank_ratio / (1.0 - blank_ratio))
-    slots = n_members + blanks
-    n_leaves = 1
-    while n_leaves < slots:
-        n_leaves *= 2
-    occupied = [*sorted(rng.sample(range(slots - 1), n_members - 1)), slots - 1]
-    late = set(rng.sample(occupied, round(n_members * late_join_ratio)))
-    early = [leaf for leaf in occupied if leaf not in late]
-    builder = _Builder.empty(suite, group_id, rng, n_leaves)
-    for leaf in early:
-        builder.join(leaf)
-    if early and n_members > 1:
-        for _ in range(max(1, round(n_members * commit_ratio))):
-            builder.commit(rng.choice(early))
-    for leaf in sorted(late):
-        builder.join(leaf)
-    return RatchetTree(tuple(builder.nodes))
+    return SyntheticGroup.create(
+        n_members,
+        blank_ratio=blank_ratio,
+        rng=rng,
+        suite=suite,
+        group_id=group_id,
+        commit_ratio=commit_ratio,
+        late_join_ratio=late_join_ratio,
+    ).tree

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -90,6 +91,8 @@ def test_writer_rejects_values_that_do_not_fit() -> None:
         (b"\x03\x00\x01\x00", lambda r: r.vector(Reader.u16)),  # item overruns the vector
         (b"\x01\x00\x00", lambda r: r.optional(Reader.u8)),  # trailing byte
         (b"", Reader.u32),
+        (b"\x03\x00\x01\x00", lambda r: r.uints(2)),  # the same through the fast path
+        (b"\x40\x01\x00", lambda r: r.uints(1)),  # a non-minimal length
     ],
 )
 def test_strict_decoding(data: bytes, reader: object) -> None:
@@ -122,6 +125,26 @@ def test_leaf_node_round_trip(leaf: LeafNode) -> None:
 def test_parent_node_round_trip(node: ParentNode) -> None:
     assert ParentNode.from_bytes(node.to_bytes()) == node
     assert decode_node(encode_node(node)) == node
+
+
+@ROUND_TRIP
+@given(strategies.leaf_nodes(), strategies.parent_nodes())
+def test_cached_encodings_follow_the_value(leaf: LeafNode, node: ParentNode) -> None:
+    """Nodes keep their encoding once made (or read), and a changed copy never reuses it."""
+    decoded = LeafNode.from_bytes(leaf.to_bytes())
+    assert decoded.to_bytes() == leaf.to_bytes()
+    resigned = replace(decoded, signature=decoded.signature + b"\x01")
+    assert resigned.to_bytes() != decoded.to_bytes()
+    assert LeafNode.from_bytes(resigned.to_bytes()) == resigned
+    other = ParentNode.from_bytes(node.to_bytes())
+    moved = replace(other, parent_hash=other.parent_hash + b"\x01")
+    assert ParentNode.from_bytes(moved.to_bytes()) == moved
+
+
+def test_identical_capabilities_are_decoded_once() -> None:
+    caps = Capabilities(cipher_suites=(1, 2), extensions=(7,))
+    first, second = (Capabilities.from_bytes(caps.to_bytes()) for _ in range(2))
+    assert first == second == caps and first is second
 
 
 @ROUND_TRIP

@@ -31,6 +31,7 @@ EXPECTED = [
     "SYNTHETIC_GROUP_ID",
     "SignaturePublicKey",
     "SigningKey",
+    "SyntheticGroup",
     "TreeStats",
     "UnsupportedCipherSuite",
     "Update",

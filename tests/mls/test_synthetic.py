@@ -18,6 +18,7 @@ from client_sdk.mls import (
     MlsTreeError,
     ParentNode,
     RatchetTree,
+    SyntheticGroup,
     add_leaf,
     cipher_suite,
     parent_hash_failures,
@@ -144,3 +145,49 @@ def test_proposals_keep_a_valid_tree_valid(seed: int, ops: list[str]) -> None:
             with pytest.raises(MlsTreeError):
                 remove_leaf(tree, i)
         assert_valid(tree)
+
+
+def test_a_synthetic_group_stays_valid_epoch_after_epoch() -> None:
+    """Commits with a path, adds without one (extending a full tree), removes with the
+    committer's path (truncating): the tree verifies after every step."""
+    rng = random.Random(11)
+    group = SyntheticGroup.create(6, blank_ratio=0.0, rng=rng, group_id=b"evolving")
+    assert group.tree == synthetic_tree(
+        6, blank_ratio=0.0, rng=random.Random(11), group_id=b"evolving"
+    )
+    widths = {group.tree.n_leaves}
+    for step in range(40):
+        if step < 12:
+            group.add()  # grows past 8 and 16 leaves
+        elif step % 3 == 0 and len(group.members()) > 1:
+            group.remove()
+        else:
+            group.commit()
+        tree = group.tree
+        assert_valid(tree, group_id=b"evolving")
+        assert [i for i, _ in tree.members()] == group.members()
+        widths.add(tree.n_leaves)
+    assert {8, 32} <= widths  # extended, and truncated back after the removes
+    assert len(group.members()) < 18
+
+
+def test_removing_down_to_one_member_truncates_the_tree() -> None:
+    group = SyntheticGroup.create(5, rng=random.Random(2))
+    while len(group.members()) > 1:
+        group.remove(max(group.members()))
+        assert_valid(group.tree)
+    assert group.tree.n_leaves == 1
+    with pytest.raises(ValueError):
+        group.remove()
+    with pytest.raises(ValueError):
+        group.commit(7)
+
+
+def test_a_copy_evolves_on_its_own() -> None:
+    group = SyntheticGroup.create(10, rng=random.Random(3))
+    before = group.tree
+    other = group.copy(random.Random(4))
+    other.commit()
+    other.add()
+    assert group.tree == before != other.tree
+    assert_valid(other.tree)

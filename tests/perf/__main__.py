@@ -1,5 +1,6 @@
 """`make bench`: re-encryption throughput, onboarding versus groups for three designs,
-publishing under load, sync after one update. BENCH_QUICK=1 for a short run."""
+publishing under load, sync after one update, ratchet-tree patches against whole trees and
+tree health. BENCH_QUICK=1 for a short run."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import report, scenarios
+from . import report, scenarios, trees
 from .nodes import peak_rss_mib, start_bench_nodes, stop_nodes
 
 
@@ -34,6 +35,12 @@ SIZES = {
     "full": (5.0, 255, (10, 100, 1_000, 10_000), 1_000, 100, 20),
     "quick": (1.5, 32, (10, 100, 1_000), 100, 100, 3),
     "smoke": (0.3, 4, (3,), 3, 5, 2),  # the test suite's check that the harness runs
+}
+# mode: (group sizes, epochs of commits per group) for tree_patches; groups for tree_health
+TREE_SIZES = {
+    "full": ((100, 1_000, 10_000), 100, 1_000),
+    "quick": ((100, 1_000, 10_000), 100, 1_000),
+    "smoke": ((16, 64), 10, 20),
 }
 
 
@@ -80,6 +87,10 @@ async def run(base: Path, mode: str) -> dict[str, Any]:
         publish_rss = peak_rss_mib(nodes)
     finally:
         await stop_nodes(nodes)
+    sizes, epochs, health_groups = TREE_SIZES[mode]
+    print("tree patches against whole trees ...", flush=True)
+    results["tree_patches"] = trees.tree_patches(sizes, epochs)
+    results["tree_health"] = trees.tree_health(health_groups, results["tree_patches"]["rows"])
     results["server_peak_rss_mib"] = round(max(onboarding_rss["node"], publish_rss["node"]), 1)
     results["server_peak_rss_with_workers_and_redis_mib"] = round(
         max(onboarding_rss["node_with_workers_and_redis"],

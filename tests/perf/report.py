@@ -44,6 +44,31 @@ def table(results: dict[str, Any]) -> str:
         f" full refetch {s['full_refetch_bytes']:,} B in {s['full_refetch_seconds']:.3f} s"
     )
     lines.append(f"server peak RSS: {results['server_peak_rss_mib']:.1f} MiB (node process)")
+    tp = results.get("tree_patches")
+    if tp:
+        mix = ", ".join(f"{share:.0%} {change}s" for change, share in tp["mix"].items())
+        lines.append("")
+        lines.append(f"ratchet tree per epoch ({tp['rows'][0]['epochs']} epochs: {mix}):")
+        lines.append(f"{'members':>8}  {'whole tree':>12} {'patch':>8} {'patch/log2 n':>13} "
+                     f"{'published':>10} {'new bases':>9} {'long run':>9} "
+                     f"{'rebuild s':>9}")  # fmt: skip
+        for row in tp["rows"]:
+            lines.append(
+                f"{row['members']:>8,}  {row['full_tree_bytes_per_epoch']:>12,} "
+                f"{row['patch_bytes_per_epoch']:>8,} {row['patch_bytes_per_log2_members']:>13,} "
+                f"{row['published_bytes_per_epoch']:>10,} {row['new_bases']:>9} "
+                f"{row['steady_state_bytes_per_epoch']:>9,} {row['rebuild_seconds']:>9.3f}"
+            )
+    th = results.get("tree_health")
+    if th:
+        g = th["groups"]
+        lines.append(
+            f"tree health, {g['count']:,} groups (mean {g['members_mean']} members): blank "
+            f"leaves {g['blank_leaf_ratio_mean']:.0%}, blank parents "
+            f"{g['blank_parent_ratio_mean']:.0%}, copath resolution "
+            f"{g['mean_copath_resolution_mean']:.1f} ({g['copath_over_log2_leaves_mean']:.2f}"
+            f" x log2 n); worst {g['worst']['copath_over_log2_leaves']:.2f} x log2 n"
+        )
     return "\n".join(lines)
 
 
@@ -76,4 +101,30 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
         fig.savefig(path)
         plt.close(fig)
         written.append(path)
+    if results.get("tree_patches"):
+        written.append(_tree_patch_plot(plt, results, out))
     return written
+
+
+def _tree_patch_plot(plt: Any, results: dict[str, Any], out: Path) -> Path:
+    rows = sorted(results["tree_patches"]["rows"], key=lambda r: r["members"])
+    members = [r["members"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    for key, label in (
+        ("full_tree_bytes_per_epoch", "whole tree"),
+        ("steady_state_bytes_per_epoch", "published: patches, a new base at 50%"),
+        ("patch_bytes_per_epoch", "patch"),
+    ):
+        ax.plot(members, [r[key] for r in rows], marker="o", label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("group members")
+    ax.set_ylabel("bytes per epoch")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    ax.set_title(results.get("machine", ""), fontsize=8)
+    fig.tight_layout()
+    path = out / "tree_patch_bytes.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -48,5 +48,34 @@ def test_bench_harness_writes_json_and_plots(tmp_path: Path) -> None:
         "full_refetch_seconds",
     }
     assert results["server_peak_rss_mib"] > 0
-    for picture in ("onboarding_seconds.png", "authoriser_upload_bytes.png"):
+    tree_patches = results["tree_patches"]
+    assert set(tree_patches) == {"mix", "rebase_ratio", "rows"}
+    assert [row["members"] for row in tree_patches["rows"]] == [16, 64]
+    for row in tree_patches["rows"]:
+        assert set(row) >= {
+            "members",
+            "epochs",
+            "full_tree_bytes_per_epoch",
+            "patch_bytes_per_epoch",
+            "patch_bytes_by_change",
+            "published_bytes_per_epoch",
+            "steady_state_bytes_per_epoch",
+            "new_bases",
+            "rebuild_seconds",
+            "health_before",
+            "health_after",
+        }
+        assert 0 < row["patch_bytes_per_epoch"] < row["full_tree_bytes_per_epoch"]
+    health = results["tree_health"]
+    assert set(health["groups"]) >= {
+        "count",
+        "members_mean",
+        "blank_leaf_ratio_mean",
+        "blank_parent_ratio_mean",
+        "mean_copath_resolution_mean",
+        "worst",
+    }
+    assert len(health["after_epochs"]) == 2
+    pictures = ("onboarding_seconds.png", "authoriser_upload_bytes.png", "tree_patch_bytes.png")
+    for picture in pictures:
         assert (tmp_path / picture).read_bytes().startswith(b"\x89PNG")

@@ -27,16 +27,26 @@ from pre import (
 )
 from pre._codec import Record
 from tests.pre.pre_strategies import records
+from tests.security.battery import FIGURES, SIZE
 
-FUZZ = settings(max_examples=200, deadline=None)
+# 200 examples per test in `make test`; more under `make soak` (tests/security/battery.py).
+FUZZ = settings(max_examples=SIZE.pre_decoder_examples, deadline=None)
+CHECK = "decoder_fuzz"  # the security battery's figure these examples count towards
 
 
 def decode_or_pre_error(record_type: type[Record], data: bytes) -> None:
+    FIGURES.add(CHECK, "pre_examples")
     try:
         record = record_type.from_bytes(data)
     except PreError:
         return
+    except Exception as exc:
+        FIGURES.add(CHECK, "unexpected_exceptions")
+        FIGURES.note(CHECK, f"{record_type.__name__}.from_bytes: {type(exc).__name__}")
+        raise
     # Decoding succeeded: the input must be the record's one canonical encoding.
+    if record.to_bytes() != data:
+        FIGURES.add(CHECK, "non_canonical_accepted")
     assert record.to_bytes() == data
 
 

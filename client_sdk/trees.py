@@ -1,0 +1,262 @@
+"""The ratchet tree a device holds per group: the newest one it published or rebuilt.
+
+Publishing: `TreeStore.prepare` turns a `TreeInput` into a base or a patch against the tree
+the device holds for the group (`tree_sync.plan`); once M nodes stored it, `commit` makes
+it the group's tree. A device that holds no tree for a group (first publication, or a new
+process: trees live in memory only) publishes a base.
+
+Reading: `collect` keeps the verified tree snapshots a read opens instead of yielding
+them; after the read, `settle` rebuilds every group whose chain moved and checks it
+against the signed tree hashes (`tree_sync.rebuild`), the device's memory of epochs and the
+caller's GroupContext. When the pieces the read brought do not reach the newest epoch (no
+tree held for the group yet, a resumed onboarding, a node that left a patch out) it fetches
+the group's whole chain from the nodes, one at a time, until one completes it.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import pre
+
+from .errors import ForkError, RollbackError, TreeMismatch, VerificationFailed
+from .mls.stats import TreeStats, tree_stats
+from .mls.suites import CipherSuite
+from .mls.tree import RatchetTree
+from .state import SyncState
+from .tree_sync import (
+    BASE_KIND,
+    TREE_KINDS,
+    TreePiece,
+    TreePolicy,
+    TreeVersion,
+    is_tree_snapshot,
+    plan,
+    rebuild,
+)
+from .verify import Commitments, OpenedSnapshot
+
+__all__ = ["OpenedTree", "TreeInput", "TreeStore"]
+
+ACCOUNT_LABEL = "account"
+
+# Fetches a group's tree snapshots from the nodes, in turn: (node, its verified pieces).
+FetchChain = Callable[[bytes], AsyncIterator[tuple[str, list[OpenedSnapshot]]]]
+Pieces = dict[tuple[str, int], OpenedSnapshot]
+
+
+@dataclass(frozen=True)
+class TreeInput:
+    """A group's ratchet tree at an MLS epoch, to publish as a base or a patch. The
+    header's tree hash is the tree's (RFC 9420 §7.8, with `cipher_suite`'s hash)."""
+
+    group_id: bytes
+    mls_epoch: int
+    tree: RatchetTree
+    cipher_suite: CipherSuite | int
+    label: str = ACCOUNT_LABEL
+    epoch_authenticator: bytes | None = None
+
+
+@dataclass(frozen=True)
+class OpenedTree:
+    """A group's ratchet tree, rebuilt from its newest base and the `patches` after it
+    and verified against the tree hash the author signed (and the caller's, if given)."""
+
+    group_id: bytes
+    mls_epoch: int
+    label: str
+    tree: RatchetTree
+    tree_hash: bytes
+    base_epoch: int
+    patches: int
+    header: pre.SnapshotHeader  # of the newest snapshot in the chain
+
+    @property
+    def kind(self) -> str:
+        return BASE_KIND
+
+    @cached_property
+    def stats(self) -> TreeStats:
+        return tree_stats(self.tree)
+
+
+@dataclass
+class TreeStore:
+    policy: TreePolicy = field(default_factory=TreePolicy)
+    _versions: dict[bytes, TreeVersion] = field(default_factory=dict)
+    _pending: dict[bytes, Pieces] = field(default_factory=dict)
+
+    def get(self, group_id: bytes) -> TreeVersion | None:
+        return self._versions.get(group_id)
+
+    def trees(self) -> dict[bytes, RatchetTree]:
+        return {g: v.tree.tree for g, v in self._versions.items()}
+
+    # publishing
+
+    def prepare(
+        self, item: TreeInput, provisional: dict[bytes, TreeVersion]
+    ) -> tuple[str, bytes, TreeVersion] | None:
+        """(kind, plaintext, version) to publish, or None if the device already holds this
+        very tree at this epoch. `provisional` holds the versions this batch made so far."""
+        current = provisional.get(item.group_id) or self._versions.get(item.group_id)
+        if current is not None and (current.mls_epoch, current.tree.tree) == (
+            item.mls_epoch,
+            item.tree,
+        ):
+            return None
+        kind, data, version = plan(
+            current, item.mls_epoch, item.tree, item.cipher_suite, self.policy
+        )
+        provisional[item.group_id] = version
+        return kind, data, version
+
+    def commit(self, group_id: bytes, version: TreeVersion) -> None:
+        """`version` is stored on M nodes: it is the group's tree from now on."""
+        current = self._versions.get(group_id)
+        if current is None or version.mls_epoch >= current.mls_epoch:
+            self._versions[group_id] = version
+
+    # reading
+
+    def collect(self, snap: OpenedSnapshot) -> bool:
+        """Keep `snap` for `settle` if it is a piece of a tree chain."""
+        if not is_tree_snapshot(snap.kind, snap.header.tree_hash):
+            return False
+        _add(self._pending.setdefault(snap.group_id, {}), snap)
+        return True
+
+    async def settle(
+        self,
+        fetch: FetchChain,
+        state: SyncState,
+        commitments: Mapping[bytes, Commitments] | None,
+        suspects: dict[str, str],
+    ) -> AsyncIterator[OpenedTree]:
+        """Rebuild each group whose chain the last read moved and yield its new tree,
+        verified. A node whose chain did not complete while another's did is added to
+        `suspects`. A group that fails keeps its pieces for the next read and, once every
+        other group is done, its failure is raised."""
+        pending, self._pending = self._pending, {}
+        failure: VerificationFailed | None = None
+        for group_id, pieces in pending.items():
+            try:
+                opened = await self._settle(
+                    group_id, pieces, fetch=fetch, state=state, commitments=commitments,
+                    suspects=suspects,
+                )  # fmt: skip
+            except ForkError:
+                raise
+            except VerificationFailed as exc:
+                self._pending[group_id] = pieces
+                failure = failure or exc
+                continue
+            if opened is not None:
+                yield opened
+        if failure is not None:
+            raise failure
+
+    async def _settle(
+        self,
+        group_id: bytes,
+        pieces: Pieces,
+        *,
+        fetch: FetchChain,
+        state: SyncState,
+        commitments: Mapping[bytes, Commitments] | None,
+        suspects: dict[str, str],
+    ) -> OpenedTree | None:
+        current = self._versions.get(group_id)
+        known = [state.known[(group_id, k)].mls_epoch for k in TREE_KINDS
+                 if (group_id, k) in state.known]  # fmt: skip
+        target = max([epoch for _, epoch in pieces] + known)
+        if current is not None and current.mls_epoch >= target:
+            return None  # nothing newer than the tree this device holds
+        try:
+            version = _reach(pieces, current, target)
+        except VerificationFailed as first:
+            version, short = await _fetch_and_reach(fetch(group_id), pieces, current, target, first)
+            for node in short:
+                suspects.setdefault(
+                    node, f"its tree chain of group {group_id.hex()} does not reach epoch {target}"
+                )
+        expected = (commitments or {}).get(group_id)
+        if (
+            expected is not None
+            and expected.tree_hash is not None
+            and version.mls_epoch == expected.min_epoch
+            and not hmac.compare_digest(version.tree.tree_hash, expected.tree_hash)
+        ):
+            raise TreeMismatch(
+                f"the tree of epoch {version.mls_epoch} differs from the group's tree hash"
+            )
+        self._versions[group_id] = version
+        newest = pieces[(version.kind, version.mls_epoch)]
+        return OpenedTree(
+            group_id=group_id,
+            mls_epoch=version.mls_epoch,
+            label=newest.label,
+            tree=version.tree.tree,
+            tree_hash=version.tree.tree_hash,
+            base_epoch=version.base_epoch,
+            patches=version.chain_length,
+            header=newest.header,
+        )
+
+
+def _add(pieces: Pieces, snap: OpenedSnapshot) -> None:
+    key = (snap.kind, snap.mls_epoch)
+    held = pieces.get(key)
+    if held is not None and held.digest != snap.digest:
+        raise ForkError(f"two snapshots claim MLS epoch {snap.mls_epoch} of a {snap.kind}")
+    pieces[key] = snap
+
+
+def _reach(pieces: Pieces, start: TreeVersion | None, target: int) -> TreeVersion:
+    version = rebuild(
+        (
+            TreePiece(s.mls_epoch, s.kind, s.header.tree_hash or b"", s.plaintext)
+            for s in pieces.values()
+        ),
+        start,
+    )
+    if version.mls_epoch < target:
+        raise RollbackError(
+            f"the tree chain reaches epoch {version.mls_epoch}, below the known {target}"
+        )
+    return version
+
+
+async def _fetch_and_reach(
+    chains: AsyncIterator[tuple[str, list[OpenedSnapshot]]],
+    pieces: Pieces,
+    current: TreeVersion | None,
+    target: int,
+    first: VerificationFailed,
+) -> tuple[TreeVersion, list[str]]:
+    """The pieces a read brought do not reach `target`: add each node's whole chain in
+    turn until they do; else `first`, the original failure. Also returns the nodes asked
+    before the one that completed it, whose chains fell short."""
+    short: list[str] = []
+    async for node, more in chains:
+        for snap in more:
+            _add(pieces, snap)
+        version = _first_reach(pieces, current, target)
+        if version is not None:
+            return version, short
+        short.append(node)
+    raise first
+
+
+def _first_reach(pieces: Pieces, current: TreeVersion | None, target: int) -> TreeVersion | None:
+    """From the held tree, else from the newest base alone."""
+    for start in (current, None) if current is not None else (None,):
+        try:
+            return _reach(pieces, start, target)
+        except VerificationFailed:
+            continue
+    return None
