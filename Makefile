@@ -29,11 +29,13 @@ unit: venv
 
 test: lint typecheck unit
 
-# The security battery at full size (minutes; `make test` runs it at CI size): API fuzzing,
-# decoder fuzzing (hypothesis and atheris), cross-account attacks, resource limits. Each
-# check writes its figures to bench-results/battery/<check>.json (see docs/SECURITY.md).
+# The reliability and security battery at full size (tens of minutes; `make test` runs it
+# at CI size): API fuzzing, decoder fuzzing (hypothesis and atheris), cross-account attacks,
+# resource limits (tests/security); state machine, crash durability, node faults
+# (tests/reliability). Each check writes its figures to bench-results/battery/<check>.json
+# and <check>-soak.json; docs/SECURITY.md quotes them.
 soak: venv
-	SOAK=1 $(BIN)/pytest tests/security tests/pre/test_decoders_fuzz.py
+	SOAK=1 $(BIN)/pytest tests/security tests/pre/test_decoders_fuzz.py tests/reliability
 
 demo: venv
 	$(BIN)/python -m client_sdk.demo

@@ -89,7 +89,13 @@ def create_app(
             ),
             accounts=AccountService(store, node, clock=clock, max_devices=settings.max_devices),
             delegation=delegation,
-            snapshots=SnapshotService(store, delegation, retention=settings.retention),
+            snapshots=SnapshotService(
+                store,
+                delegation,
+                retention=settings.retention,
+                clock=clock,
+                skew_seconds=settings.skew_seconds,
+            ),
             reencryption=ReencryptionService(
                 store,
                 pool,

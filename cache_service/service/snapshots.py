@@ -11,7 +11,7 @@ from ..protocol import models as m
 from ..storage import PublishStatus, SnapshotWrite, Storage
 from .auth import Caller
 from .delegation import DelegationService
-from .records import decode, verifying
+from .records import Clock, decode, verifying
 
 # A new base of a group's ratchet tree ends the chain of patches before it: readers rebuild
 # from the newest base, so storing one deletes the group's patches below its MLS epoch.
@@ -32,10 +32,14 @@ class SnapshotService:
         delegation: DelegationService,
         *,
         retention: Callable[[str], int],
+        clock: Clock,
+        skew_seconds: int,
     ) -> None:
         self._storage = storage
         self._delegation = delegation
         self._retention = retention
+        self._clock = clock
+        self._skew = skew_seconds
 
     async def publish(self, caller: Caller, body: m.PublishRequest) -> m.PublishResponse:
         """Each snapshot gets its own result, so one bad item never sinks the batch."""
@@ -78,6 +82,14 @@ class SnapshotService:
         with verifying("snapshot"):
             snapshot.verify(caller.device)  # the caller is the author, of this account
         header = snapshot.header
+        # Readers accept a snapshot only if its author was certified (and, give or take
+        # twice this window, not yet revoked) at its time: one dated otherwise would be
+        # stored here and refused by every reader, so that no device of the account could
+        # read. Earlier times stay accepted: a retry resends what was sealed then.
+        if header.created_at > int(self._clock()) + self._skew:
+            raise ServiceError(Code.INVALID_RECORD, "the snapshot is dated in the future")
+        with verifying("snapshot author"):
+            caller.device.verify(caller.account, now=header.created_at)
         if allowed is not None and header.label not in allowed:
             raise ServiceError(Code.FORBIDDEN, "no grant for this snapshot's label")
         outcome = await self._storage.publish(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pre
-from tests.cache_service.conftest import HOUR, Node, Tenant, expect_error, make_tenant
+from tests.cache_service.conftest import HOUR, Node, Tenant, expect_error, make_tenant, seal
 
 
 async def test_grant_expiry_is_judged_by_the_nodes_clock(node: Node) -> None:
@@ -46,3 +46,22 @@ async def test_an_admin_reads_a_devices_unexpired_grant_shares(node: Node) -> No
     node.clock.advance(2 * HOUR)
     assert await tenant.admin_client.device_grants(member_id) == [team_share.to_bytes()]
     await expect_error(tenant.member_client.device_grants(member_id), 403, "forbidden")
+
+
+async def test_a_snapshot_dated_where_readers_refuse_it_is_not_stored(node: Node) -> None:
+    """A member could publish a snapshot dated far ahead (or before its certificate): every
+    node stored it and every reader refused its author at that time, so no device of the
+    account could onboard or sync any more."""
+    tenant = await make_tenant(node)
+    admin, now = tenant.account.admin, tenant.now
+    year = 365 * 24 * HOUR
+
+    def at(when: float, epoch: int) -> pre.SealedSnapshot:
+        return seal(tenant.kek, admin, group=b"g", epoch=epoch, now=when)
+
+    for bad in (at(now + year, 1), at(admin.cert.not_before - 1, 1)):
+        answer = await tenant.admin_client.publish([bad])
+        assert answer.results[0].code == "invalid_record", answer
+    # a clock a little ahead, and a retry of an earlier seal, are fine
+    for epoch, good in enumerate((at(now + 200, 1), at(now - 30, 2)), start=1):
+        assert (await tenant.admin_client.publish([good])).results[0].seq is not None, epoch

@@ -6,7 +6,9 @@ runs. This module is the only place that reads the variable.
 
 Each check adds to its figures here (`FIGURES.add`, `FIGURES.maximum`, `FIGURES.note`) and
 states its goals (`FIGURES.goal`). At the end of the session tests/security/conftest.py
-writes one JSON file per check to bench-results/battery/ and prints a one-line summary.
+writes one JSON file per check that recorded anything, to bench-results/battery/<check>.json
+(the latest run of any size) and <check>-<size>.json (the latest of that size), as
+tests/reliability does, and prints a one-line summary per check.
 """
 
 from __future__ import annotations
@@ -93,8 +95,10 @@ class Figures:
         self._values: dict[str, dict[str, Any]] = {}
         self._goals: dict[str, dict[str, tuple[str, float]]] = {}
         self._notes: dict[str, list[str]] = {}
+        self._recorded: set[str] = set()  # checks that measured something (not just goals)
 
     def _check(self, check: str) -> dict[str, Any]:
+        self._recorded.add(check)
         return self._values.setdefault(check, {})
 
     def add(self, check: str, key: str, n: float = 1) -> None:
@@ -109,6 +113,7 @@ class Figures:
         self._check(check)[key] = value
 
     def note(self, check: str, text: str, limit: int = 20) -> None:
+        self._recorded.add(check)
         notes = self._notes.setdefault(check, [])
         if len(notes) < limit and text not in notes:
             notes.append(text[:500])
@@ -116,13 +121,13 @@ class Figures:
     def goal(self, check: str, key: str, relation: str, bound: float) -> None:
         """`relation` is "==" or "<=": the figure `key` should be `relation` `bound`."""
         self._goals.setdefault(check, {})[key] = (relation, bound)
-        self._check(check).setdefault(key, 0)
+        self._values.setdefault(check, {}).setdefault(key, 0)
 
     def get(self, check: str, key: str) -> Any:
         return self._values.get(check, {}).get(key)
 
     def checks(self) -> list[str]:
-        return sorted(self._values)
+        return sorted(self._recorded)
 
     def met(self, check: str) -> bool:
         values = self._values.get(check, {})
@@ -159,14 +164,15 @@ class Figures:
         return f"battery {check} [{SIZE.name}] {verdict}: " + ", ".join(parts)
 
     def write(self, directory: Path = RESULTS_DIR) -> list[Path]:
-        directory.mkdir(parents=True, exist_ok=True)
         written = []
         for check in self.checks():
-            path = directory / f"{check}.json"
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.report(check), indent=2, sort_keys=False) + "\n")
-            tmp.replace(path)
-            written.append(path)
+            text = json.dumps(self.report(check), indent=2) + "\n"
+            for path in (directory / f"{check}.json", directory / f"{check}-{SIZE.name}.json"):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(text)
+                tmp.replace(path)
+                written.append(path)
         return written
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -218,6 +219,7 @@ def target() -> Iterator[Target]:
         http.close()
     finally:
         asyncio.run(local.stop())
+        shutil.rmtree(local.data_dir.parent, ignore_errors=True)
 
 
 def without_security(document: dict[str, Any]) -> dict[str, Any]:

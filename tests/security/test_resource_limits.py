@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -101,6 +102,7 @@ def target() -> Iterator[Target]:
         alive = local.process is not None and local.process.poll() is None
         FIGURES.set(CHECK, "node_survived", alive)
         asyncio.run(local.stop())
+        shutil.rmtree(local.data_dir.parent, ignore_errors=True)
 
 
 @pytest.fixture
