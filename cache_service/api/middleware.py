@@ -94,10 +94,13 @@ async def errors_and_metrics(request: web.Request, handler: Handler) -> web.Stre
             status=500,
             content_type=PROBLEM_JSON,
         )
-    if request.body_exists and not request.content.at_eof():
-        # A body refused unread or part-read (content-coded: aiohttp's parser inflates
-        # bodies as they arrive; too large; no budget left; not in time) is not drained
-        # or waited for: close the connection instead.
+    if _content_coded(request) or extra.get("code") == Code.REQUEST_TIMEOUT.value:
+        # aiohttp's parser inflates bodies as they arrive; refused unread, the rest must
+        # not be drained through the decoder. A body that did not arrive in time is not
+        # waited for either: close the connection instead. (Other refusals that leave a
+        # body unread, 413 and 429, let aiohttp read and discard the rest for up to its
+        # lingering time, holding no memory, so that the client gets the answer rather
+        # than a reset.)
         response.force_close()
     elapsed = time.perf_counter() - started
     metrics = request.app[METRICS]
