@@ -21,7 +21,7 @@ __all__ = ["ReencryptPool", "WorkItem", "WorkResult"]
 WorkItem = tuple[bytes, bytes]
 WorkResult = tuple[bytes | None, str | None]
 
-ATTESTATION_SIZE = 32
+ATTESTATION_SIZE = 32  # stored grant values: this node's attestation, then the share
 _MIN_CHUNK = 8
 
 _node: pre.NodeSecrets | None = None

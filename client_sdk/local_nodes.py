@@ -66,8 +66,13 @@ class LocalNode:
         await terminate(proc, timeout)
 
 
-async def start_nodes(base: Path, count: int, *, workers: int = 1) -> list[LocalNode]:
-    nodes = [LocalNode(i, base / f"node{i}", workers=workers) for i in range(1, count + 1)]
+async def start_nodes(
+    base: Path, count: int, *, workers: int = 1, extra_env: dict[str, str] | None = None
+) -> list[LocalNode]:
+    nodes = [
+        LocalNode(i, base / f"node{i}", workers=workers, extra_env=dict(extra_env or {}))
+        for i in range(1, count + 1)
+    ]
     try:
         await asyncio.gather(*(n.start() for n in nodes))
     except BaseException:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import pre
 
+from ..crypto_pool import ATTESTATION_SIZE
 from ..errors import Code, ServiceError
 from ..protocol import models as m
 from ..storage import Storage
 from .auth import Caller
 from .records import Clock, decode, verifying
-
-# Stored grant values are this node's attestation (32 bytes) followed by the share.
-ATTESTATION_SIZE = 32
 
 
 class DelegationService:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from client_sdk.local_nodes import LocalNode, stop_nodes
+from client_sdk.local_nodes import LocalNode, start_nodes, stop_nodes
 
 __all__ = ["peak_rss_mib", "start_bench_nodes", "stop_nodes"]
 
@@ -12,22 +12,8 @@ __all__ = ["peak_rss_mib", "start_bench_nodes", "stop_nodes"]
 async def start_bench_nodes(
     base: Path, count: int = 3, *, appendfsync: str = "always", workers: int = 2
 ) -> list[LocalNode]:
-    import asyncio
-
-    nodes = [
-        LocalNode(
-            i, base / f"node{i}", workers=workers,
-            extra_env={"STATECACHE_APPENDFSYNC": appendfsync,
-                       "STATECACHE_RATE_LIMIT_PER_MINUTE": "1000000"},
-        )
-        for i in range(1, count + 1)
-    ]  # fmt: skip
-    try:
-        await asyncio.gather(*(n.start() for n in nodes))
-    except BaseException:
-        await stop_nodes(nodes)
-        raise
-    return nodes
+    env = {"STATECACHE_APPENDFSYNC": appendfsync, "STATECACHE_RATE_LIMIT_PER_MINUTE": "1000000"}
+    return await start_nodes(base, count, workers=workers, extra_env=env)
 
 
 def _status_kib(pid: int, field: str) -> int:
