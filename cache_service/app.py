@@ -86,6 +86,7 @@ def create_app(
                 clock=clock,
                 skew_seconds=settings.skew_seconds,
                 rate_per_minute=settings.rate_limit_per_minute,
+                node_id=node.node_id.hex(),
             ),
             accounts=AccountService(store, node, clock=clock, max_devices=settings.max_devices),
             delegation=delegation,

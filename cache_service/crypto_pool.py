@@ -15,11 +15,13 @@ from functools import lru_cache
 
 import pre
 
+from .protocol.codes import Code
+
 __all__ = ["ReencryptPool", "WorkItem", "WorkResult"]
 
 # (stored share: attestation || GrantShare, KeyCapsule) -> (CapsuleFragment, error code)
 WorkItem = tuple[bytes, bytes]
-WorkResult = tuple[bytes | None, str | None]
+WorkResult = tuple[bytes | None, Code | None]
 
 ATTESTATION_SIZE = 32  # stored grant values: this node's attestation, then the share
 _MIN_CHUNK = 8
@@ -61,9 +63,9 @@ def _reencrypt_batch(
             )
             out.append((pre.reencrypt(capsule, verified).to_bytes(), None))
         except pre.BindingError:
-            out.append((None, "grant_not_applicable"))
+            out.append((None, Code.GRANT_NOT_APPLICABLE))
         except pre.PreError:
-            out.append((None, "grant_invalid"))
+            out.append((None, Code.GRANT_INVALID))
     return out
 
 

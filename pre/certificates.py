@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import unicodedata
 from dataclasses import dataclass
 
 from . import _primitives as prim
@@ -32,8 +33,29 @@ __all__ = [
 
 U64 = UInt(8)
 # A display name: no control characters (C0, C1) and no line or bidi-override marks that
-# could disguise it in an admin's device list.
+# could disguise it in an admin's device list. This is what a stored certificate must
+# match to decode; `certify_device` is stricter (`_check_device_name`).
 DEVICE_NAME = Text(64, "[^\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]{0,64}")
+# Format characters a name may keep: the joiners that emoji sequences (ZWJ) and Persian,
+# Arabic and Indic scripts (ZWNJ) need to be written correctly.
+_NAME_JOINERS = frozenset("\u200c\u200d")
+
+
+def _check_device_name(name: str) -> None:
+    """Refuse, for new certificates, every invisible formatting character (Unicode
+    category Cf: bidi marks, embeddings, overrides and isolates, word joiners, the BOM,
+    soft hyphens, tags, ...) but ZWNJ and ZWJ, and line and paragraph separators: each
+    can make one name look like another in an admin's device list. Certificates already
+    issued still decode under `DEVICE_NAME`."""
+    if not isinstance(name, str):
+        return  # the record refuses it (TypeError)
+    for i, char in enumerate(name):
+        category = unicodedata.category(char)
+        if (category == "Cf" and char not in _NAME_JOINERS) or category in ("Zl", "Zp"):
+            raise ValueError(
+                f"device name has an invisible formatting or line-break character "
+                f"U+{ord(char):04X} at position {i}"
+            )
 
 
 class Role(enum.IntEnum):
@@ -131,6 +153,7 @@ def certify_device(
 ) -> DeviceCertificate:
     if not_after <= not_before:
         raise ValueError("not_after must be later than not_before")
+    _check_device_name(name)
     unsigned = DeviceCertificate(
         account_id=account.account_id,
         device_id=keys.device_id,

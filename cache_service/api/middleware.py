@@ -35,7 +35,9 @@ log = logging.getLogger("statecache.http")
 PUBLIC_ROUTES = frozenset(route.name for route in ROUTES if route.public)
 PROBLEM_JSON = "application/problem+json"
 
-_AUTH_CODES = frozenset(c.value for c in (Code.UNAUTHENTICATED, Code.REPLAYED, Code.CLOCK_SKEW))
+_AUTH_CODES = frozenset(
+    c.value for c in (Code.UNAUTHENTICATED, Code.REPLAYED, Code.CLOCK_SKEW, Code.WRONG_NODE)
+)
 _HTTP_CODES = {
     404: Code.NOT_FOUND,
     405: Code.METHOD_NOT_ALLOWED,

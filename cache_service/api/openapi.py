@@ -84,9 +84,15 @@ def openapi_document() -> dict[str, Any]:
             "HTTP this node parses (too long a request line or header, too many headers)",
             "content": problem,
         }
-        op["responses"] = responses
         if not route.public:
             op["security"] = [{"httpMessageSignature": []}]
+            responses["421"] = {
+                "description": "wrong_node: the request is signed for another node (its "
+                "signature's tag names another node id); sign it for this one, as "
+                "GET /v1/node shows it",
+                "content": {"application/problem+json": problem["application/problem+json"]},
+            }
+        op["responses"] = responses
         paths.setdefault(path, {})[route.method.lower()] = op
 
     return {
@@ -100,7 +106,9 @@ def openapi_document() -> dict[str, Any]:
                     "type": "apiKey",
                     "in": "header",
                     "name": "Signature",
-                    "description": "RFC 9421 with Ed25519; see cache_service/protocol/httpsig.py",
+                    "description": "RFC 9421 with Ed25519, statecache signature profile 2: "
+                    'Signature-Input ends with tag="statecache/2;node=<node id hex>", the id '
+                    "GET /v1/node shows; see docs/API.md and cache_service/protocol/httpsig.py",
                 }
             },
         },

@@ -7,7 +7,6 @@ records inside the byte fields are `pre` encodings, checked again by the service
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -15,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pre import LABEL_PATTERN, MAX_GROUP_ID_SIZE, MAX_SNAPSHOT_PLAINTEXT
 
 from .b64 import Base64Url
+from .codes import Code, PublishStatus, parse_code
 
 __all__ = [
     "MAX_BATCH",
@@ -52,6 +52,9 @@ __all__ = [
 
 MAX_BATCH = 256  # snapshots per publish, capsules per re-encryption request
 MAX_PAGE = 500
+# A page of snapshots carries at most this much sealed data (always at least one item), so
+# an answer stays under what a device reads (64 MiB by default, with base64 and JSON).
+MAX_PAGE_DATA_BYTES = 32 * 1024 * 1024
 MAX_SNAPSHOT_BYTES = MAX_SNAPSHOT_PLAINTEXT + 4096  # ciphertext plus header and signature
 
 AccountId = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="hex account id")]
@@ -157,18 +160,16 @@ class SnapshotBody(_Model):
     snapshot: Annotated[bytes, Base64Url(MAX_SNAPSHOT_BYTES, 1)]
 
 
-class PublishStatus(StrEnum):
-    STORED = "stored"
-    DUPLICATE = "duplicate"  # an identical retry: nothing changed
-    REJECTED = "rejected"
-
-
 class PublishResult(_Model):
     status: PublishStatus
     seq: Seq | None = None
     code: str | None = None
     detail: str | None = None
     current_epoch: int | None = None
+
+    @property
+    def error_code(self) -> Code | None:
+        return None if self.code is None else parse_code(self.code)
 
 
 class PublishResponse(_Model):
@@ -237,6 +238,10 @@ class ReencryptResult(_Model):
     fragment: Annotated[bytes, Base64Url(2048)] | None = None
     code: str | None = None
     detail: str | None = None
+
+    @property
+    def error_code(self) -> Code | None:
+        return None if self.code is None else parse_code(self.code)
 
 
 class ReencryptResponse(_Model):

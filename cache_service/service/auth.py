@@ -49,9 +49,16 @@ class SignedRequest:
 
 class Authenticator:
     def __init__(
-        self, storage: Storage, *, clock: Clock, skew_seconds: int, rate_per_minute: int
+        self,
+        storage: Storage,
+        *,
+        clock: Clock,
+        skew_seconds: int,
+        rate_per_minute: int,
+        node_id: str,
     ) -> None:
         self._storage = storage
+        self._node_id = node_id
         self._clock = clock
         self._skew = skew_seconds
         self._rate = rate_per_minute
@@ -63,6 +70,13 @@ class Authenticator:
             )
         except SignatureFormatError as exc:
             raise ServiceError(Code.UNAUTHENTICATED, str(exc)) from exc
+        if not hmac.compare_digest(parsed.node_id, self._node_id):
+            # Signed for another node: a replay of what that node received, or a device
+            # that pinned another key for this address.
+            raise ServiceError(
+                Code.WRONG_NODE,
+                f"this request is signed for node {parsed.node_id}; this node is {self._node_id}",
+            )
         assert request.content_digest is not None  # checked by the parser
         if not hmac.compare_digest(pre.content_digest(request.body), request.content_digest):
             raise ServiceError(Code.UNAUTHENTICATED, "Content-Digest does not match the body")
@@ -77,9 +91,13 @@ class Authenticator:
         try:
             account = pre.AccountRecord.from_bytes(state.account)
             device = pre.DeviceCertificate.from_bytes(state.device.certificate)
-            base = signature_base(
-                request.method, request.path, request.query, request.content_digest, parsed.params
-            )
+            values = {
+                "@method": request.method,
+                "@path": request.path,
+                "@query": request.query,
+                "content-digest": request.content_digest,
+            }
+            base = signature_base(parsed.profile, values, parsed.params)
             device.verify_request(base, parsed.signature)
         except (pre.PreError, SignatureFormatError) as exc:
             raise ServiceError(Code.UNAUTHENTICATED, "signature does not verify") from exc
@@ -90,9 +108,10 @@ class Authenticator:
         except pre.PreError as exc:
             raise ServiceError(Code.FORBIDDEN, "device certificate is not valid now") from exc
 
-        if not await self._storage.claim_nonce(
-            account_id, parsed.keyid, parsed.nonce, 2 * self._skew
-        ):
+        # The nonce must outlive the request's acceptance: `created` passes while
+        # int(now) <= created + skew, i.e. until created + skew + 1; one second of margin.
+        ttl = max(1, parsed.created + self._skew + 2 - now)
+        if not await self._storage.claim_nonce(account_id, parsed.keyid, parsed.nonce, ttl):
             raise ServiceError(Code.REPLAYED, "this request was already received")
         if (
             await self._storage.count_request(account_id, parsed.keyid, window=60, now=now)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..crypto_pool import ReencryptPool
+from ..errors import Code
 from ..protocol import models as m
 from ..storage import Storage
 from .auth import Caller
@@ -47,7 +48,7 @@ class ReencryptionService:
 
         results = []
         for label, epoch in wanted:
-            fragment, code = by_key.get((label, epoch), (None, "no_grant"))
+            fragment, code = by_key.get((label, epoch), (None, Code.NO_GRANT))
             results.append(
                 m.ReencryptResult(
                     label=label,
@@ -63,7 +64,7 @@ class ReencryptionService:
 
 
 _DETAILS = {
-    "no_grant": "this device holds no unexpired grant for this label and key epoch here",
-    "grant_not_applicable": "the grant has expired or does not match the stored capsule",
-    "grant_invalid": "the stored grant could not be used",
+    Code.NO_GRANT: "this device holds no unexpired grant for this label and key epoch here",
+    Code.GRANT_NOT_APPLICABLE: "the grant has expired or does not match the stored capsule",
+    Code.GRANT_INVALID: "the stored grant could not be used",
 }

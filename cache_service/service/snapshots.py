@@ -8,7 +8,7 @@ import pre
 
 from ..errors import Code, ServiceError
 from ..protocol import models as m
-from ..storage import PublishStatus, SnapshotWrite, Storage
+from ..storage import SnapshotWrite, Storage, WriteOutcome
 from .auth import Caller
 from .delegation import DelegationService
 from .records import Clock, decode, verifying
@@ -18,10 +18,10 @@ from .records import Clock, decode, verifying
 PRUNED_BY = {"ratchet_tree": "ratchet_tree_patch"}
 
 _REJECTIONS = {
-    PublishStatus.STALE_EPOCH: (Code.STALE_EPOCH, "MLS epoch is below the newest stored"),
-    PublishStatus.CONFLICT: (Code.CONFLICT, "another snapshot holds this MLS epoch"),
-    PublishStatus.STALE_KEY_EPOCH: (Code.STALE_KEY_EPOCH, "sealed under an old key epoch"),
-    PublishStatus.NO_CAPSULE: (Code.NOT_FOUND, "the label has no key capsule"),
+    WriteOutcome.STALE_EPOCH: (Code.STALE_EPOCH, "MLS epoch is below the newest stored"),
+    WriteOutcome.CONFLICT: (Code.CONFLICT, "another snapshot holds this MLS epoch"),
+    WriteOutcome.STALE_KEY_EPOCH: (Code.STALE_KEY_EPOCH, "sealed under an old key epoch"),
+    WriteOutcome.NO_CAPSULE: (Code.NOT_FOUND, "the label has no key capsule"),
 }
 
 
@@ -107,14 +107,14 @@ class SnapshotService:
                 prunes=PRUNED_BY.get(header.kind),
             ),
         )
-        if outcome.status is PublishStatus.REVOKED:
+        if outcome.status is WriteOutcome.REVOKED:
             raise ServiceError(Code.DEVICE_REVOKED, "this device is revoked")
         if outcome.status in _REJECTIONS:
             code, detail = _REJECTIONS[outcome.status]
             raise ServiceError(code, detail, current_epoch=outcome.current_epoch)
         status = (
             m.PublishStatus.STORED
-            if outcome.status is PublishStatus.STORED
+            if outcome.status is WriteOutcome.STORED
             else m.PublishStatus.DUPLICATE
         )
         return m.PublishResult(status=status, seq=outcome.seq)
@@ -129,18 +129,27 @@ class SnapshotService:
             group_id=query.group,
             with_data=query.data,
         )
-        items = [
-            m.SnapshotItem(
-                seq=r.seq,
-                label=r.label,
-                key_epoch=r.key_epoch,
-                group_id=r.group_id,
-                kind=r.kind,
-                mls_epoch=r.mls_epoch,
-                digest=r.digest,
-                snapshot=r.data if query.data else None,
+        items: list[m.SnapshotItem] = []
+        size = 0
+        for r in rows:
+            if allowed is not None and r.label not in allowed:
+                continue
+            data = r.data if query.data else None
+            if items and data is not None and size + len(data) > m.MAX_PAGE_DATA_BYTES:
+                # The page is full: the device asks again from the last item it holds.
+                cursor = items[-1].seq
+                break
+            size += 0 if data is None else len(data)
+            items.append(
+                m.SnapshotItem(
+                    seq=r.seq,
+                    label=r.label,
+                    key_epoch=r.key_epoch,
+                    group_id=r.group_id,
+                    kind=r.kind,
+                    mls_epoch=r.mls_epoch,
+                    digest=r.digest,
+                    snapshot=data,
+                )
             )
-            for r in rows
-            if allowed is None or r.label in allowed
-        ]
         return m.SnapshotPage(items=items, next_cursor=cursor, head=head)

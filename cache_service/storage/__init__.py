@@ -4,12 +4,12 @@ from .base import (
     AuthState,
     DeviceRecord,
     PublishOutcome,
-    PublishStatus,
     SnapshotWrite,
     Storage,
     StoredCapsule,
     StoredGrant,
     StoredSnapshot,
+    WriteOutcome,
 )
 from .redis_store import RedisStorage
 
@@ -17,11 +17,11 @@ __all__ = [
     "AuthState",
     "DeviceRecord",
     "PublishOutcome",
-    "PublishStatus",
     "RedisStorage",
     "SnapshotWrite",
     "Storage",
     "StoredCapsule",
     "StoredGrant",
     "StoredSnapshot",
+    "WriteOutcome",
 ]

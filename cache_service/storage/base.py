@@ -11,12 +11,12 @@ __all__ = [
     "AuthState",
     "DeviceRecord",
     "PublishOutcome",
-    "PublishStatus",
     "SnapshotWrite",
     "Storage",
     "StoredCapsule",
     "StoredGrant",
     "StoredSnapshot",
+    "WriteOutcome",
 ]
 
 
@@ -63,7 +63,9 @@ class SnapshotWrite:
     prunes: str | None = None
 
 
-class PublishStatus(StrEnum):
+class WriteOutcome(StrEnum):
+    """What storing one snapshot did (the service maps it to the wire's `PublishStatus`)."""
+
     STORED = "stored"
     DUPLICATE = "duplicate"
     STALE_EPOCH = "stale_epoch"  # below the newest stored MLS epoch
@@ -75,7 +77,7 @@ class PublishStatus(StrEnum):
 
 @dataclass(frozen=True)
 class PublishOutcome:
-    status: PublishStatus
+    status: WriteOutcome
     seq: int | None = None
     current_epoch: int | None = None
 

@@ -14,7 +14,7 @@ Cluster slot and its Lua scripts stay atomic there):
     sc:{A}:group:<g>                zset    seq -> seq, one group's snapshots
     sc:{A}:gk:<g>:<kind>            zset    MLS epoch -> seq, newest K per (group, kind)
     sc:{A}:snap:<seq>               hash    the snapshot and its clear index fields
-    sc:{A}:nonce:<dev>:<nonce>      string  replay cache, TTL = 2 x skew window
+    sc:{A}:nonce:<dev>:<nonce>      string  replay cache, TTL: until its request leaves the window
     sc:{A}:rl:<dev>:<minute>        string  request counter for rate limiting
 
 <g> is the group id in base64url. Scripts touch keys derived from their declared KEYS
@@ -33,11 +33,11 @@ from .base import (
     AuthState,
     DeviceRecord,
     PublishOutcome,
-    PublishStatus,
     SnapshotWrite,
     StoredCapsule,
     StoredGrant,
     StoredSnapshot,
+    WriteOutcome,
 )
 
 __all__ = ["RedisStorage"]
@@ -419,8 +419,8 @@ class RedisStorage:
                 "1" if pruned else "0",
             ],
         )
-        outcome = PublishStatus(status.decode())
-        if outcome in (PublishStatus.STORED, PublishStatus.DUPLICATE):
+        outcome = WriteOutcome(status.decode())
+        if outcome in (WriteOutcome.STORED, WriteOutcome.DUPLICATE):
             return PublishOutcome(outcome, seq=int(value))
         return PublishOutcome(outcome, current_epoch=int(value))
 

@@ -26,6 +26,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 import pre
+from cache_service.api.keys import SERVICES
 from cache_service.app import create_app
 from cache_service.embedded_redis import EmbeddedRedis
 from cache_service.protocol.httpsig import sign_request_headers
@@ -154,8 +155,11 @@ def signed_headers(
     query: str = "",
     body: bytes = b"",
     created: float,
+    node_id: str,
     nonce: str | None = None,
 ) -> dict[str, str]:
+    """Signature fields (profile 2) for a request to the node `node_id` (hex, as
+    `GET /v1/node` shows it; `Node.node_id` for an in-process node)."""
     return sign_request_headers(
         method=method,
         path=path,
@@ -164,6 +168,7 @@ def signed_headers(
         keyid=device.device_id.hex(),
         created=int(created),
         nonce=nonce or secrets.token_urlsafe(18),
+        node_id=node_id,
         sign=device.sign_request,
     )
 
@@ -207,6 +212,11 @@ class Node:
     session: aiohttp.ClientSession
     stopped: bool = field(default=False)
 
+    @property
+    def node_id(self) -> str:
+        """This node's id (hex): what its requests are signed for (`GET /v1/node` shows it)."""
+        return self.app[SERVICES].node.node_id.hex()
+
     def client(self, account: Account | None = None, device: Device | None = None) -> NodeClient:
         return NodeClient(
             self.session,
@@ -229,7 +239,8 @@ class Node:
         nonce: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> RawResponse:
-        """One request; signed as `device` when given (over exactly these bytes)."""
+        """One request; signed as `device` for this node when given (over exactly these
+        bytes)."""
         data = as_body(body)
         all_headers: dict[str, str] = {}
         if content_type is not None and data:
@@ -243,6 +254,7 @@ class Node:
                     query=query,
                     body=data,
                     created=self.clock() if created is None else created,
+                    node_id=self.node_id,
                     nonce=nonce,
                 )
             )

@@ -113,7 +113,9 @@ async def test_share_for_another_device_is_refused(tenant: Tenant) -> None:
 
 async def test_replayed_request_is_refused(tenant: Tenant) -> None:
     node, path = tenant.node, snapshots_path(tenant)
-    headers = signed_headers(tenant.member.secrets, "GET", path, created=node.clock())
+    headers = signed_headers(
+        tenant.member.secrets, "GET", path, created=node.clock(), node_id=node.node_id
+    )
     first = await node.send("GET", path, headers=headers)
     assert first.status == 200
     again = await node.send("GET", path, headers=headers)
@@ -124,7 +126,9 @@ async def test_replay_is_refused_after_a_restart(start_node: StartNode) -> None:
     node = await start_node()
     tenant = await make_tenant(node)
     path = snapshots_path(tenant)
-    headers = signed_headers(tenant.member.secrets, "GET", path, created=node.clock())
+    headers = signed_headers(
+        tenant.member.secrets, "GET", path, created=node.clock(), node_id=node.node_id
+    )
     assert (await node.send("GET", path, headers=headers)).status == 200
     await node.stop()
 
@@ -156,7 +160,12 @@ async def test_altered_body_is_refused(tenant: Tenant) -> None:
     signed_body = b'{"items":[{"label":"account","key_epoch":0}]}'
     other_body = b'{"items":[{"label":"account","key_epoch":1}]}'
     headers = signed_headers(
-        tenant.member.secrets, "POST", path, body=signed_body, created=node.clock()
+        tenant.member.secrets,
+        "POST",
+        path,
+        body=signed_body,
+        created=node.clock(),
+        node_id=node.node_id,
     )
     # the digest no longer matches the body
     resp = await node.send("POST", path, body=other_body, headers=headers)
@@ -186,7 +195,12 @@ async def test_altered_path_or_query_is_refused(
 ) -> None:
     node, prefix = tenant.node, f"/v1/accounts/{tenant.account.id_hex}/"
     headers = signed_headers(
-        tenant.member.secrets, "GET", prefix + signed[0], query=signed[1], created=node.clock()
+        tenant.member.secrets,
+        "GET",
+        prefix + signed[0],
+        query=signed[1],
+        created=node.clock(),
+        node_id=node.node_id,
     )
     resp = await node.send("GET", prefix + sent[0], query=sent[1], headers=headers)
     assert_problem(resp, 401, "unauthenticated")
@@ -195,20 +209,26 @@ async def test_altered_path_or_query_is_refused(
 async def test_altered_method_is_refused(tenant: Tenant) -> None:
     node = tenant.node
     path = f"/v1/accounts/{tenant.account.id_hex}/snapshots"
-    headers = signed_headers(tenant.member.secrets, "GET", path, body=b"{}", created=node.clock())
+    headers = signed_headers(
+        tenant.member.secrets, "GET", path, body=b"{}", created=node.clock(), node_id=node.node_id
+    )
     resp = await node.send("POST", path, body=b"{}", headers=headers)
     assert_problem(resp, 401, "unauthenticated")
 
 
 async def test_bad_signature_bytes_are_refused(tenant: Tenant) -> None:
     node, path = tenant.node, snapshots_path(tenant)
-    headers = signed_headers(tenant.member.secrets, "GET", path, created=node.clock())
+    headers = signed_headers(
+        tenant.member.secrets, "GET", path, created=node.clock(), node_id=node.node_id
+    )
     raw = bytearray(base64.b64decode(headers["Signature"][len("sig1=:") : -1]))
     raw[10] ^= 0x01
     headers["Signature"] = "sig1=:" + base64.b64encode(bytes(raw)).decode() + ":"
     assert_problem(await node.send("GET", path, headers=headers), 401, "unauthenticated")
     # a well-formed signature by another device of the same account, under this keyid
-    other = signed_headers(tenant.account.admin.secrets, "GET", path, created=node.clock())
+    other = signed_headers(
+        tenant.account.admin.secrets, "GET", path, created=node.clock(), node_id=node.node_id
+    )
     headers = {
         **other,
         "Signature-Input": other["Signature-Input"].replace(
@@ -236,7 +256,9 @@ async def test_missing_or_malformed_signature_headers_are_refused(
     tenant: Tenant, change: dict[str, str | None]
 ) -> None:
     node, path = tenant.node, snapshots_path(tenant)
-    headers = signed_headers(tenant.member.secrets, "GET", path, created=node.clock())
+    headers = signed_headers(
+        tenant.member.secrets, "GET", path, created=node.clock(), node_id=node.node_id
+    )
     for name, value in change.items():
         if value is None:
             del headers[name]
@@ -296,7 +318,9 @@ async def test_unregistered_account_answers_like_a_bad_signature(tenant: Tenant)
 
     path = snapshots_path(tenant)
     unknown_device = await node.send("GET", path, device=stranger.admin)
-    headers = signed_headers(tenant.member.secrets, "GET", path, created=node.clock())
+    headers = signed_headers(
+        tenant.member.secrets, "GET", path, created=node.clock(), node_id=node.node_id
+    )
     headers["Signature"] = "sig1=:" + "A" * 86 + "==:"
     bad_signature = await node.send("GET", path, headers=headers)
 

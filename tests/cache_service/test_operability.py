@@ -150,6 +150,11 @@ async def test_openapi_document_covers_every_route(node: Node) -> None:
         for status in route.responses:
             assert str(status) in op["responses"], (route.name, status)
         assert op["responses"]["4XX"]["content"]["application/problem+json"]
+        # a signed route names the refusal of a request signed for another node
+        assert ("421" in op["responses"]) is (not route.public), route.name
+        if not route.public:
+            assert "wrong_node" in op["responses"]["421"]["description"]
+            assert op["responses"]["421"]["content"]["application/problem+json"]["schema"]
         if route.body is not None:
             assert op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     operations = {(p, m) for p, ops in paths.items() for m in ops}

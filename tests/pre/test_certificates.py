@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import unicodedata
+
 import pytest
 
 from pre import (
@@ -269,3 +272,100 @@ def test_device_names_refuse_control_and_bidi_characters(
         ).name
         == "Ana's laptop (work) ✓"
     )
+
+
+INVISIBLE = {
+    "LRM": "\u200e",
+    "RLM": "\u200f",
+    "ALM": "\u061c",
+    "LRI": "\u2066",
+    "RLI": "\u2067",
+    "FSI": "\u2068",
+    "PDI": "\u2069",
+    "LRE": "\u202a",
+    "RLE": "\u202b",
+    "PDF": "\u202c",
+    "LRO": "\u202d",
+    "RLO": "\u202e",
+    "WJ": "\u2060",
+    "BOM": "\ufeff",
+    "SHY": "\u00ad",
+    "LS": "\u2028",
+    "PS": "\u2029",
+}
+
+
+def _certify_named(account: AccountSecrets, device: DeviceSecrets, now: int, name: str) -> str:
+    cert = certify_device(
+        account, device.public_keys, role=Role.MEMBER, not_before=now, not_after=now + 1, name=name
+    )
+    return cert.name
+
+
+@pytest.mark.parametrize("char", INVISIBLE.values(), ids=INVISIBLE.keys())
+def test_new_device_names_refuse_invisible_formatting_characters(
+    account: AccountSecrets, member_device: DeviceSecrets, now: int, char: str
+) -> None:
+    for name in (f"laptop{char}", f"{char}laptop", f"Ana{char}'s laptop", char):
+        with pytest.raises(ValueError, match=f"U\\+{ord(char):04X}"):
+            _certify_named(account, member_device, now, name)
+
+
+def test_every_format_character_but_the_joiners_is_refused(
+    account: AccountSecrets, member_device: DeviceSecrets, now: int
+) -> None:
+    """All of Unicode category Cf (this Python's Unicode version) but ZWNJ and ZWJ: tags,
+    interlinear annotations, Mongolian and Arabic format marks, ... not only a list."""
+    format_chars = [
+        chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Cf"
+    ]
+    assert {"\u200c", "\u200d", "\u200e", "\ufeff", "\U000e0001"} <= set(format_chars)
+    for char in format_chars:
+        if char in ("\u200c", "\u200d"):
+            continue
+        with pytest.raises(ValueError):
+            _certify_named(account, member_device, now, f"a{char}b")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "\U0001f469\u200d\U0001f4bb laptop",  # woman technologist: a ZWJ emoji sequence
+        "\U0001f3f3\ufe0f\u200d\U0001f308 tablet",  # rainbow flag: VS16 and ZWJ
+        "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",  # Persian "mi-khaham": ZWNJ
+        "\u0915\u094d\u200d\u0937",  # Devanagari with ZWJ
+        "Ana's laptop (work) \u2713",
+    ],
+)
+def test_device_names_keep_the_joiners_scripts_and_emoji_need(
+    account: AccountSecrets, member_device: DeviceSecrets, now: int, name: str
+) -> None:
+    assert _certify_named(account, member_device, now, name) == name
+
+
+def test_issued_certificate_with_a_now_refused_name_still_decodes(
+    account: AccountSecrets,
+    member_device: DeviceSecrets,
+    account_record: AccountRecord,
+    now: int,
+) -> None:
+    """The stricter rule is for new certificates: one issued before it (built here as
+    `certify_device` used to, without the check) still decodes and verifies."""
+    name = "laptop\u200e"
+    with pytest.raises(ValueError):
+        _certify_named(account, member_device, now, name)
+    unsigned = DeviceCertificate(
+        account_id=account.account_id,
+        device_id=member_device.device_id,
+        keys=member_device.public_keys,
+        role=Role.MEMBER,
+        not_before=now,
+        not_after=now + 60,
+        name=name,
+        signature=bytes(64),
+    )
+    old = unsigned.replace(signature=account._sign_root("device-certificate", unsigned.tbs()))
+    decoded = DeviceCertificate.from_bytes(old.to_bytes())
+    assert decoded == old
+    assert decoded.name == name
+    assert decoded.verify(account_record, now=now) is decoded

@@ -48,7 +48,7 @@ from redis.exceptions import RedisError
 
 from cache_service.embedded_redis import EmbeddedRedis
 from cache_service.errors import Code, ServiceError
-from cache_service.storage import PublishStatus, RedisStorage, SnapshotWrite
+from cache_service.storage import RedisStorage, SnapshotWrite, WriteOutcome
 from tests.client_sdk.conftest import short_tempdir
 from tests.reliability.figures import record
 from tests.reliability.sizes import SIZES
@@ -208,7 +208,7 @@ class Workload:
         digest = hashlib.sha256(data).digest()
         write = SnapshotWrite("account", 0, group, kind, epoch, "00" * 16, digest, data, 1)
         outcome = await self.storage.publish(account, write)
-        if outcome.status is not PublishStatus.STORED:  # every epoch is a new one
+        if outcome.status is not WriteOutcome.STORED:  # every epoch is a new one
             self.unexpected.append(f"publish {group!r} {kind} {epoch}: {outcome}")
             return
         self.acks.append(

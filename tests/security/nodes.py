@@ -11,12 +11,14 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
 
+import pre
+from cache_service.protocol.b64 import decode_b64url
 from client_sdk.local_nodes import LocalNode
 from client_sdk.node_client import NodeClient
 from tests.cache_service.conftest import (
@@ -66,6 +68,7 @@ class RemoteNode:
     local: LocalNode
     session: aiohttp.ClientSession
     clock = staticmethod(wall_clock)
+    _node_id: str | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
@@ -88,6 +91,18 @@ class RemoteNode:
     def tree_rss_kib(self) -> int:
         """The node with its embedded redis-server and re-encryption workers."""
         return sum(rss_kib(p) for p in (self.pid, *descendants(self.pid)))
+
+    async def node_id(self) -> str:
+        """The node's id (hex), as a device learns it: `GET /v1/node`, checked against the
+        key it shows. Requests are signed for it (signature profile 2)."""
+        if self._node_id is None:
+            async with self.session.get(self.url + "/v1/node") as resp:
+                assert resp.status == 200, resp.status
+                info = await resp.json()
+            key = decode_b64url(info["public_key"], max_bytes=32)
+            assert pre.node_id_for(key).hex() == info["node_id"], info
+            self._node_id = info["node_id"]
+        return self._node_id
 
     def alive(self) -> bool:
         return self.local.process is not None and self.local.process.poll() is None
@@ -119,7 +134,13 @@ class RemoteNode:
         if device is not None:
             all_headers.update(
                 signed_headers(
-                    device.secrets, method, path, query=query, body=data, created=self.clock()
+                    device.secrets,
+                    method,
+                    path,
+                    query=query,
+                    body=data,
+                    created=self.clock(),
+                    node_id=await self.node_id(),
                 )
             )
         all_headers.update(headers or {})

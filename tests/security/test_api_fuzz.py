@@ -102,6 +102,7 @@ class Corpus:
 @dataclass
 class Target:
     url: str
+    node_id: str  # what signed cases are bound to (signature profile 2)
     schema: Any  # the node's document, as served
     signed_schema: Any  # the same without `security`: signed cases carry their own
     tenant: Tenant
@@ -212,10 +213,11 @@ def target() -> Iterator[Target]:
         tenant, corpus = asyncio.run(_set_up_account(local))
         http = requests.Session()
         document = http.get(local.url + "/v1/openapi.json", timeout=10).json()
+        node_id = http.get(local.url + "/v1/node", timeout=10).json()["node_id"]
         schema = schemathesis.openapi.from_dict(document)
         signed_schema = schemathesis.openapi.from_dict(without_security(document))
         signers = [tenant.account.admin, tenant.member]
-        yield Target(local.url, schema, signed_schema, tenant, signers, corpus, http)
+        yield Target(local.url, node_id, schema, signed_schema, tenant, signers, corpus, http)
         http.close()
     finally:
         asyncio.run(local.stop())
@@ -244,8 +246,9 @@ def test_the_document_has_every_route(target: Target) -> None:
 # sending, signing, checking
 
 
-def _sign(prepared: requests.PreparedRequest, device: Device) -> None:
-    """Sign exactly what will be sent: the prepared path, query and body bytes."""
+def _sign(prepared: requests.PreparedRequest, device: Device, node_id: str) -> None:
+    """Sign exactly what will be sent, for this node: the prepared path, query and body
+    bytes."""
     path, _, query = prepared.path_url.partition("?")
     body = prepared.body or b""
     if isinstance(body, str):
@@ -258,6 +261,7 @@ def _sign(prepared: requests.PreparedRequest, device: Device) -> None:
             query=query,
             body=body,
             created=time.time(),
+            node_id=node_id,
         )
     )
 
@@ -275,7 +279,7 @@ def _send(target: Target, case: Any, signer: Device | None, *, negative_check: b
             files=kwargs.get("files"),
         ).prepare()
         if signer is not None:
-            _sign(prepared, signer)
+            _sign(prepared, signer, target.node_id)
     except (ValueError, TypeError, requests.exceptions.RequestException):
         FIGURES.add(CHECK, "cases_unsendable")  # e.g. NaN in JSON, a header requests refuses
         return 0

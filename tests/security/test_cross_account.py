@@ -3,8 +3,8 @@
 A victim account (admin, member, a revoked device, two labels, grants, snapshots) and an
 attacker account live on one node. For every authenticated route the attacker tries the
 victim's own valid request bodies: signed by its own devices, unsigned, with a victim
-signature made for another path or method, replayed, under the victim's key id, and from
-the victim's revoked device. Then it tries to reach the victim's data from inside its own
+signature made for another path, method or node, replayed, under the victim's key id, and
+from the victim's revoked device. Then it tries to reach the victim's data from inside its own
 account (the victim's group ids, labels, device ids, records), and the public routes.
 
 An attempt *succeeds* if a request that must be refused gets a 2xx, if any answer carries
@@ -286,6 +286,7 @@ async def test_attacks_on_every_route(node: Node) -> None:
     a = v.tenant
     attack = Attack(node, v)
     now = node.clock
+    elsewhere = pre.NodeSecrets.generate().node_id.hex()  # another node of the deployment
 
     # captured requests of the victim (sent once, legitimately) for the replay attempts
     for route in AUTHENTICATED:
@@ -294,7 +295,7 @@ async def test_attacks_on_every_route(node: Node) -> None:
             path = victim_path(v, route)
             headers = signed_headers(
                 a.account.admin.secrets, route.method, path, query=query, body=body,
-                created=now(),
+                created=now(), node_id=node.node_id,
             )  # fmt: skip
             if ctype:
                 headers["Content-Type"] = ctype
@@ -326,18 +327,27 @@ async def test_attacks_on_every_route(node: Node) -> None:
             "signature for another path": (method, other_path(v, route)),
             "signature for another method": ("POST" if method == "GET" else "GET", path),
         }.items():
-            headers = signed_headers(admin, s_method, s_path, query=query, body=body, created=now())
+            headers = signed_headers(admin, s_method, s_path, query=query, body=body,
+                                     created=now(), node_id=node.node_id)  # fmt: skip
             resp = await attack.attempt(what, route, method, path, headers=headers, **kw)
             assert resp.status == 401, (route.name, what, resp.status)
         headers = signed_headers(
-            admin, method, path, query=query + "&x=1" if query else "x=1", body=body, created=now()
-        )
+            admin, method, path, query=query + "&x=1" if query else "x=1", body=body,
+            created=now(), node_id=node.node_id,
+        )  # fmt: skip
         resp = await attack.attempt("signature for another query", route, method, path,
                                     headers=headers, **kw)  # fmt: skip
         assert resp.status == 401
+        # the victim's own signature over exactly this request, for another node (what
+        # that node received, replayed here)
+        headers = signed_headers(admin, method, path, query=query, body=body, created=now(),
+                                 node_id=elsewhere)  # fmt: skip
+        resp = await attack.attempt("signature for another node", route, method, path,
+                                    headers=headers, **kw)  # fmt: skip
+        assert resp.status == 421, (route.name, resp.status)
         # the attacker's signature under the victim admin's key id
         headers = signed_headers(b.account.admin.secrets, method, path, query=query, body=body,
-                                 created=now())  # fmt: skip
+                                 created=now(), node_id=node.node_id)  # fmt: skip
         headers["Signature-Input"] = headers["Signature-Input"].replace(
             b.account.admin.id_hex, a.account.admin.id_hex
         )
@@ -496,7 +506,7 @@ async def test_existing_and_absent_accounts_answer_alike(node: Node) -> None:
 
     def garbage_signature(keyid: str, path: str, query: str, body: bytes) -> dict[str, str]:
         headers = signed_headers(b.account.admin.secrets, "GET", path, query=query, body=body,
-                                 created=node.clock())  # fmt: skip
+                                 created=node.clock(), node_id=node.node_id)  # fmt: skip
         headers["Signature-Input"] = headers["Signature-Input"].replace(
             b.account.admin.id_hex, keyid
         )
@@ -505,8 +515,9 @@ async def test_existing_and_absent_accounts_answer_alike(node: Node) -> None:
     def signed_by(device: Device) -> Any:
         def make(method: str, path: str, query: str, body: bytes, keyid: str) -> dict[str, str]:
             return signed_headers(
-                device.secrets, method, path, query=query, body=body, created=node.clock()
-            )
+                device.secrets, method, path, query=query, body=body, created=node.clock(),
+                node_id=node.node_id,
+            )  # fmt: skip
 
         return make
 

@@ -210,7 +210,10 @@ async def test_oversize_bodies(target: Target, remote: RemoteNode) -> None:
                                  None), chunked)
     )  # fmt: skip
     path = account_path(tenant, "/snapshots")
-    signed = signed_headers(tenant.member.secrets, "POST", path, body=over, created=time.time())
+    signed = signed_headers(
+        tenant.member.secrets, "POST", path, body=over, created=time.time(),
+        node_id=await remote.node_id(),
+    )  # fmt: skip
     cases.append(("signed", request_head("POST", path, {**JSON, **signed}, len(over)), over))
     cases.append(("unsigned, authenticated route", request_head("POST", path, JSON, len(over)),
                   over))  # fmt: skip
@@ -369,9 +372,12 @@ async def test_stalled_and_trickled_bodies_get_408(target: Target, remote: Remot
     tenant = await make_tenant(remote)
     path = account_path(tenant, "/reencrypt")
     body = b'{"items": []}' + b" " * 1000
+    node_id = await remote.node_id()
 
-    def head() -> bytes:  # signed (a fresh nonce each), over the whole body
-        signed = signed_headers(tenant.member.secrets, "POST", path, body=body, created=time.time())
+    def head() -> bytes:  # signed for this node (a fresh nonce each), over the whole body
+        signed = signed_headers(
+            tenant.member.secrets, "POST", path, body=body, created=time.time(), node_id=node_id
+        )
         return request_head("POST", path, {**JSON, **signed}, len(body))
 
     public = request_head("POST", "/v1/accounts", JSON, len(body))
