@@ -1,3 +1,81 @@
-"""statecache device SDK."""
+"""statecache device SDK: one device of an account on N cache nodes, threshold M.
 
-__all__: list[str] = []
+from client_sdk import Statecache, SnapshotInput, load_profile
+
+async with Statecache(load_profile(path)) as sc:
+    await sc.publish([SnapshotInput(group_id, "group_state", epoch, state_bytes)])
+    async for snap in sc.sync():
+        ...
+"""
+
+from .admin import Approval, RevokeReport
+from .device import Statecache, create_account
+from .directory import Directory
+from .enrolment import enrollment_request, parse_enrollment
+from .errors import (
+    AdminRequired,
+    BadAnswer,
+    EpochConflict,
+    ForkError,
+    KeystoreError,
+    MissingSnapshot,
+    NodeError,
+    NodeTimeout,
+    NodeUnavailable,
+    RollbackError,
+    StatecacheError,
+    ThresholdNotMet,
+    TreeMismatch,
+    VerificationFailed,
+)
+from .keystore import Profile, load_profile, save_profile
+from .outcomes import LocalCode, NodeOutcome, NodeState
+from .policy import RetryPolicy
+from .publisher import ACCOUNT_LABEL, PublishReport, SnapshotInput
+from .reader import Opened, ReadReport
+from .state import SyncState
+from .tree_sync import TreePolicy
+from .trees import OpenedTree, TreeInput
+from .verify import Commitments, OpenedSnapshot
+
+__all__ = [
+    "ACCOUNT_LABEL",
+    "AdminRequired",
+    "Approval",
+    "BadAnswer",
+    "Commitments",
+    "Directory",
+    "EpochConflict",
+    "ForkError",
+    "KeystoreError",
+    "LocalCode",
+    "MissingSnapshot",
+    "NodeError",
+    "NodeOutcome",
+    "NodeState",
+    "NodeTimeout",
+    "NodeUnavailable",
+    "Opened",
+    "OpenedSnapshot",
+    "OpenedTree",
+    "Profile",
+    "PublishReport",
+    "ReadReport",
+    "RetryPolicy",
+    "RevokeReport",
+    "RollbackError",
+    "SnapshotInput",
+    "Statecache",
+    "StatecacheError",
+    "SyncState",
+    "ThresholdNotMet",
+    "TreeInput",
+    "TreeMismatch",
+    "TreePolicy",
+    "VerificationFailed",
+    "create_account",
+    "enrollment_request",
+    "load_profile",
+    "parse_enrollment",
+    "save_profile",
+]

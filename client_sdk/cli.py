@@ -30,11 +30,20 @@ from cache_service import cli as node_cli
 
 from . import commands
 from .commands import CommandError, Context
-from .device import ACCOUNT_LABEL
-from .errors import StatecacheError
+from .errors import (
+    AdminRequired,
+    KeystoreError,
+    NodeError,
+    NodeUnavailable,
+    StatecacheError,
+    ThresholdNotMet,
+    VerificationFailed,
+)
 from .home import Home
 from .mls import cli as mls_cli
-from .output import Result, to_json, to_text
+from .outcomes import NodeOutcome
+from .output import Result, error_json, to_json, to_text
+from .publisher import ACCOUNT_LABEL
 
 __all__ = ["build_parser", "main"]
 
@@ -89,6 +98,16 @@ def _int_at_least(low: int) -> Callable[[str], int]:
     return parse
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value <= 86_400:
+        raise argparse.ArgumentTypeError("between 0 and 86400 seconds")
+    return value
+
+
 # the parser
 
 
@@ -109,6 +128,14 @@ def _common() -> argparse.ArgumentParser:
         action="store_true",
         default=argparse.SUPPRESS,
         help="print one JSON object instead of text",
+    )
+    group.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=_seconds,
+        default=argparse.SUPPRESS,
+        help="give up on a node operation after this long (default 300); a hung node "
+        "costs a command about 3 s, whatever this is",
     )
     group.add_argument(
         "--passphrase-env",
@@ -307,6 +334,28 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
+def _error_code(exc: BaseException) -> str:
+    """A failure's machine code for `--json`: the node's code, or what the SDK found."""
+    if isinstance(exc, NodeError | NodeUnavailable | VerificationFailed):
+        code = exc.outcome().code
+        return code.value if code is not None else "node_error"
+    if isinstance(exc, ThresholdNotMet):
+        return "threshold_not_met"
+    if isinstance(exc, KeystoreError):
+        return "keystore"
+    if isinstance(exc, AdminRequired | CommandError):
+        return "refused"
+    return "error"
+
+
+def _error_nodes(exc: BaseException) -> dict[str, NodeOutcome]:
+    if isinstance(exc, ThresholdNotMet):
+        return exc.nodes
+    if isinstance(exc, NodeError | NodeUnavailable | VerificationFailed) and exc.node:
+        return {exc.node: exc.outcome()}
+    return {}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -319,9 +368,12 @@ def main(argv: list[str] | None = None) -> int:
         home = Home.resolve(
             getattr(args, "home", None), _passphrase(getattr(args, "passphrase_env", None))
         )
-        outcome = asyncio.run(action(Context(home), args))
+        outcome = asyncio.run(action(Context(home, timeout=getattr(args, "timeout", None)), args))
     except (StatecacheError, CommandError, pre.PreError, OSError) as exc:
-        print(f"statecache: {_one_line(exc)}", file=sys.stderr)
+        if getattr(args, "json", False):
+            sys.stdout.write(error_json(_error_code(exc), _one_line(exc), _error_nodes(exc)))
+        else:
+            print(f"statecache: {_one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("statecache: interrupted", file=sys.stderr)

@@ -22,10 +22,10 @@ from .device import (
     enrollment_request,
     parse_enrollment,
 )
-from .errors import StatecacheError
 from .home import Home
 from .keystore import Profile
 from .output import Cell, Progress, Result, Table, timestamp
+from .policy import RetryPolicy
 
 __all__ = [
     "CommandError",
@@ -54,18 +54,23 @@ class CommandError(Exception):
 class Context:
     home: Home
     stderr: TextIO = sys.stderr  # where the progress bar goes
+    timeout: float | None = None  # --timeout: each SDK call's deadline, in seconds
+
+    @property
+    def policy(self) -> RetryPolicy:
+        return RetryPolicy() if self.timeout is None else RetryPolicy(command_timeout=self.timeout)
 
 
 @asynccontextmanager
-async def connect(home: Home, profile: Profile) -> AsyncIterator[Statecache]:
+async def connect(ctx: Context, profile: Profile) -> AsyncIterator[Statecache]:
     """The SDK over this home's state file; node keys pinned meanwhile are saved."""
     pinned = dict(profile.node_keys)
     try:
-        async with Statecache(profile, state_path=home.state_path) as sc:
+        async with Statecache(profile, state_path=ctx.home.state_path, policy=ctx.policy) as sc:
             yield sc
     finally:
         if profile.node_keys != pinned:
-            home.save(profile)
+            ctx.home.save(profile)
 
 
 def _require_admin(profile: Profile) -> None:
@@ -82,17 +87,18 @@ def _role(role: pre.Role) -> str:
 
 async def account_init(ctx: Context, *, nodes: Sequence[str], threshold: int, name: str) -> Result:
     ctx.home.ensure_new()
-    profile = await create_account(nodes, threshold, name=name)
+    profile = await create_account(nodes, threshold, name=name, policy=ctx.policy)
     ctx.home.save(profile)  # before anything else can fail: it holds the account seed
-    async with connect(ctx.home, profile) as sc:
+    async with connect(ctx, profile) as sc:
         await sc.pin_nodes()
     return Result(
+        nodes=sc.outcomes,
         fields={
             "account_id": profile.account_id.hex(),
             "device_id": profile.device.device_id.hex(),
             "name": name,
             "role": "admin",
-            "nodes": list(profile.nodes),
+            "node_list": list(profile.nodes),
             "threshold": threshold,
             "home": str(ctx.home.path),
         },
@@ -132,7 +138,7 @@ async def device_approve(
         keys, name = parse_enrollment(blob)
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
-    async with connect(ctx.home, profile) as sc:
+    async with connect(ctx, profile) as sc:
         held = {label for label, _ in await sc.load_keys()}
         missing = sorted(set(labels) - held)
         if missing:
@@ -145,6 +151,7 @@ async def device_approve(
         )
     cert = approval.certificate
     return Result(
+        nodes=approval.nodes,
         fields={
             "device_id": keys.device_id.hex(),
             "name": name,
@@ -158,8 +165,9 @@ async def device_approve(
 
 async def device_list(ctx: Context) -> Result:
     profile = ctx.home.load()
-    async with connect(ctx.home, profile) as sc:
+    async with connect(ctx, profile) as sc:
         devices = await sc.list_devices()
+        nodes = sc.outcomes
     me = profile.device.device_id
     rows: list[dict[str, Cell]] = [
         {
@@ -173,7 +181,7 @@ async def device_list(ctx: Context) -> Result:
         for cert, revoked_at in devices
     ]
     columns = ("device_id", "name", "role", "valid_until", "revoked", "this_device")
-    return Result(tables={"devices": Table(columns, rows)})
+    return Result(tables={"devices": Table(columns, rows)}, nodes=nodes)
 
 
 async def device_revoke(ctx: Context, *, device_id: bytes, grant_days: int) -> Result:
@@ -181,7 +189,7 @@ async def device_revoke(ctx: Context, *, device_id: bytes, grant_days: int) -> R
     _require_admin(profile)
     if device_id == profile.device.device_id:
         raise CommandError("refusing to revoke this device itself")
-    async with connect(ctx.home, profile) as sc:
+    async with connect(ctx, profile) as sc:
         known = {cert.device_id for cert, _ in await sc.list_devices()}
         if device_id not in known:
             raise CommandError(f"no device {device_id.hex()} in this account")
@@ -206,16 +214,9 @@ async def device_revoke(ctx: Context, *, device_id: bytes, grant_days: int) -> R
         tables={
             "receipts": Table(("node", "node_id", "shares_deleted", "processed_at"), receipts),
             "rotated": Table(("label", "key_epoch"), rotated),
-            "failures": _failures(report.failures),
         },
+        nodes=report.nodes,
     )
-
-
-def _failures(failures: dict[str, str]) -> Table:
-    rows: list[dict[str, Cell]] = [
-        {"node": url, "reason": why} for url, why in sorted(failures.items())
-    ]
-    return Table(("node", "reason"), rows, empty=None)
 
 
 # snapshots
@@ -238,7 +239,7 @@ async def publish(
     ctx: Context, *, group_id: bytes, kind: str, epoch: int, data: bytes, label: str
 ) -> Result:
     profile = ctx.home.load()
-    async with connect(ctx.home, profile) as sc:
+    async with connect(ctx, profile) as sc:
         report = await sc.publish([SnapshotInput(group_id, kind, epoch, data, label=label)])
     return Result(
         fields={
@@ -250,7 +251,7 @@ async def publish(
             "stored": report.stored,
             "duplicates": report.duplicates,
         },
-        tables={"failures": _failures(report.per_node_failures)},
+        nodes=report.nodes,
     )
 
 
@@ -262,10 +263,10 @@ async def read_snapshots(
     profile = ctx.home.load()
     rows: list[dict[str, Cell]] = []
     total_bytes = 0
-    async with connect(ctx.home, profile) as sc:
+    async with connect(ctx, profile) as sc:
         bar = Progress(mode, stream=ctx.stderr)
         if bar.enabled:
-            bar.total = await _estimate(sc, mode)
+            bar.total = await sc.estimate_unread(mode)
         with bar:
             reader = sc.onboard() if mode == "onboard" else sc.sync()
             async for snap in reader:
@@ -287,9 +288,6 @@ async def read_snapshots(
             bar.update(sc.report.opened + sc.report.unchanged, total_bytes)
         report = sc.report
         downloaded = sc.bytes_received
-    suspects: list[dict[str, Cell]] = [
-        {"node": url, "reason": why} for url, why in sorted(report.suspects.items())
-    ]
     columns = ("group_id", "kind", "mls_epoch", "label", "bytes", "file")
     return Result(
         fields={
@@ -301,24 +299,9 @@ async def read_snapshots(
             "primary": report.primary,
             "out": None if out is None else str(out),
         },
-        tables={
-            "snapshots": Table(columns, rows, text_rows=SNAPSHOT_ROWS_IN_TEXT),
-            "suspects": Table(("node", "reason"), suspects),
-        },
+        tables={"snapshots": Table(columns, rows, text_rows=SNAPSHOT_ROWS_IN_TEXT)},
+        nodes=report.nodes,
     )
-
-
-async def _estimate(sc: Statecache, mode: str) -> int | None:
-    """How many snapshots the first node will list (metadata only), for the bar's total.
-    Only an estimate: another node may be read instead, or fill a gap."""
-    node = sc.nodes[0]
-    try:
-        after = 0 if mode == "onboard" else sc.state.cursors.get(node.base_url, 0)
-        items, _ = await node.list_metadata(after=after)
-    except StatecacheError:
-        return None  # the read itself will say what is wrong
-    before = sc.state.onboarding.get(node.base_url) if mode == "onboard" else None
-    return sum(1 for item in items if before is None or item.seq < before)
 
 
 def _write(out: Path, snap: Opened, data: bytes) -> Path:

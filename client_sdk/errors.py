@@ -1,12 +1,14 @@
 """Exceptions of the device SDK.
 
     StatecacheError
-    ├── NodeError            a node refused a request (RFC 9457 problem: status, code, detail)
+    ├── NodeError            a node refused a request (RFC 9457 problem: status, `Code`, detail)
     │   └── EpochConflict    409: the MLS or key epoch did not move forward (current_epoch)
-    ├── NodeUnavailable      a node could not be reached or answered garbage (also OSError)
+    ├── NodeUnavailable      a node could not be reached (also OSError)
     │   └── NodeTimeout      ... in time (also TimeoutError / asyncio.TimeoutError)
-    ├── ThresholdNotMet      fewer than M nodes gave a valid answer (lists each node's failure)
+    ├── ThresholdNotMet      fewer than M nodes gave a valid answer (`nodes`: each node's
+    │                        typed `NodeOutcome`)
     ├── VerificationFailed   a node's answer failed verification (wraps a pre.PreError)
+    │   ├── BadAnswer        an answer off the API: shape, size, count, paging, identity
     │   ├── RollbackError    a snapshot's MLS epoch is below one this device already knows
     │   ├── ForkError        two different snapshots claim the same (group, kind, epoch)
     │   ├── MissingSnapshot  a node left out a snapshot another node or the device knows
@@ -17,15 +19,23 @@
     └── AdminRequired        an admin action on a device without the account seed
                              (also PermissionError)
 
-Bad arguments from the caller stay TypeError / ValueError.
+Every error about one node says what it makes of that node: `outcome()`, in the shared
+per-node schema (`outcomes.NodeOutcome`). Bad arguments from the caller stay TypeError /
+ValueError.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
+
+from cache_service.protocol.codes import Code, parse_code
+
+from .outcomes import LocalCode, NodeOutcome, NodeState
 
 __all__ = [
     "AdminRequired",
+    "BadAnswer",
     "EpochConflict",
     "ForkError",
     "KeystoreError",
@@ -38,6 +48,7 @@ __all__ = [
     "ThresholdNotMet",
     "TreeMismatch",
     "VerificationFailed",
+    "outcome_of",
 ]
 
 
@@ -46,50 +57,80 @@ class StatecacheError(Exception):
 
 
 class NodeError(StatecacheError):
-    def __init__(self, node: str, status: int, problem: dict[str, Any]) -> None:
+    def __init__(self, node: str, status: int, problem: Mapping[str, Any]) -> None:
         self.node = node
         self.status = status
-        self.problem = problem
-        self.code = str(problem.get("code", "unknown"))
-        self.detail = problem.get("detail")
+        self.problem = dict(problem)
+        self.code: Code = parse_code(problem.get("code"))
+        detail = problem.get("detail")
+        self.detail = detail if isinstance(detail, str) else None
         super().__init__(
-            f"{node}: {status} {self.code}" + (f": {self.detail}" if self.detail else "")
+            f"{node}: {status} {self.code.value}" + (f": {self.detail}" if self.detail else "")
         )
+
+    def outcome(self) -> NodeOutcome:
+        if self.status == 429 or self.status >= 500:
+            state = NodeState.UNAVAILABLE
+        elif self.code is Code.WRONG_NODE:
+            state = NodeState.SUSPECT  # another key answers at this address
+        else:
+            state = NodeState.UNAVAILABLE  # a refusal: this node did not serve the request
+        return NodeOutcome(state, self.code, self.detail or f"{self.status} {self.code.value}")
 
 
 class EpochConflict(NodeError):
     @property
     def current_epoch(self) -> int | None:
         value = self.problem.get("current_epoch")
-        return value if isinstance(value, int) else None
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class NodeUnavailable(StatecacheError, OSError):
+    code: LocalCode = LocalCode.UNREACHABLE
+
     def __init__(self, node: str, reason: str) -> None:
         self.node = node
+        self.reason = reason
         super().__init__(f"{node}: {reason}")
+
+    def outcome(self) -> NodeOutcome:
+        return NodeOutcome(NodeState.UNAVAILABLE, self.code, self.reason)
 
 
 class NodeTimeout(NodeUnavailable, TimeoutError):
-    pass
+    code = LocalCode.TIMEOUT
 
 
 class VerificationFailed(StatecacheError):
+    code: LocalCode = LocalCode.VERIFICATION_FAILED
+    state: NodeState = NodeState.SUSPECT
+
     def __init__(self, what: str, node: str | None = None) -> None:
         self.node = node
+        self.what = what
         super().__init__(what if node is None else f"{node}: {what}")
+
+    def outcome(self) -> NodeOutcome:
+        return NodeOutcome(self.state, self.code, self.what)
+
+
+class BadAnswer(VerificationFailed):
+    code = LocalCode.INVALID_ANSWER
 
 
 class RollbackError(VerificationFailed):
-    pass
+    # An honest node that missed a write serves an older epoch too.
+    code = LocalCode.ROLLBACK
+    state = NodeState.BEHIND
 
 
 class ForkError(VerificationFailed):
-    pass
+    code = LocalCode.FORK
 
 
 class MissingSnapshot(VerificationFailed):
-    pass
+    code = LocalCode.MISSING
+    state = NodeState.BEHIND
 
 
 class TreeMismatch(VerificationFailed):
@@ -97,13 +138,19 @@ class TreeMismatch(VerificationFailed):
 
 
 class ThresholdNotMet(StatecacheError):
-    def __init__(self, what: str, needed: int, failures: dict[str, str]) -> None:
+    """Fewer than `needed` nodes answered validly; `nodes` says what each node did."""
+
+    def __init__(self, what: str, needed: int, nodes: Mapping[str, NodeOutcome]) -> None:
+        self.what = what
         self.needed = needed
-        self.failures = failures
-        detail = "; ".join(
-            f"{node}: {why.removeprefix(node + ': ')}" for node, why in failures.items()
-        )
+        self.nodes = dict(nodes)
+        failed = {url: o for url, o in self.nodes.items() if o.state is not NodeState.OK}
+        detail = "; ".join(f"{url}: {o}" for url, o in failed.items()) or "no node answered"
         super().__init__(f"{what}: fewer than {needed} nodes answered validly ({detail})")
+
+    @property
+    def failures(self) -> dict[str, NodeOutcome]:
+        return {url: o for url, o in self.nodes.items() if o.state is not NodeState.OK}
 
 
 class KeystoreError(StatecacheError):
@@ -112,3 +159,10 @@ class KeystoreError(StatecacheError):
 
 class AdminRequired(StatecacheError, PermissionError):
     pass
+
+
+def outcome_of(exc: StatecacheError) -> NodeOutcome:
+    """What an error raised while talking to one node makes of that node."""
+    if isinstance(exc, NodeError | NodeUnavailable | VerificationFailed):
+        return exc.outcome()
+    return NodeOutcome(NodeState.UNAVAILABLE, None, str(exc))

@@ -1,11 +1,17 @@
 """A typed client for one node's `/v1` API, signing every request as one device.
 
 Threshold logic across nodes lives above this; here is one node, one device, the wire
-models, and the mapping of problem responses to `client_sdk.errors`.
+models, and the mapping of problem responses to `client_sdk.errors`. Every signed request
+is bound to the node's id (signature profile 2), learnt from `GET /v1/node` and checked
+against the key pinned for this address; an answer is read only up to `max_answer_bytes`
+and must match its wire model, else the node is a suspect (`BadAnswer`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import hmac
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -18,14 +24,17 @@ from pydantic import BaseModel, ValidationError
 import pre
 from cache_service.protocol import models as m
 from cache_service.protocol.b64 import encode_b64url
+from cache_service.protocol.codes import Code, parse_code
 from cache_service.protocol.httpsig import sign_request_headers
 
-from .errors import EpochConflict, NodeError, NodeTimeout, NodeUnavailable
+from .errors import BadAnswer, EpochConflict, NodeError, NodeTimeout, NodeUnavailable
+from .policy import RetryPolicy
 
 __all__ = ["NodeClient"]
 
 M = TypeVar("M", bound=BaseModel)
-_CONFLICT_CODES = {"stale_epoch", "stale_key_epoch", "conflict"}
+_CONFLICT_CODES = {Code.STALE_EPOCH, Code.STALE_KEY_EPOCH, Code.CONFLICT}
+_CHUNK = 1 << 16
 
 
 class NodeClient:
@@ -41,19 +50,57 @@ class NodeClient:
         *,
         account_id: bytes | None = None,
         device: pre.DeviceSecrets | None = None,
-        timeout: float = 10.0,
+        policy: RetryPolicy | None = None,
         clock: Callable[[], float] = time.time,
         nonce: Callable[[], str] = lambda: secrets.token_urlsafe(18),
+        pinned_key: bytes | None = None,
+        share_index: int | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._session = session
         self._account = None if account_id is None else account_id.hex()
         self._device = device
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self.policy = policy or RetryPolicy()
+        self._timeout = aiohttp.ClientTimeout(
+            total=self.policy.timeout,
+            sock_connect=self.policy.connect_timeout,
+            sock_read=self.policy.idle_timeout,
+        )
         self._clock = clock
         self._nonce = nonce
+        self.node_key = pinned_key  # the node's identity key: pinned, or learnt at first use
+        self.share_index = share_index  # the share this node must hold (its position)
+        self._identity_checked = False
+        self._identity_lock = asyncio.Lock()
         self.bytes_sent = 0  # request bodies, for the cost reports of demo and bench
         self.bytes_received = 0
+
+    @property
+    def node_id(self) -> str | None:
+        return None if self.node_key is None else pre.node_id_for(self.node_key).hex()
+
+    async def identity(self) -> bytes:
+        """The node's key, checked once per client: `GET /v1/node` must show the pinned key
+        (or pins it, at first contact) and this node's share index."""
+        async with self._identity_lock:
+            if self._identity_checked and self.node_key is not None:
+                return self.node_key
+            info = await self.node_info()
+            if pre.node_id_for(info.public_key).hex() != info.node_id:
+                raise BadAnswer("its node id is not derived from its key", self.base_url)
+            if self.node_key is not None and not hmac.compare_digest(
+                self.node_key, info.public_key
+            ):
+                raise BadAnswer(
+                    "shows another identity key than the one pinned for it", self.base_url
+                )
+            if self.share_index is not None and info.share_index != self.share_index:
+                raise BadAnswer(
+                    f"holds share {info.share_index}, not share {self.share_index}",
+                    self.base_url,
+                )
+            self.node_key, self._identity_checked = info.public_key, True
+            return info.public_key
 
     @property
     def _prefix(self) -> str:
@@ -83,6 +130,7 @@ class NodeClient:
         if signed:
             if self._device is None:
                 raise ValueError("this client has no device to sign with")
+            node_key = await self.identity()
             headers.update(
                 sign_request_headers(
                     method=method,
@@ -92,6 +140,7 @@ class NodeClient:
                     keyid=self._device.device_id.hex(),
                     created=int(self._clock()),
                     nonce=self._nonce(),
+                    node_id=pre.node_id_for(node_key).hex(),
                     sign=self._device.sign_request,
                 )
             )
@@ -100,14 +149,16 @@ class NodeClient:
             async with self._session.request(
                 method, url, data=payload or None, headers=headers, timeout=self._timeout
             ) as resp:
-                raw = await resp.read()
+                raw = await self._read_capped(resp)
                 status = resp.status
             self.bytes_sent += len(payload)
             self.bytes_received += len(raw)
         except TimeoutError as exc:
-            raise NodeTimeout(self.base_url, "no answer in time") from exc
+            raise NodeTimeout(
+                self.base_url, f"no answer within {self.policy.idle_timeout:g} s"
+            ) from exc
         except aiohttp.ClientError as exc:
-            raise NodeUnavailable(self.base_url, type(exc).__name__) from exc
+            raise NodeUnavailable(self.base_url, _reason(exc)) from exc
         if status >= 400:
             raise _problem(self.base_url, status, raw)
         if response is None:
@@ -115,7 +166,21 @@ class NodeClient:
         try:
             return response.model_validate_json(raw)
         except ValidationError as exc:
-            raise NodeUnavailable(self.base_url, "answer does not match the API") from exc
+            raise BadAnswer(f"its answer to {method} {path} is off the API", self.base_url) from exc
+
+    async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
+        cap = self.policy.max_answer_bytes
+        if resp.content_length is not None and resp.content_length > cap:
+            raise BadAnswer(
+                f"announced an answer of {resp.content_length:,} bytes, more than {cap:,}",
+                self.base_url,
+            )
+        body = bytearray()
+        while chunk := await resp.content.read(_CHUNK):
+            body += chunk
+            if len(body) > cap:
+                raise BadAnswer(f"sent an answer of more than {cap:,} bytes", self.base_url)
+        return bytes(body)
 
     async def _call(self, method: str, path: str, response: type[M], **kw: Any) -> M:
         result = await self.request(method, path, response=response, **kw)
@@ -234,7 +299,27 @@ def _problem(node: str, status: int, raw: bytes) -> NodeError:
     try:
         problem = m.Problem.model_validate_json(raw).model_dump()
     except ValidationError:
-        problem = {"code": "unknown", "detail": None}
-    if status == 409 and problem.get("code") in _CONFLICT_CODES:
+        problem = {"code": Code.UNKNOWN.value, "detail": None}
+    detail = problem.get("detail")
+    if isinstance(detail, str):  # a node's words: one line, bounded
+        problem["detail"] = " ".join(detail.split())[:300]
+    if status == 409 and parse_code(problem.get("code")) in _CONFLICT_CODES:
         return EpochConflict(node, status, problem)
     return NodeError(node, status, problem)
+
+
+def _reason(exc: aiohttp.ClientError) -> str:
+    """What went wrong, in words (not aiohttp's class names)."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
+        return "TLS handshake failed"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "unknown host"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        if exc.os_error.errno == errno.ECONNREFUSED:
+            return "connection refused"
+        return exc.os_error.strerror or "cannot connect"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "closed the connection without answering"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "broke off its answer"
+    return "connection failed"

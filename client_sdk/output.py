@@ -1,8 +1,10 @@
 """What the `statecache` command prints.
 
 A command returns a `Result`: named fields, named tables and text-only notes. It is shown
-either as aligned text (fields, then each table) or, with `--json`, as one JSON object
-(`{**fields, table_name: [row, ...]}`), so scripts and people read the same data.
+either as aligned text (fields, then each table, then the nodes that were not ok) or,
+with `--json`, as one JSON object (`{**fields, table_name: [row, ...], "nodes": {URL:
+{"state", "code", "message"}}}`), so scripts and people read the same data. Text that came
+from a node or a certificate is shown with invisible and bidi characters escaped.
 `Progress` draws a bar on stderr while long work runs, and only when stderr is a terminal.
 """
 
@@ -11,13 +13,27 @@ from __future__ import annotations
 import json
 import sys
 import time
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import TextIO
 
-__all__ = ["Cell", "Progress", "Result", "Table", "human_bytes", "timestamp", "to_json", "to_text"]
+from .outcomes import NodeOutcome, NodeState
+
+__all__ = [
+    "Cell",
+    "Progress",
+    "Result",
+    "Table",
+    "error_json",
+    "escape",
+    "human_bytes",
+    "timestamp",
+    "to_json",
+    "to_text",
+]
 
 Scalar = str | int | float | bool | None
 Cell = Scalar | list[str] | list[int]
@@ -39,12 +55,36 @@ class Result:
     fields: Mapping[str, Cell] = field(default_factory=dict)
     tables: Mapping[str, Table] = field(default_factory=dict)
     notes: Sequence[str] = ()  # hints for people; not in JSON
+    nodes: Mapping[str, NodeOutcome] = field(default_factory=dict)  # each node's outcome
 
     def as_json(self) -> dict[str, object]:
         doc: dict[str, object] = dict(self.fields)
         for name, table in self.tables.items():
             doc[name] = [{c: row.get(c) for c in table.columns} for row in table.rows]
+        doc["nodes"] = {url: outcome.as_json() for url, outcome in self.nodes.items()}
         return doc
+
+
+def nodes_table(nodes: Mapping[str, NodeOutcome]) -> Table:
+    """The nodes that were not ok, for text output."""
+    rows: list[Mapping[str, Cell]] = [
+        {"node": url, "state": o.state.value, "code": o.code and o.code.value, "message": o.message}
+        for url, o in nodes.items()
+        if o.state is not NodeState.OK
+    ]
+    return Table(("node", "state", "code", "message"), rows, empty=None)
+
+
+def error_json(code: str, message: str, nodes: Mapping[str, NodeOutcome]) -> str:
+    """A failed command with `--json`: one object on stdout."""
+    doc = {
+        "error": {
+            "code": code,
+            "message": message,
+            "nodes": {url: o.as_json() for url, o in nodes.items()},
+        }
+    }
+    return json.dumps(doc, indent=2) + "\n"
 
 
 def to_json(result: Result) -> str:
@@ -56,7 +96,8 @@ def to_text(result: Result) -> str:
     if result.fields:
         width = max(len(_label(k)) for k in result.fields)
         blocks.append([f"{_label(k):<{width}}  {_cell(v)}" for k, v in result.fields.items()])
-    for name, table in result.tables.items():
+    tables = {**result.tables, "nodes": nodes_table(result.nodes)}
+    for name, table in tables.items():
         if table.rows or table.empty is not None:
             blocks.append([f"{_label(name)}:", *_table_lines(table)])
     if result.notes:
@@ -106,7 +147,21 @@ def _cell(value: Cell) -> str:
         return f"{value:,}"
     if isinstance(value, list):
         return ", ".join(_cell(v) for v in value) or "-"
-    return str(value)
+    return escape(str(value))
+
+
+_VISIBLE_FORMAT = {"\u200c", "\u200d"}  # ZWNJ, ZWJ: real names need them
+
+
+def escape(text: str) -> str:
+    """`text` for a terminal: control, bidi and other invisible formatting characters
+    shown as \\u{XXXX}, so a name cannot disguise itself or reorder a line."""
+    return "".join(
+        f"\\u{{{ord(ch):04X}}}"
+        if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") and ch not in _VISIBLE_FORMAT
+        else ch
+        for ch in text
+    )
 
 
 def human_bytes(n: float) -> str:

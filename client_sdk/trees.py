@@ -6,17 +6,18 @@ it the group's tree. A device that holds no tree for a group (first publication,
 process: trees live in memory only) publishes a base.
 
 Reading: `collect` keeps the verified tree snapshots a read opens instead of yielding
-them; after the read, `settle` rebuilds every group whose chain moved and checks it
-against the signed tree hashes (`tree_sync.rebuild`), the device's memory of epochs and the
-caller's GroupContext. When the pieces the read brought do not reach the newest epoch (no
-tree held for the group yet, a resumed onboarding, a node that left a patch out) it fetches
-the group's whole chain from the nodes, one at a time, until one completes it.
+them; after the read, the reader rebuilds every group whose chain moved (`target`,
+`reach`: checked against the signed tree hashes by `tree_sync.rebuild` and the device's
+memory of epochs) and `accept`s it against the caller's GroupContext. When the pieces the
+read brought do not reach the newest epoch (no tree held for the group yet, a resumed
+onboarding, a node that left a patch out), the reader fetches the group's chain from the
+nodes and `add_pieces` until they do. Nothing here talks to a node.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -39,12 +40,10 @@ from .tree_sync import (
 )
 from .verify import Commitments, OpenedSnapshot
 
-__all__ = ["OpenedTree", "TreeInput", "TreeStore"]
+__all__ = ["OpenedTree", "Pieces", "TreeInput", "TreeStore", "add_pieces"]
 
 ACCOUNT_LABEL = "account"
 
-# Fetches a group's tree snapshots from the nodes, in turn: (node, its verified pieces).
-FetchChain = Callable[[bytes], AsyncIterator[tuple[str, list[OpenedSnapshot]]]]
 Pieces = dict[tuple[str, int], OpenedSnapshot]
 
 
@@ -130,60 +129,41 @@ class TreeStore:
         _add(self._pending.setdefault(snap.group_id, {}), snap)
         return True
 
-    async def settle(
-        self,
-        fetch: FetchChain,
-        state: SyncState,
-        commitments: Mapping[bytes, Commitments] | None,
-        suspects: dict[str, str],
-    ) -> AsyncIterator[OpenedTree]:
-        """Rebuild each group whose chain the last read moved and yield its new tree,
-        verified. A node whose chain did not complete while another's did is added to
-        `suspects`. A group that fails keeps its pieces for the next read and, once every
-        other group is done, its failure is raised."""
+    def take_pending(self) -> dict[bytes, Pieces]:
+        """The pieces the last read collected, by group; the store forgets them."""
         pending, self._pending = self._pending, {}
-        failure: VerificationFailed | None = None
-        for group_id, pieces in pending.items():
-            try:
-                opened = await self._settle(
-                    group_id, pieces, fetch=fetch, state=state, commitments=commitments,
-                    suspects=suspects,
-                )  # fmt: skip
-            except ForkError:
-                raise
-            except VerificationFailed as exc:
-                self._pending[group_id] = pieces
-                failure = failure or exc
-                continue
-            if opened is not None:
-                yield opened
-        if failure is not None:
-            raise failure
+        return pending
 
-    async def _settle(
-        self,
-        group_id: bytes,
-        pieces: Pieces,
-        *,
-        fetch: FetchChain,
-        state: SyncState,
-        commitments: Mapping[bytes, Commitments] | None,
-        suspects: dict[str, str],
-    ) -> OpenedTree | None:
+    def keep_pending(self, group_id: bytes, pieces: Pieces) -> None:
+        """A group that did not settle: its pieces wait for the next read."""
+        self._pending[group_id] = pieces
+
+    def target(self, group_id: bytes, pieces: Pieces, state: SyncState) -> int | None:
+        """The epoch a rebuilt tree must reach, or None when the held tree is as new."""
         current = self._versions.get(group_id)
         known = [state.known[(group_id, k)].mls_epoch for k in TREE_KINDS
                  if (group_id, k) in state.known]  # fmt: skip
         target = max([epoch for _, epoch in pieces] + known)
-        if current is not None and current.mls_epoch >= target:
-            return None  # nothing newer than the tree this device holds
-        try:
-            version = _reach(pieces, current, target)
-        except VerificationFailed as first:
-            version, short = await _fetch_and_reach(fetch(group_id), pieces, current, target, first)
-            for node in short:
-                suspects.setdefault(
-                    node, f"its tree chain of group {group_id.hex()} does not reach epoch {target}"
-                )
+        return None if current is not None and current.mls_epoch >= target else target
+
+    def reach(self, group_id: bytes, pieces: Pieces, target: int) -> TreeVersion:
+        """The tree `pieces` rebuild, from the held tree or else from their newest base
+        alone; `RollbackError` when they do not reach `target`."""
+        current = self._versions.get(group_id)
+        version = _first_reach(pieces, current, target)
+        if version is None:
+            return _reach(pieces, current, target)  # raises, naming how far it got
+        return version
+
+    def accept(
+        self,
+        group_id: bytes,
+        version: TreeVersion,
+        pieces: Pieces,
+        commitments: Mapping[bytes, Commitments] | None,
+    ) -> OpenedTree:
+        """`version` is the group's tree once it matches the delivery service's tree hash
+        (when that names this epoch)."""
         expected = (commitments or {}).get(group_id)
         if (
             expected is not None
@@ -208,6 +188,12 @@ class TreeStore:
         )
 
 
+def add_pieces(pieces: Pieces, more: list[OpenedSnapshot]) -> None:
+    """Another node's verified chain joins `pieces`; two snapshots at one epoch: fork."""
+    for snap in more:
+        _add(pieces, snap)
+
+
 def _add(pieces: Pieces, snap: OpenedSnapshot) -> None:
     key = (snap.kind, snap.mls_epoch)
     held = pieces.get(key)
@@ -229,27 +215,6 @@ def _reach(pieces: Pieces, start: TreeVersion | None, target: int) -> TreeVersio
             f"the tree chain reaches epoch {version.mls_epoch}, below the known {target}"
         )
     return version
-
-
-async def _fetch_and_reach(
-    chains: AsyncIterator[tuple[str, list[OpenedSnapshot]]],
-    pieces: Pieces,
-    current: TreeVersion | None,
-    target: int,
-    first: VerificationFailed,
-) -> tuple[TreeVersion, list[str]]:
-    """The pieces a read brought do not reach `target`: add each node's whole chain in
-    turn until they do; else `first`, the original failure. Also returns the nodes asked
-    before the one that completed it, whose chains fell short."""
-    short: list[str] = []
-    async for node, more in chains:
-        for snap in more:
-            _add(pieces, snap)
-        version = _first_reach(pieces, current, target)
-        if version is not None:
-            return version, short
-        short.append(node)
-    raise first
 
 
 def _first_reach(pieces: Pieces, current: TreeVersion | None, target: int) -> TreeVersion | None:

@@ -5,12 +5,13 @@ delivery service's view of the group."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pre
 from cache_service.protocol import models as m
 
+from .directory import REVOCATION_GRACE, Directory, check_account
 from .errors import ForkError, RollbackError, VerificationFailed
 from .state import SyncState
 from .tree_sync import BASE_KIND, TREE_KINDS, is_tree_snapshot
@@ -25,89 +26,6 @@ __all__ = [
     "open_item",
     "open_tree_piece",
 ]
-
-# Twice the nodes' default clock-skew window (300 s): the author's and the admin's clocks
-# may each be that far from the nodes'.
-REVOCATION_GRACE = 600
-
-
-def check_account(account_id: bytes, info: m.AccountInfo, node: str) -> pre.AccountRecord:
-    try:
-        record = pre.AccountRecord.from_bytes(info.account).verify()
-    except pre.PreError as exc:
-        raise VerificationFailed("account record does not verify", node) from exc
-    if record.account_id != account_id:
-        raise VerificationFailed("node served another account's record", node)
-    return record
-
-
-@dataclass(frozen=True)
-class Directory:
-    """The account's devices, each certificate verified against the root; revocations
-    verified too. Built from the union of what several nodes return, so one node cannot
-    hide a revocation."""
-
-    account: pre.AccountRecord
-    certificates: Mapping[bytes, pre.DeviceCertificate]
-    revoked_at: Mapping[bytes, int]
-
-    @classmethod
-    def build(
-        cls, account: pre.AccountRecord, lists: Iterable[tuple[str, m.DeviceList]]
-    ) -> Directory:
-        certs: dict[bytes, pre.DeviceCertificate] = {}
-        revoked: dict[bytes, int] = {}
-        for node, listing in lists:
-            for entry in listing.devices:
-                try:
-                    cert = pre.DeviceCertificate.from_bytes(entry.certificate)
-                    # Signature and binding now; validity is judged per snapshot time.
-                    cert.verify(account, now=cert.not_before)
-                    if entry.revocation is not None:
-                        rev = pre.Revocation.from_bytes(entry.revocation).verify(account)
-                        if rev.device_id == cert.device_id:
-                            revoked[cert.device_id] = min(
-                                rev.revoked_at, revoked.get(cert.device_id, rev.revoked_at)
-                            )
-                except pre.PreError as exc:
-                    raise VerificationFailed("device list does not verify", node) from exc
-                if cert.device_id.hex() != entry.device_id:
-                    raise VerificationFailed("device list entry mislabelled", node)
-                # Several certificates for one device (renewals): keep the latest.
-                known = certs.get(cert.device_id)
-                if known is None or cert.not_after > known.not_after:
-                    certs[cert.device_id] = cert
-        return cls(account, certs, revoked)
-
-    def certificate_at(self, device_id: bytes, when: int) -> pre.DeviceCertificate:
-        """The author's certificate, if it was valid and unrevoked at `when` (a snapshot's
-        time). A revocation is timed by the admin's clock and a snapshot by its author's,
-        so a snapshot nodes accepted just before the revocation can carry the same second
-        or a later one (nodes allow each clock `REVOCATION_GRACE / 2` of skew). Such times
-        are the author's claim: refusing them would protect nothing (a revoked key could
-        as well claim an earlier time; the nodes' refusal is what stops it) and would make
-        the acknowledged snapshot unreadable for every device."""
-        cert = self.certificates.get(device_id)
-        if cert is None:
-            raise VerificationFailed("snapshot author is not a device of this account")
-        revoked_at = self.revoked_at.get(device_id)
-        if revoked_at is not None:
-            revoked_at += REVOCATION_GRACE
-        try:
-            return cert.verify(self.account, now=when, revoked_at=revoked_at)
-        except pre.PreError as exc:
-            raise VerificationFailed("snapshot author was not certified at that time") from exc
-
-    def active(self, now: int) -> list[pre.DeviceCertificate]:
-        out = []
-        for device_id, cert in self.certificates.items():
-            try:
-                out.append(
-                    cert.verify(self.account, now=now, revoked_at=self.revoked_at.get(device_id))
-                )
-            except pre.PreError:
-                continue
-        return out
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,17 @@ Attacks:
   that stale listing, captured earlier from `listings`;
 - `drop`: leave out listed items for which it returns True;
 - `fake_digests`: list every snapshot with a made-up digest (a fork claim, unsigned);
-- `hang`: accept the request and never answer (until the proxy is closed).
+- `hang`: accept the request and never answer (until the proxy is closed);
+- `replay_reencrypt_to`: send the device's signed `/reencrypt` request, unchanged, to
+  another node as well and answer with that node's fragments as its own (a cross-node
+  replay); `foreign_fragments`: answer `/reencrypt` with the fragments of a captured
+  answer of another node (`reencrypt_answers` keeps this node's), posing as this node;
+- `endless`: page forever: "stuck" answers every page with a cursor that does not move,
+  "forever" answers empty pages whose cursor creeps up by one;
+- `pad_answers`: append that many bytes of white space to every JSON answer (still valid
+  JSON: only a cap on answer sizes stops it);
+- `extra_publish_result`: add one result to every publish answer;
+- `fail_group_listing`: answer this status to every group listing (`?group=`).
 """
 
 from __future__ import annotations
@@ -59,10 +69,18 @@ class MaliciousProxy:
         self.drop: Callable[[Item], bool] | None = None
         self.fake_digests = False
         self.hang = False
+        self.replay_reencrypt_to: str | None = None
+        self.foreign_fragments: bytes | None = None
+        self.endless: str | None = None
+        self.pad_answers = 0
+        self.stream_answers = False  # send answers chunked, with no length announced
+        self.extra_publish_result = False
+        self.fail_group_listing: int | None = None
         # what it saw and did
         self.tampered = 0
         self.hanging = 0
         self.listings: list[bytes] = []  # every data listing the node answered, in order
+        self.reencrypt_answers: list[bytes] = []  # every /reencrypt answer, as the node sent it
         self.seen: dict[tuple[str, str], dict[int, Item]] = {}  # (group, kind) -> epoch -> item
         self._release = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
@@ -91,9 +109,10 @@ class MaliciousProxy:
         """Switch every attack off."""
         self.cfrags = None
         self.swap_snapshots = self.swap_ciphertexts = self.roll_back = self.hang = False
-        self.fake_digests = False
-        self.replay_listing = None
-        self.drop = None
+        self.fake_digests = self.extra_publish_result = False
+        self.replay_listing = self.replay_reencrypt_to = self.foreign_fragments = None
+        self.drop = self.endless = self.fail_group_listing = None
+        self.pad_answers = 0
 
     # forwarding
 
@@ -102,30 +121,82 @@ class MaliciousProxy:
             self.hanging += 1
             await self._release.wait()
             return web.Response(status=503)
-        assert self._session is not None
+        if self.fail_group_listing is not None and "group" in request.query:
+            self.tampered += 1
+            return web.Response(status=self.fail_group_listing)
         body = await request.read()
-        headers = {k: request.headers[k] for k in _FORWARDED if k in request.headers}
-        url = URL(self.upstream + request.raw_path, encoded=True)
-        async with self._session.request(
-            request.method, url, data=body or None, headers=headers, allow_redirects=False
-        ) as upstream:
-            raw = await upstream.read()
-            status, content_type = upstream.status, upstream.content_type
+        status, content_type, raw = await self._forward(self.upstream, request, body)
+        if request.path.endswith("/reencrypt") and status == 200:
+            self.reencrypt_answers.append(raw)
+            if self.replay_reencrypt_to is not None:  # the same signed bytes, elsewhere
+                self.tampered += 1
+                status, content_type, other = await self._forward(
+                    self.replay_reencrypt_to, request, body
+                )
+                raw = _as_answer_of(raw, other) if status == 200 else other
         if status == 200 and content_type == "application/json":
             raw = self._rewrite(request, raw)
+            if self.pad_answers:
+                self.tampered += 1
+                raw += b" " * self.pad_answers
+        if self.stream_answers:
+            response = web.StreamResponse(status=status, headers={"Content-Type": content_type})
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            for i in range(0, len(raw), 65536):
+                await response.write(raw[i : i + 65536])
+            await response.write_eof()
+            return response
         return web.Response(body=raw, status=status, headers={"Content-Type": content_type})
+
+    async def _forward(
+        self, upstream: str, request: web.Request, body: bytes
+    ) -> tuple[int, str, bytes]:
+        assert self._session is not None
+        headers = {k: request.headers[k] for k in _FORWARDED if k in request.headers}
+        url = URL(upstream.rstrip("/") + request.raw_path, encoded=True)
+        async with self._session.request(
+            request.method, url, data=body or None, headers=headers, allow_redirects=False
+        ) as answer:
+            return answer.status, answer.content_type, await answer.read()
 
     def _rewrite(self, request: web.Request, raw: bytes) -> bytes:
         path = request.path
         if request.method == "POST" and path.endswith("/reencrypt"):
             return self._reencrypt(raw)
         if request.method == "GET" and path.endswith("/snapshots"):
+            if self.endless is not None:
+                return self._endless(request, raw)
             return self._listing(raw, data=request.query.get("data") != "false")
+        if request.method == "POST" and path.endswith("/snapshots") and self.extra_publish_result:
+            doc = json.loads(raw)
+            doc["results"].append(dict(doc["results"][-1]))
+            self.tampered += 1
+            return json.dumps(doc).encode()
         return raw
+
+    def _endless(self, request: web.Request, raw: bytes) -> bytes:
+        doc = json.loads(raw)
+        self.tampered += 1
+        if self.endless == "stuck":  # the same page, and a cursor that stays put
+            start = request.query.get("after") or request.query.get("before")
+            if start is not None:
+                doc["next_cursor"] = int(start)
+            elif doc["items"]:
+                doc["next_cursor"] = doc["items"][-1]["seq"]
+            else:
+                doc["next_cursor"] = 1
+        else:  # "forever": empty pages, always more
+            after = int(request.query.get("after") or 0)
+            doc.update(items=[], next_cursor=after + 1, head=(1 << 53) - 1)
+        return json.dumps(doc).encode()
 
     # /reencrypt
 
     def _reencrypt(self, raw: bytes) -> bytes:
+        if self.foreign_fragments is not None:
+            self.tampered += 1
+            raw = _as_answer_of(raw, self.foreign_fragments)
         if self.cfrags is None:
             return raw
         doc = json.loads(raw)
@@ -199,3 +270,11 @@ class MaliciousProxy:
         if item.get("snapshot") is None:
             return {**stale, "seq": item["seq"], "snapshot": None}
         return {**stale, "seq": item["seq"]}
+
+
+def _as_answer_of(own: bytes, other: bytes) -> bytes:
+    """`other`'s re-encryption results under `own`'s node id and share index."""
+    mine, theirs = json.loads(own), json.loads(other)
+    return json.dumps(
+        {**theirs, "node_id": mine["node_id"], "share_index": mine["share_index"]}
+    ).encode()

@@ -10,6 +10,8 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +20,9 @@ import pytest
 
 from client_sdk.cli import main
 from client_sdk.local_nodes import start_nodes, stop_nodes
+from client_sdk.outcomes import LocalCode, NodeOutcome, NodeState
 from client_sdk.output import Progress, Result, Table, to_json, to_text
+from tests.client_sdk.malicious_proxy import MaliciousProxy
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +49,25 @@ class Ran:
         assert isinstance(doc, dict)
         return doc
 
-    def failed_cleanly(self) -> None:
-        """Exit status 1, nothing on stdout, one line on stderr, no traceback."""
+    def failed_cleanly(self) -> dict[str, object] | None:
+        """Exit status 1, no traceback, and either one line on stderr and nothing on
+        stdout, or (--json) nothing on stderr and one JSON error object on stdout, with
+        each node's outcome in the shared schema."""
         assert self.code == 1
-        assert self.out == ""
-        assert self.err.startswith("statecache: ")
-        assert self.err.count("\n") == 1
-        assert "Traceback" not in self.err
+        assert "Traceback" not in self.err + self.out
+        if not self.out:
+            assert self.err.startswith("statecache: ")
+            assert self.err.count("\n") == 1
+            return None
+        assert self.err == ""
+        doc = json.loads(self.out)
+        assert set(doc) == {"error"} and set(doc["error"]) == {"code", "message", "nodes"}
+        assert "\n" not in doc["error"]["message"]
+        for outcome in doc["error"]["nodes"].values():
+            assert set(outcome) == {"state", "code", "message"}
+            assert outcome["state"] in {"ok", "behind", "unavailable", "suspect"}
+        error: dict[str, object] = doc["error"]
+        return error
 
 
 @pytest.fixture
@@ -122,18 +138,27 @@ def test_the_whole_story(cli, node_urls: list[str], tmp_path: Path) -> None:
     (tmp_path / "g1").write_bytes(first)
     publish = "--json publish --group {} --kind {} --epoch {} --file"
     done = cli(admin, publish.format("aa01", "group_state", 3), tmp_path / "g1").json
-    assert (done["stored"], done["bytes"], done["failures"]) == (1, 3000, [])
+    assert (done["stored"], done["bytes"]) == (1, 3000)
+    assert {n["state"] for n in done["nodes"].values()} == {"ok"}
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(second)))
         done = cli(admin, publish.format("aa02", "ratchet_tree", 7), "-").json
     assert done["stored"] == 1
     # an older epoch is refused by every node: one line, exit 1
-    cli(admin, publish.format("aa01", "group_state", 2), tmp_path / "g1").failed_cleanly()
+    error = cli(admin, publish.format("aa01", "group_state", 2), tmp_path / "g1").failed_cleanly()
+    assert error is not None and error["code"] == "threshold_not_met"
+    nodes = error["nodes"]
+    assert isinstance(nodes, dict) and set(nodes) == set(node_urls)
+    assert {n["code"] for n in nodes.values()} == {"stale_epoch"}
+    cli(
+        admin, "publish --group aa01 --kind group_state --epoch 2 --file", tmp_path / "g1"
+    ).failed_cleanly()
 
     # onboard --out: every snapshot, written as published
     out = tmp_path / "out"
     onboarded = cli(laptop, "--json onboard --out", out).json
-    assert (onboarded["opened"], onboarded["bytes"], onboarded["suspects"]) == (2, 8000, [])
+    assert (onboarded["opened"], onboarded["bytes"]) == (2, 8000)
+    assert {n["state"] for n in onboarded["nodes"].values()} == {"ok"}
     assert (out / "aa01" / "group_state.3.bin").read_bytes() == first
     assert (out / "aa02" / "ratchet_tree.7.bin").read_bytes() == second
     assert sorted(p.name for p in out.rglob("*") if p.is_file()) == [
@@ -147,7 +172,8 @@ def test_the_whole_story(cli, node_urls: list[str], tmp_path: Path) -> None:
     (tmp_path / "g1b").write_bytes(update)
     assert cli(admin, publish.format("aa01", "group_state", 4), tmp_path / "g1b").json["stored"]
     synced = cli(laptop, "sync --json --out", out).json
-    assert synced["opened"] == 1 and synced["suspects"] == []
+    assert synced["opened"] == 1
+    assert {n["state"] for n in synced["nodes"].values()} == {"ok"}
     assert [(s["group_id"], s["kind"], s["mls_epoch"]) for s in synced["snapshots"]] == [
         ("aa01", "group_state", 4)
     ]
@@ -165,7 +191,8 @@ def test_the_whole_story(cli, node_urls: list[str], tmp_path: Path) -> None:
     assert all(r["shares_deleted"] == ["account@0"] for r in receipts)
     assert all(len(bytes.fromhex(r["node_id"])) == 16 for r in receipts)
     assert revoked["rotated"] == [{"label": "account", "key_epoch": 1}]
-    assert revoked["regranted"] == [] and revoked["failures"] == []
+    assert revoked["regranted"] == []
+    assert {n["state"] for n in revoked["nodes"].values()} == {"ok"}
     listed = cli(admin, "device list --json").json["devices"]
     assert [d["revoked"] is not None for d in listed if d["device_id"] == laptop_id] == [True]
 
@@ -192,6 +219,43 @@ def test_locked_keystore(cli, node_urls: list[str], tmp_path: Path, monkeypatch)
     assert [d["device_id"] for d in opened["devices"]] == [made["device_id"]]
 
 
+def test_timeout_bounds_a_command_with_a_hung_node(
+    cli, node_urls: list[str], tmp_path: Path
+) -> None:
+    """`--timeout` is each command's deadline. With one node hanging, a publish (which
+    waits for every node) ends at the deadline, well before the 3 s idle timeout, stored
+    on the other two and naming the hung node; a deadline too short to do anything ends
+    the command in one line naming the nodes."""
+    home = tmp_path / "admin"
+    hung = MaliciousProxy(node_urls[2])
+    loop = asyncio.new_event_loop()  # the proxy's own, in a thread: each command runs its own
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(hung.start(), loop).result(10)
+    (tmp_path / "state").write_bytes(b"state")
+    publish = "--json publish --group aa01 --kind group_state --file"
+    try:
+        cli(home, "--json account init --threshold 2", *node_args([*node_urls[:2], hung.url]))
+        hung.hang = True
+        started = time.monotonic()
+        done = cli(home, f"--timeout 0.5 {publish}", tmp_path / "state", "--epoch", 1).json
+        assert time.monotonic() - started < 2.5
+        assert done["stored"] == 1
+        nodes = done["nodes"]
+        assert isinstance(nodes, dict) and nodes[hung.url]["state"] == "unavailable"
+        assert nodes[hung.url]["code"] == "timeout"
+
+        error = cli(home, "--timeout 0.001 --json sync").failed_cleanly()
+        assert error is not None and error["code"] == "threshold_not_met"
+        text = cli(home, "sync --timeout 0.001")
+        text.failed_cleanly()
+        assert "deadline" in text.err
+    finally:
+        asyncio.run_coroutine_threadsafe(hung.close(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
 def test_home_from_environment(cli, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("STATECACHE_HOME", str(tmp_path / "nowhere"))
     missing = cli(None, "sync")
@@ -211,6 +275,8 @@ def test_home_from_environment(cli, tmp_path: Path, monkeypatch) -> None:
         ["account", "init", "--node", "ftp://a", "--threshold", "1"],
         ["device", "approve"],
         ["sync", "--nonsense"],
+        ["--timeout", "0", "sync"],
+        ["sync", "--timeout", "soon"],
     ],
 )
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -225,7 +291,7 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]
 
 def test_text_and_json_show_the_same_result() -> None:
     result = Result(
-        fields={"account_id": "ab", "count": 12345, "ok": True, "nodes": ["n1", "n2"]},
+        fields={"account_id": "ab", "count": 12345, "ok": True, "node_list": ["n1", "n2"]},
         tables={
             "rows": Table(
                 ("name", "size"), [{"name": "x", "size": 5}, {"name": "yy", "size": 1000}]
@@ -235,22 +301,30 @@ def test_text_and_json_show_the_same_result() -> None:
             "long": Table(("n",), [{"n": i} for i in range(5)], text_rows=2),
         },
         notes=["a hint"],
+        nodes={
+            "http://a": NodeOutcome(NodeState.OK),
+            "http://b": NodeOutcome(NodeState.UNAVAILABLE, LocalCode.TIMEOUT, "no answer in 3 s"),
+        },
     )
     assert json.loads(to_json(result)) == {
         "account_id": "ab",
         "count": 12345,
         "ok": True,
-        "nodes": ["n1", "n2"],
+        "node_list": ["n1", "n2"],
         "rows": [{"name": "x", "size": 5}, {"name": "yy", "size": 1000}],
         "empty": [],
         "hidden": [],
         "long": [{"n": i} for i in range(5)],
+        "nodes": {
+            "http://a": {"state": "ok", "code": None, "message": None},
+            "http://b": {"state": "unavailable", "code": "timeout", "message": "no answer in 3 s"},
+        },
     }
     assert to_text(result) == (
         "account id  ab\n"
         "count       12,345\n"
         "ok          yes\n"
-        "nodes       n1, n2\n"
+        "node list   n1, n2\n"
         "\n"
         "rows:\n"
         "  NAME   SIZE\n"
@@ -266,8 +340,21 @@ def test_text_and_json_show_the_same_result() -> None:
         "  1\n"
         "  ... and 3 more (--json lists all)\n"
         "\n"
+        "nodes:\n"
+        "  NODE      STATE        CODE     MESSAGE\n"
+        "  http://b  unavailable  timeout  no answer in 3 s\n"
+        "\n"
         "a hint\n"
     )
+
+
+def test_names_from_certificates_cannot_disguise_themselves_on_screen() -> None:
+    """Bidi overrides and invisible characters in a stored name (certified before names
+    were checked) are shown escaped; joiners real names need are kept."""
+    shown = to_text(Result(fields={"name": "evil\u202egpj.exe\u2066x\u200b", "ok": "👩\u200d💻"}))
+    assert "\\u{202E}" in shown and "\\u{2066}" in shown and "\\u{200B}" in shown
+    assert "\u202e" not in shown and "\u2066" not in shown and "\u200b" not in shown
+    assert "👩\u200d💻" in shown
 
 
 class FakeTerminal(io.StringIO):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 import pre
+from cache_service.protocol.codes import Code
 from client_sdk.errors import ThresholdNotMet
 from tests.client_sdk.conftest import (
     Cluster,
@@ -35,7 +36,7 @@ async def test_full_flow(cluster: Cluster) -> None:
         async with cluster.statecache(profile) as forgetful:  # a device that lost its state
             with pytest.raises(ThresholdNotMet) as refused:
                 await forgetful.publish(first[:1])
-        assert all(why.startswith("conflict") for why in refused.value.failures.values())
+        assert all(o.code is Code.CONFLICT for o in refused.value.failures.values())
 
         laptop = await cluster.enrol(admin, "laptop")
         tablet = await cluster.enrol(admin, "tablet")
@@ -94,7 +95,7 @@ async def test_full_flow(cluster: Cluster) -> None:
             with pytest.raises(ThresholdNotMet) as info:
                 await collect(lap.sync())
             assert info.value.failures
-            assert all("device_revoked" in why for why in info.value.failures.values())
+            assert all(o.code is Code.DEVICE_REVOKED for o in info.value.failures.values())
             assert lap.bytes_received - before < 4096
             with pytest.raises(ThresholdNotMet):
                 await lap.publish(bump(first[:1], 10))

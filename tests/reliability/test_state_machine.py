@@ -44,6 +44,7 @@ from hypothesis.stateful import (
 )
 
 import pre
+from cache_service.protocol.codes import Code
 from client_sdk.device import SnapshotInput, Statecache, enrollment_request
 from client_sdk.errors import NodeError, StatecacheError, ThresholdNotMet
 from client_sdk.keystore import Profile
@@ -498,7 +499,7 @@ class DeviceStory(RuleBasedStateMachine):
         check(got == [] and isinstance(error, ThresholdNotMet), f"{device} sync: {error!r}")
         assert isinstance(error, ThresholdNotMet)
         check(
-            all("device_revoked" in why for why in error.failures.values()),
+            all(o.code is Code.DEVICE_REVOKED for o in error.failures.values()),
             f"revoked read failed otherwise: {error}",
         )
         item = SnapshotInput(GROUPS[0], "group_state", 2**40, b"after revocation")
