@@ -11,7 +11,6 @@ hung_nodes.json, quoted in docs/SECURITY.md ("Bounds").
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import time
@@ -24,8 +23,9 @@ import pytest
 
 from client_sdk import NodeState, Statecache, ThresholdNotMet, create_account, enrollment_request
 from client_sdk.keystore import Profile
-from client_sdk.local_nodes import LocalNode, start_nodes, stop_nodes
+from client_sdk.local_nodes import LocalNode
 from tests.client_sdk.conftest import as_latest, bump, groups, latest
+from tests.reliability.conftest import node_processes
 from tests.reliability.figures import record
 from tests.reliability.sizes import SIZES
 
@@ -36,15 +36,10 @@ FIGURES: list[dict[str, Any]] = []
 
 @pytest.fixture(scope="module")
 def local_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[LocalNode]]:
-    base = Path(tmp_path_factory.mktemp("hung"))
-    nodes = asyncio.run(start_nodes(base, N, workers=0))
     try:
-        yield nodes
+        with node_processes(Path(tmp_path_factory.mktemp("hung")), N) as nodes:
+            yield nodes
     finally:
-        for node in nodes:  # never leave one frozen
-            if node.process is not None and node.process.poll() is None:
-                os.kill(node.process.pid, signal.SIGCONT)
-        asyncio.run(stop_nodes(nodes))
         _write_figures()
 
 

@@ -37,10 +37,11 @@ from client_sdk.device import Statecache, create_account, enrollment_request
 from client_sdk.errors import StatecacheError, ThresholdNotMet
 from client_sdk.fanout import RetryPolicy
 from client_sdk.keystore import Profile
-from client_sdk.local_nodes import LocalNode, start_nodes, stop_nodes
+from client_sdk.local_nodes import LocalNode
 from client_sdk.verify import OpenedSnapshot
 from tests.client_sdk.conftest import as_latest, assert_all_genuine, groups, latest
 from tests.client_sdk.malicious_proxy import MaliciousProxy
+from tests.reliability.conftest import node_processes
 from tests.reliability.figures import record
 from tests.reliability.sizes import SIZES
 
@@ -93,15 +94,10 @@ FIGURES: list[dict[str, Any]] = []
 @pytest.fixture(scope="module")
 def local_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[LocalNode]]:
     """Three node processes for the module (every scenario uses a fresh account)."""
-    base = Path(tmp_path_factory.mktemp("faults"))
-    nodes = asyncio.run(start_nodes(base, N, workers=0))
     try:
-        yield nodes
+        with node_processes(Path(tmp_path_factory.mktemp("faults")), N) as nodes:
+            yield nodes
     finally:
-        for node in nodes:  # never leave one frozen
-            if node.process is not None and node.process.poll() is None:
-                os.kill(node.process.pid, signal.SIGCONT)
-        asyncio.run(stop_nodes(nodes))
         _write_figures()
 
 
