@@ -15,16 +15,25 @@ from typing import NamedTuple
 import pytest
 
 from pre import (
+    AccountManifest,
     AccountRecord,
     AccountSecrets,
     CapsuleFragment,
     DeviceCertificate,
     DeviceKeys,
     DeviceSecrets,
+    GrantEntry,
+    GrantKey,
     GrantShare,
     Kek,
     KeyCapsule,
+    LabelEntry,
+    ManifestDevice,
+    ManifestNode,
+    ManifestUpdate,
     NodeSecrets,
+    Purge,
+    PurgeEntry,
     Revocation,
     RevocationReceipt,
     Role,
@@ -33,15 +42,20 @@ from pre import (
     SnapshotHeader,
     VerifiedCapsuleFragment,
     VerifiedGrantShare,
+    capsule_hash,
+    certificate_hash,
     certify_device,
     create_key_capsule,
     label_for_group,
     make_grant,
+    manifest_update,
+    purge_group,
     reencrypt,
     register_account,
     revoke_device,
     seal_snapshot,
     seal_with_passphrase,
+    sign_manifest,
     verify_capsule_fragment,
     verify_grant_share,
 )
@@ -295,6 +309,78 @@ def passphrase_box() -> bytes:
     return seal_with_passphrase(b"device secrets", "correct horse", log2_n=10)
 
 
+@pytest.fixture(scope="session")
+def manifest_v1(
+    account: AccountSecrets,
+    member_cert: DeviceCertificate,
+    admin_cert: DeviceCertificate,
+    key_chain: KeyChain,
+    node: NodeSecrets,
+) -> AccountManifest:
+    """Version 1 of the account's manifest: three nodes, one label, the admin and the
+    member, the member's grant."""
+    nodes = tuple(
+        ManifestNode(
+            node_key=NodeSecrets(seed(f"node {i}")).public_key,
+            share_index=i,
+            url=f"https://node{i}.example",
+            operator="" if i > 1 else "operator one",
+        )
+        for i in (1, 2, 3)
+    )
+    devices = sorted(
+        (ManifestDevice(device_id=c.device_id, certificate_hash=certificate_hash(c), revoked_at=0)
+         for c in (member_cert, admin_cert)),
+        key=lambda d: d.device_id,
+    )  # fmt: skip
+    unsigned = AccountManifest(
+        account_id=account.account_id,
+        version=1,
+        previous=bytes(32),
+        issued_at=NOW,
+        threshold=2,
+        grant_generation=0,
+        nodes=nodes,
+        labels=(
+            LabelEntry(label="account", key_epoch=1, capsule_hash=capsule_hash(key_chain.capsule1)),
+        ),
+        devices=tuple(devices),
+        grants=(
+            GrantEntry(
+                device_id=member_cert.device_id,
+                label="account",
+                key_epoch=1,
+                expires_at=NOW + 86_400,
+                generation=0,
+            ),
+        ),
+        purges=(),
+        signature=bytes(64),
+    )
+    return sign_manifest(account, unsigned)
+
+
+@pytest.fixture(scope="session")
+def manifest_v2(
+    account: AccountSecrets, manifest_v1: AccountManifest, stranger_device: DeviceSecrets
+) -> AccountManifest:
+    """Version 2: the member's grant withdrawn, a revoked device listed, a purge."""
+    revoked = ManifestDevice(
+        device_id=stranger_device.device_id, certificate_hash=bytes(range(32)), revoked_at=NOW
+    )
+    return sign_manifest(
+        account,
+        manifest_v1.replace(
+            version=2,
+            previous=manifest_v1.digest,
+            issued_at=NOW + 10,
+            devices=tuple(sorted((*manifest_v1.devices, revoked), key=lambda d: d.device_id)),
+            grants=(),
+            purges=(PurgeEntry(group_id=GROUP_ID, author=stranger_device.device_id, from_epoch=9),),
+        ),
+    )
+
+
 def all_record_types() -> list[type[Record]]:
     """Every Record subclass `import pre` defines, found by walking the class tree."""
     found: list[type[Record]] = []
@@ -335,6 +421,9 @@ def sample_records(
     passphrase_box: bytes,
     node: NodeSecrets,
     receipt: RevocationReceipt,
+    manifest_v1: AccountManifest,
+    manifest_v2: AccountManifest,
+    stranger_device: DeviceSecrets,
 ) -> dict[type[Record], tuple[Record, ...]]:
     """Valid instances of every record type, built by the real API where there is one."""
     samples: dict[type[Record], tuple[Record, ...]] = {
@@ -352,6 +441,15 @@ def sample_records(
         _PassphraseBox: (_PassphraseBox.from_bytes(passphrase_box),),
         NodeSecrets: (node,),
         ShareRef: receipt.deleted,
+        AccountManifest: (manifest_v1, manifest_v2),
+        ManifestUpdate: (manifest_update(manifest_v1, manifest_v2),),
+        ManifestNode: manifest_v1.nodes,
+        LabelEntry: manifest_v1.labels,
+        ManifestDevice: manifest_v2.devices,
+        GrantEntry: manifest_v1.grants,
+        GrantKey: manifest_update(manifest_v1, manifest_v2).grants_removed,
+        PurgeEntry: manifest_v2.purges,
+        Purge: (purge_group(account, GROUP_ID, stranger_device.device_id, from_epoch=9, now=NOW),),
         RevocationReceipt: (
             receipt,
             node.sign_receipt(

@@ -14,7 +14,15 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from pre import DeviceSecrets, GrantShare, SnapshotHeader, label_for_group
+from pre import (
+    AccountManifest,
+    DeviceSecrets,
+    GrantShare,
+    ManifestNode,
+    ManifestUpdate,
+    SnapshotHeader,
+    label_for_group,
+)
 from pre._codec import Enum8, Fixed, Maybe, Nested, Opaque, Record, Seq, Spec, Text, UInt
 from pre.keystore import _PassphraseBox
 
@@ -81,7 +89,39 @@ def _snapshot_headers(draw: st.DrawFn) -> SnapshotHeader:
     )
 
 
+def _sorted_unique(items: tuple[Any, ...]) -> tuple[Any, ...]:
+    by_key = {item.key: item for item in items}
+    return tuple(by_key[k] for k in sorted(by_key))
+
+
+@st.composite
+def _manifests(draw: st.DrawFn, cls: type[Record]) -> Any:
+    """Manifests and updates: sections sorted by key, nodes numbered 1..N, the threshold
+    within them, version 1 naming no previous manifest."""
+    values = {name: draw(strategy) for name, strategy in field_strategies(cls).items()}
+    for section in ("labels", "devices", "grants", "grants_removed", "purges"):
+        if section in values:
+            values[section] = _sorted_unique(values[section])
+    count = draw(st.integers(1, 5))
+    values["nodes"] = tuple(
+        draw(records(ManifestNode)).replace(share_index=i) for i in range(1, count + 1)
+    )
+    values["threshold"] = draw(st.integers(1, count))
+    if cls is AccountManifest:
+        values["version"] = draw(st.integers(1, (1 << 64) - 1))
+        values["previous"] = (
+            bytes(32)
+            if values["version"] == 1
+            else draw(st.binary(min_size=32, max_size=32).filter(any))
+        )
+    else:
+        values["version"] = draw(st.integers(2, (1 << 64) - 1))
+    return cls(**values)
+
+
 _SPECIAL: dict[type[Record], st.SearchStrategy[Any]] = {
+    AccountManifest: _manifests(AccountManifest),
+    ManifestUpdate: _manifests(ManifestUpdate),
     GrantShare: _grant_shares(),
     SnapshotHeader: _snapshot_headers(),
     DeviceSecrets: st.builds(
