@@ -24,6 +24,7 @@ from .service import (
     AccountService,
     Authenticator,
     DelegationService,
+    ManifestService,
     ReencryptionService,
     SnapshotService,
 )
@@ -96,7 +97,10 @@ def create_app(
                 retention=settings.retention,
                 clock=clock,
                 skew_seconds=settings.skew_seconds,
+                node=node,
+                max_epoch_jump=settings.max_epoch_jump,
             ),
+            manifests=ManifestService(store),
             reencryption=ReencryptionService(
                 store,
                 pool,

@@ -31,6 +31,11 @@ class Settings(BaseModel):
     max_labels: Annotated[int, Field(ge=1)] = 10_000
     max_devices: Annotated[int, Field(ge=1)] = 256
     max_grant_seconds: Annotated[int, Field(ge=60)] = 400 * 86_400
+    max_epoch_jump: Annotated[int, Field(ge=1, le=2**53)] = Field(
+        default=65_536,
+        description="how far above the newest stored MLS epoch of a (group, kind) a "
+        "snapshot may be (409 epoch_too_far beyond); the first is bounded by 2^53 - 1 only",
+    )
     rate_limit_per_minute: Annotated[int, Field(ge=1)] = 6_000
     idle_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
         default=60.0,

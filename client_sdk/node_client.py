@@ -33,7 +33,7 @@ from .policy import RetryPolicy
 __all__ = ["NodeClient"]
 
 M = TypeVar("M", bound=BaseModel)
-_CONFLICT_CODES = {Code.STALE_EPOCH, Code.STALE_KEY_EPOCH, Code.CONFLICT}
+_CONFLICT_CODES = {Code.STALE_EPOCH, Code.STALE_KEY_EPOCH, Code.CONFLICT, Code.EPOCH_TOO_FAR}
 _CHUNK = 1 << 16
 
 
@@ -217,7 +217,31 @@ class NodeClient:
         answer = await self._call(
             "POST", path, m.RevocationReceiptBody, record=revocation.to_bytes()
         )
-        return pre.RevocationReceipt.from_bytes(answer.receipt)
+        try:
+            return pre.RevocationReceipt.from_bytes(answer.receipt)
+        except pre.PreError as exc:
+            raise BadAnswer("its revocation receipt does not decode", self.base_url) from exc
+
+    # the account manifest and purges
+
+    async def get_manifest(self) -> m.ManifestInfo:
+        return await self._call("GET", self._prefix + "/manifest", m.ManifestInfo)
+
+    async def put_manifest(
+        self, manifest: pre.AccountManifest | pre.ManifestUpdate
+    ) -> m.ManifestInfo:
+        """A whole manifest, or an update of the version this node holds."""
+        path = self._prefix + "/manifest"
+        return await self._call("PUT", path, m.ManifestInfo, record=manifest.to_bytes())
+
+    async def purge(self, purge: pre.Purge) -> pre.PurgeReceipt:
+        answer = await self._call(
+            "POST", self._prefix + "/purges", m.PurgeReceiptBody, record=purge.to_bytes()
+        )
+        try:
+            return pre.PurgeReceipt.from_bytes(answer.receipt)
+        except pre.PreError as exc:
+            raise BadAnswer("its purge receipt does not decode", self.base_url) from exc
 
     # key capsules and grants
 

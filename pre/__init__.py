@@ -62,7 +62,7 @@ from .manifest import (
     purge_group,
     sign_manifest,
 )
-from .nodes import NodeSecrets, RevocationReceipt, ShareRef, node_id_for
+from .nodes import NodeSecrets, PurgeReceipt, RevocationReceipt, ShareRef, node_id_for, purge_digest
 from .reencryption import (
     CapsuleFragment,
     VerifiedCapsuleFragment,
@@ -115,6 +115,7 @@ __all__ = [
     "PreError",
     "Purge",
     "PurgeEntry",
+    "PurgeReceipt",
     "Revocation",
     "RevocationReceipt",
     "Role",
@@ -142,6 +143,7 @@ __all__ = [
     "open_key_capsule_as_owner",
     "open_snapshot",
     "open_with_passphrase",
+    "purge_digest",
     "purge_group",
     "reencrypt",
     "register_account",

@@ -51,6 +51,7 @@ class Tag(enum.IntEnum):
     NODE_SECRETS = 0x50
     REVOCATION_RECEIPT = 0x51
     SHARE_REF = 0x52
+    PURGE_RECEIPT = 0x53
 
 
 class Writer:

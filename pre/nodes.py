@@ -21,7 +21,15 @@ from .keys import (
     SIGNATURE_SIZE,
 )
 
-__all__ = ["MAX_RECEIPT_SHARES", "NodeSecrets", "RevocationReceipt", "ShareRef", "node_id_for"]
+__all__ = [
+    "MAX_RECEIPT_SHARES",
+    "NodeSecrets",
+    "PurgeReceipt",
+    "RevocationReceipt",
+    "ShareRef",
+    "node_id_for",
+    "purge_digest",
+]
 
 MAX_RECEIPT_SHARES = 4096
 NODE_ID_SIZE = 16
@@ -63,6 +71,31 @@ class RevocationReceipt(Record):
         if node_key != self.node_key:
             raise BindingError("receipt names another node")
         return self
+
+
+@dataclass(frozen=True)
+class PurgeReceipt(Record):
+    """A node's signed statement: it applied the purge whose digest it names and deleted
+    `deleted` snapshots."""
+
+    TAG = Tag.PURGE_RECEIPT
+    node_key: bytes = wire(Fixed(ED25519_PUBLIC_SIZE))
+    account_id: bytes = wire(Fixed(ACCOUNT_ID_SIZE))
+    purge_digest: bytes = wire(Fixed(32))
+    deleted: int = wire(UInt(4))
+    processed_at: int = wire(UInt(8))
+    signature: bytes = wire(Fixed(SIGNATURE_SIZE), signature=True)
+
+    def verify(self, node_key: bytes) -> PurgeReceipt:
+        prim.ed25519_verify(node_key, "purge-receipt", self.tbs(), self.signature)
+        if node_key != self.node_key:
+            raise BindingError("receipt names another node")
+        return self
+
+
+def purge_digest(purge_bytes: bytes) -> bytes:
+    """What a purge receipt names: the digest of the purge record as sent."""
+    return prim.digest("purge", purge_bytes)
 
 
 @dataclass(frozen=True, repr=False, eq=False)
@@ -120,4 +153,19 @@ class NodeSecrets(Record):
         )
         return unsigned.replace(
             signature=prim.ed25519_sign(self._key, "revocation-receipt", unsigned.tbs())
+        )
+
+    def sign_purge_receipt(
+        self, *, account_id: bytes, purge: bytes, deleted: int, now: int
+    ) -> PurgeReceipt:
+        unsigned = PurgeReceipt(
+            node_key=self.public_key,
+            account_id=account_id,
+            purge_digest=purge_digest(purge),
+            deleted=deleted,
+            processed_at=now,
+            signature=bytes(SIGNATURE_SIZE),
+        )
+        return unsigned.replace(
+            signature=prim.ed25519_sign(self._key, "purge-receipt", unsigned.tbs())
         )

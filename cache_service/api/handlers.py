@@ -101,6 +101,24 @@ async def revoke_device(request: web.Request) -> web.Response:
     return respond(receipt)
 
 
+# the account manifest and purges
+
+
+async def get_manifest(request: web.Request) -> web.Response:
+    return respond(await services(request).manifests.get(caller(request)))
+
+
+async def put_manifest(request: web.Request) -> web.Response:
+    body = await parse_body(request, m.ManifestBody)
+    info, created = await services(request).manifests.put(caller(request), body)
+    return respond(info, 201 if created else 200)
+
+
+async def purge_snapshots(request: web.Request) -> web.Response:
+    body = await parse_body(request, m.PurgeBody)
+    return respond(await services(request).snapshots.purge(caller(request), body))
+
+
 # key capsules and grants
 
 

@@ -14,6 +14,7 @@ from ..service import (
     Authenticator,
     Caller,
     DelegationService,
+    ManifestService,
     ReencryptionService,
     SnapshotService,
 )
@@ -30,6 +31,7 @@ class Services:
     delegation: DelegationService
     snapshots: SnapshotService
     reencryption: ReencryptionService
+    manifests: ManifestService
 
 
 class BodyBudget:

@@ -65,6 +65,17 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", V1 + "/devices/" + DEVICE + "/grants", h.list_device_grants,
           "This node's unexpired grant shares for a device (admin).",
           responses={200: m.GrantList}),
+    Route("GET", V1 + "/manifest", h.get_manifest,
+          "The account manifest this node holds (the admin's signed record of the account).",
+          responses={200: m.ManifestInfo}),
+    Route("PUT", V1 + "/manifest", h.put_manifest,
+          "Store the next manifest version, whole or as an update of the stored one (admin);"
+          " 409 with current_version otherwise.",
+          body=m.ManifestBody, responses={201: m.ManifestInfo, 200: m.ManifestInfo}),
+    Route("POST", V1 + "/purges", h.purge_snapshots,
+          "Delete a revoked author's snapshots of a group from an MLS epoch on (admin);"
+          " answers a signed receipt.",
+          body=m.PurgeBody, responses={200: m.PurgeReceiptBody}),
     Route("GET", V1 + "/capsules", h.list_capsules, "Key capsules the caller may open.",
           responses={200: m.CapsuleList}),
     Route("PUT", V1 + "/capsules/" + LABEL + "/" + KEY_EPOCH, h.put_capsule,

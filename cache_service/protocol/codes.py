@@ -31,6 +31,7 @@ class Code(StrEnum):
     CONFLICT = "conflict"
     STALE_EPOCH = "stale_epoch"
     STALE_KEY_EPOCH = "stale_key_epoch"
+    EPOCH_TOO_FAR = "epoch_too_far"  # an MLS epoch that jumps too far above the stored one
     # 413 / 415 / 421 / 429
     TOO_LARGE = "too_large"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
@@ -60,6 +61,7 @@ STATUS: dict[Code, int] = {
     Code.CONFLICT: 409,
     Code.STALE_EPOCH: 409,
     Code.STALE_KEY_EPOCH: 409,
+    Code.EPOCH_TOO_FAR: 409,
     Code.TOO_LARGE: 413,
     Code.UNSUPPORTED_MEDIA_TYPE: 415,
     Code.WRONG_NODE: 421,
@@ -81,6 +83,7 @@ TITLES: dict[Code, str] = {
     Code.CONFLICT: "Conflicts with stored state",
     Code.STALE_EPOCH: "MLS epoch does not move forward",
     Code.STALE_KEY_EPOCH: "Key epoch is not the label's current one",
+    Code.EPOCH_TOO_FAR: "MLS epoch jumps too far above the stored one",
     Code.TOO_LARGE: "Request too large",
     Code.UNSUPPORTED_MEDIA_TYPE: "Unsupported media type or content coding",
     Code.WRONG_NODE: "Request signed for another node",

@@ -31,12 +31,16 @@ __all__ = [
     "GrantShareBody",
     "KeyCapsuleBody",
     "Label",
+    "ManifestBody",
+    "ManifestInfo",
     "NodeInfo",
     "Problem",
     "PublishRequest",
     "PublishResponse",
     "PublishResult",
     "PublishStatus",
+    "PurgeBody",
+    "PurgeReceiptBody",
     "ReencryptItem",
     "ReencryptRequest",
     "ReencryptResponse",
@@ -144,6 +148,32 @@ class GrantList(_Model):
     """GrantShare records, as their admin signed them (the admin verifies each)."""
 
     grants: list[Annotated[bytes, Base64Url(2048)]]
+
+
+# the account manifest and purges
+
+MAX_MANIFEST_BYTES = 8 * 1024 * 1024
+
+
+class ManifestBody(_Model):
+    """An `AccountManifest` (whole) or a `ManifestUpdate` (the changes from the stored
+    version), as the admin signed it."""
+
+    manifest: Annotated[bytes, Base64Url(MAX_MANIFEST_BYTES, 1)]
+
+
+class ManifestInfo(_Model):
+    version: Annotated[int, Field(ge=1, lt=1 << 64)]
+    digest: Annotated[bytes, Base64Url(32, 32)]
+    manifest: Annotated[bytes, Base64Url(MAX_MANIFEST_BYTES, 1)]
+
+
+class PurgeBody(_Model):
+    purge: Annotated[bytes, Base64Url(1024, 1)]
+
+
+class PurgeReceiptBody(_Model):
+    receipt: Annotated[bytes, Base64Url(1024, 1)]
 
 
 # snapshots

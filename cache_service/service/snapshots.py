@@ -22,7 +22,13 @@ _REJECTIONS = {
     WriteOutcome.CONFLICT: (Code.CONFLICT, "another snapshot holds this MLS epoch"),
     WriteOutcome.STALE_KEY_EPOCH: (Code.STALE_KEY_EPOCH, "sealed under an old key epoch"),
     WriteOutcome.NO_CAPSULE: (Code.NOT_FOUND, "the label has no key capsule"),
+    WriteOutcome.EPOCH_TOO_FAR: (
+        Code.EPOCH_TOO_FAR,
+        "MLS epoch is more than the allowed jump above the newest stored",
+    ),
 }
+# A purge reads a group's snapshots page by page to find the author's.
+_PURGE_PAGE = 500
 
 
 class SnapshotService:
@@ -34,8 +40,12 @@ class SnapshotService:
         retention: Callable[[str], int],
         clock: Clock,
         skew_seconds: int,
+        node: pre.NodeSecrets,
+        max_epoch_jump: int = 65_536,
     ) -> None:
         self._storage = storage
+        self._node = node
+        self._max_jump = max_epoch_jump
         self._delegation = delegation
         self._retention = retention
         self._clock = clock
@@ -105,6 +115,7 @@ class SnapshotService:
                 data=data,
                 retain=self._retention(header.kind),
                 prunes=PRUNED_BY.get(header.kind),
+                max_jump=self._max_jump,
             ),
         )
         if outcome.status is WriteOutcome.REVOKED:
@@ -153,3 +164,38 @@ class SnapshotService:
                 )
             )
         return m.SnapshotPage(items=items, next_cursor=cursor, head=head)
+
+    async def purge(self, caller: Caller, body: m.PurgeBody) -> m.PurgeReceiptBody:
+        """Delete a revoked author's snapshots of one group from an MLS epoch on (an admin
+        clearing what that author wedged), and answer this node's signed receipt."""
+        caller.require_admin()
+        purge = decode(pre.Purge.from_bytes, body.purge, "purge")
+        with verifying("purge"):
+            purge.verify(caller.account)
+        devices = await self._storage.list_devices(caller.account_id)
+        author = devices.get(purge.author.hex())
+        if author is None or author.revocation is None:
+            raise ServiceError(Code.CONFLICT, "only a revoked author's snapshots are purged")
+        doomed: list[int] = []
+        cursor: int | None = None
+        while True:
+            rows, _, cursor = await self._storage.list_snapshots(
+                caller.account_id,
+                descending=False,
+                start=cursor,
+                limit=_PURGE_PAGE,
+                group_id=purge.group_id,
+            )
+            for row in rows:
+                if row.mls_epoch < purge.from_epoch:
+                    continue
+                snapshot = decode(pre.SealedSnapshot.from_bytes, row.data, "stored snapshot")
+                if snapshot.header.author == purge.author:
+                    doomed.append(row.seq)
+            if cursor is None:
+                break
+        deleted = await self._storage.delete_snapshots(caller.account_id, purge.group_id, doomed)
+        receipt = self._node.sign_purge_receipt(
+            account_id=purge.account_id, purge=body.purge, deleted=deleted, now=int(self._clock())
+        )
+        return m.PurgeReceiptBody(receipt=receipt.to_bytes())

@@ -3,11 +3,13 @@
 from .base import (
     AuthState,
     DeviceRecord,
+    ManifestOutcome,
     PublishOutcome,
     SnapshotWrite,
     Storage,
     StoredCapsule,
     StoredGrant,
+    StoredManifest,
     StoredSnapshot,
     WriteOutcome,
 )
@@ -16,12 +18,14 @@ from .redis_store import RedisStorage
 __all__ = [
     "AuthState",
     "DeviceRecord",
+    "ManifestOutcome",
     "PublishOutcome",
     "RedisStorage",
     "SnapshotWrite",
     "Storage",
     "StoredCapsule",
     "StoredGrant",
+    "StoredManifest",
     "StoredSnapshot",
     "WriteOutcome",
 ]

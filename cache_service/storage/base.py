@@ -10,11 +10,13 @@ from typing import Protocol
 __all__ = [
     "AuthState",
     "DeviceRecord",
+    "ManifestOutcome",
     "PublishOutcome",
     "SnapshotWrite",
     "Storage",
     "StoredCapsule",
     "StoredGrant",
+    "StoredManifest",
     "StoredSnapshot",
     "WriteOutcome",
 ]
@@ -61,6 +63,8 @@ class SnapshotWrite:
     # When set: storing this snapshot deletes its group's snapshots of this kind with a
     # lower MLS epoch (a new tree base makes older tree patches useless).
     prunes: str | None = None
+    # How far above the stored top of its (group, kind) an MLS epoch may be.
+    max_jump: int = 65_536
 
 
 class WriteOutcome(StrEnum):
@@ -73,6 +77,20 @@ class WriteOutcome(StrEnum):
     STALE_KEY_EPOCH = "stale_key_epoch"  # not the label's current key epoch
     NO_CAPSULE = "no_capsule"  # the label has no key capsule yet
     REVOKED = "revoked"  # the author was revoked meanwhile
+    EPOCH_TOO_FAR = "epoch_too_far"  # above the stored top by more than `max_jump`
+
+
+@dataclass(frozen=True)
+class StoredManifest:
+    data: bytes
+    version: int
+    digest: bytes
+
+
+class ManifestOutcome(StrEnum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"  # the stored version, identical
+    CONFLICT = "conflict"  # not the stored version + 1 naming the stored digest
 
 
 @dataclass(frozen=True)
@@ -169,7 +187,22 @@ class Storage(Protocol):
 
     async def list_grants(self, account_id: str, device_id: str) -> list[StoredGrant]: ...
 
+    # the account manifest
+    async def get_manifest(self, account_id: str) -> StoredManifest | None: ...
+
+    async def put_manifest(
+        self, account_id: str, manifest: StoredManifest, previous: bytes
+    ) -> tuple[ManifestOutcome, int]:
+        """Compare-and-set: stored when nothing is stored yet, or when `manifest` is the
+        stored version + 1 and `previous` is the stored digest. Returns what happened and
+        the version stored after the call."""
+        ...
+
     # snapshots
+    async def delete_snapshots(self, account_id: str, group_id: bytes, seqs: list[int]) -> int:
+        """Delete these snapshots of one group (a purge); how many were still there."""
+        ...
+
     async def publish(self, account_id: str, item: SnapshotWrite) -> PublishOutcome: ...
 
     async def list_snapshots(

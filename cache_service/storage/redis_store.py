@@ -14,6 +14,7 @@ Cluster slot and its Lua scripts stay atomic there):
     sc:{A}:group:<g>                zset    seq -> seq, one group's snapshots
     sc:{A}:gk:<g>:<kind>            zset    MLS epoch -> seq, newest K per (group, kind)
     sc:{A}:snap:<seq>               hash    the snapshot and its clear index fields
+    sc:{A}:manifest                 hash    data, version, digest: the account manifest
     sc:{A}:nonce:<dev>:<nonce>      string  replay cache, TTL: until its request leaves the window
     sc:{A}:rl:<dev>:<minute>        string  request counter for rate limiting
 
@@ -32,10 +33,12 @@ from ..errors import Code, ServiceError
 from .base import (
     AuthState,
     DeviceRecord,
+    ManifestOutcome,
     PublishOutcome,
     SnapshotWrite,
     StoredCapsule,
     StoredGrant,
+    StoredManifest,
     StoredSnapshot,
     WriteOutcome,
 )
@@ -138,7 +141,8 @@ return 1
 #       again when nothing is pruned).
 # ARGV: label, key epoch, mls epoch, digest, data, retain, snap key prefix, author,
 #       group id, kind, prune ('1': once stored, delete the group's snapshots of the
-#       pruned kind below this MLS epoch, as a new tree base does to older patches).
+#       pruned kind below this MLS epoch, as a new tree base does to older patches),
+#       max jump (how far above the stored top an MLS epoch may go).
 # Returns {status, seq or current epoch}.
 _PUBLISH = """
 if redis.call('HEXISTS', KEYS[5], ARGV[8]) == 1 then return {'revoked', 0} end
@@ -150,6 +154,7 @@ local top = redis.call('ZREVRANGE', KEYS[2], 0, 0, 'WITHSCORES')
 if top[1] then
   local top_epoch = tonumber(top[2])
   if epoch < top_epoch then return {'stale_epoch', top_epoch} end
+  if epoch > top_epoch + tonumber(ARGV[12]) then return {'epoch_too_far', top_epoch} end
   if epoch == top_epoch then
     if redis.call('HGET', ARGV[7] .. top[1], 'digest') == ARGV[4] then
       return {'duplicate', tonumber(top[1])}
@@ -185,6 +190,40 @@ return {'stored', seq}
 """
 
 
+# KEYS: manifest.  ARGV: data, version, digest, previous digest.
+# Returns {status, version stored after}: 'stored', 'duplicate' or 'conflict'.
+_PUT_MANIFEST = """
+local cur = redis.call('HMGET', KEYS[1], 'version', 'digest')
+if cur[1] then
+  local version = tonumber(cur[1])
+  local new = tonumber(ARGV[2])
+  if new == version and cur[2] == ARGV[3] then return {'duplicate', version} end
+  if new ~= version + 1 or cur[2] ~= ARGV[4] then return {'conflict', version} end
+end
+redis.call('HSET', KEYS[1], 'data', ARGV[1], 'version', ARGV[2], 'digest', ARGV[3])
+return {'stored', tonumber(ARGV[2])}
+"""
+
+# KEYS: feed (names the account's slot).  ARGV: snap key prefix, group:<g> key,
+# gk:<g>: key prefix, then sequence numbers. Deletes each snapshot still there from the
+# feed, its group and its (group, kind) index; returns how many.
+_DELETE_SNAPSHOTS = """
+local deleted = 0
+for i = 4, #ARGV do
+  local seq = ARGV[i]
+  local kind = redis.call('HGET', ARGV[1] .. seq, 'kind')
+  if kind then
+    redis.call('DEL', ARGV[1] .. seq)
+    redis.call('ZREM', KEYS[1], seq)
+    redis.call('ZREM', ARGV[2], seq)
+    redis.call('ZREM', ARGV[3] .. kind, seq)
+    deleted = deleted + 1
+  end
+end
+return deleted
+"""
+
+
 class RedisStorage:
     """`Storage` over one Redis (or Redis Cluster) connection pool."""
 
@@ -197,6 +236,8 @@ class RedisStorage:
         self._put_grant = client.register_script(_PUT_GRANT)
         self._publish = client.register_script(_PUBLISH)
         self._get_capsules = client.register_script(_GET_CAPSULES)
+        self._put_manifest = client.register_script(_PUT_MANIFEST)
+        self._delete_snapshots = client.register_script(_DELETE_SNAPSHOTS)
 
     @classmethod
     def connect(
@@ -417,12 +458,47 @@ class RedisStorage:
                 g,
                 item.kind,
                 "1" if pruned else "0",
+                item.max_jump,
             ],
         )
         outcome = WriteOutcome(status.decode())
         if outcome in (WriteOutcome.STORED, WriteOutcome.DUPLICATE):
             return PublishOutcome(outcome, seq=int(value))
         return PublishOutcome(outcome, current_epoch=int(value))
+
+    async def delete_snapshots(self, account_id: str, group_id: bytes, seqs: list[int]) -> int:
+        if not seqs:
+            return 0
+        k, g = self._k, _b64(group_id)
+        deleted = await self._delete_snapshots(
+            keys=[k(account_id, "feed")],
+            args=[
+                k(account_id, "snap") + ":",
+                k(account_id, "group", g),
+                k(account_id, "gk", g) + ":",
+                *seqs,
+            ],
+        )
+        return int(deleted)
+
+    # the account manifest
+
+    async def get_manifest(self, account_id: str) -> StoredManifest | None:
+        data, version, digest = await self._r.hmget(
+            self._k(account_id, "manifest"), ["data", "version", "digest"]
+        )
+        if data is None:
+            return None
+        return StoredManifest(bytes(data), int(version), bytes(digest))
+
+    async def put_manifest(
+        self, account_id: str, manifest: StoredManifest, previous: bytes
+    ) -> tuple[ManifestOutcome, int]:
+        status, version = await self._put_manifest(
+            keys=[self._k(account_id, "manifest")],
+            args=[manifest.data, manifest.version, manifest.digest, previous],
+        )
+        return ManifestOutcome(status.decode()), int(version)
 
     async def list_snapshots(
         self,

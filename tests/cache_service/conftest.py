@@ -424,6 +424,47 @@ class Tenant:
             expires_at=int(self.now) + ttl,
         )
 
+    def manifest(
+        self,
+        node_key: bytes,
+        *,
+        base: pre.AccountManifest | None = None,
+        devices: tuple[Device, ...] = (),
+    ) -> pre.AccountManifest:
+        """A signed manifest of this account on one node (threshold 1): version 1 naming
+        the `account` label, or the version after `base` also naming `devices`."""
+        entries = {
+            d.secrets.device_id: pre.ManifestDevice(
+                device_id=d.secrets.device_id,
+                certificate_hash=pre.certificate_hash(d.cert),
+                revoked_at=0,
+            )
+            for d in (self.account.admin, self.member, *devices)
+        }
+        unsigned = pre.AccountManifest(
+            account_id=self.account.record.account_id,
+            version=1 if base is None else base.version + 1,
+            previous=bytes(32) if base is None else base.digest,
+            issued_at=int(self.now),
+            threshold=1,
+            grant_generation=0,
+            nodes=(
+                pre.ManifestNode(
+                    node_key=node_key, share_index=1, url="http://127.0.0.1", operator=""
+                ),
+            ),
+            labels=(
+                pre.LabelEntry(
+                    label="account", key_epoch=0, capsule_hash=pre.capsule_hash(self.capsule)
+                ),
+            ),
+            devices=tuple(entries[k] for k in sorted(entries)),
+            grants=(),
+            purges=(),
+            signature=bytes(64),
+        )
+        return pre.sign_manifest(self.account.secrets, unsigned)
+
 
 async def make_tenant(node: Node, *, grant: bool = False) -> Tenant:
     """Register a fresh account on `node`, certify a member, create capsule (account, 0);

@@ -34,6 +34,7 @@ from pre import (
     NodeSecrets,
     Purge,
     PurgeEntry,
+    PurgeReceipt,
     Revocation,
     RevocationReceipt,
     Role,
@@ -450,6 +451,11 @@ def sample_records(
         GrantKey: manifest_update(manifest_v1, manifest_v2).grants_removed,
         PurgeEntry: manifest_v2.purges,
         Purge: (purge_group(account, GROUP_ID, stranger_device.device_id, from_epoch=9, now=NOW),),
+        PurgeReceipt: (
+            node.sign_purge_receipt(
+                account_id=account.account_id, purge=b"a purge record", deleted=3, now=NOW
+            ),
+        ),
         RevocationReceipt: (
             receipt,
             node.sign_receipt(

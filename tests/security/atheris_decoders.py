@@ -88,10 +88,34 @@ def seeds() -> dict[str, bytes]:
         account_id=record.account_id, device_id=device.device_id, revoked_at=now,
         deleted=(ref,), now=now,
     )  # fmt: skip
+    manifest = pre.sign_manifest(account, pre.AccountManifest(
+        account_id=record.account_id, version=1, previous=bytes(32), issued_at=now,
+        threshold=1, grant_generation=0,
+        nodes=(pre.ManifestNode(node_key=node.public_key, share_index=1,
+                                url="http://127.0.0.1:8700", operator="op"),),
+        labels=(pre.LabelEntry(label="account", key_epoch=0,
+                               capsule_hash=pre.capsule_hash(capsule)),),
+        devices=(pre.ManifestDevice(device_id=device.device_id,
+                                    certificate_hash=pre.certificate_hash(cert), revoked_at=0),),
+        grants=(pre.GrantEntry(device_id=device.device_id, label="account", key_epoch=0,
+                               expires_at=now + 9, generation=0),),
+        purges=(), signature=bytes(64),
+    ))  # fmt: skip
+    purge = pre.purge_group(account, b"g1", device.device_id, from_epoch=3, now=now)
+    later = pre.sign_manifest(
+        account,
+        manifest.replace(version=2, previous=manifest.digest, grants=(), purges=(purge.entry,)),
+    )
+    update = pre.manifest_update(manifest, later)
+    purge_receipt = node.sign_purge_receipt(
+        account_id=record.account_id, purge=purge.to_bytes(), deleted=1, now=now
+    )
     encodings: dict[str, bytes] = {
         type(r).__name__: r.to_bytes()
         for r in (account, record, device, device.public_keys, cert, capsule, share, fragment,
-                  sealed, sealed.header, revocation, node, ref, receipt)
+                  sealed, sealed.header, revocation, node, ref, receipt, manifest, update,
+                  *manifest.nodes, *manifest.labels, *manifest.devices, *manifest.grants,
+                  *update.grants_removed, purge.entry, purge, purge_receipt)
     }  # fmt: skip
     encodings["_PassphraseBox"] = pre.seal_with_passphrase(b"secret", "pw", log2_n=10)
 
@@ -132,6 +156,11 @@ def seeds() -> dict[str, bytes]:
         "NodeInfo": {"node_id": "n", "public_key": b64(bytes(32)), "share_index": 1,
                      "version": "0.1.0"},
         "Problem": {"type": "about:blank", "title": "t", "status": 400, "code": "malformed"},
+        "ManifestBody": {"manifest": b64(update.to_bytes())},
+        "ManifestInfo": {"version": 1, "digest": b64(manifest.digest),
+                         "manifest": b64(manifest.to_bytes())},
+        "PurgeBody": {"purge": b64(purge.to_bytes())},
+        "PurgeReceiptBody": {"receipt": b64(purge_receipt.to_bytes())},
     }  # fmt: skip
     out = {}
     for i, cls in enumerate(RECORDS):

@@ -67,7 +67,15 @@ SCHEMA_CHECKS = [
 ]
 RECORD_MEDIA_TYPE = "application/octet-stream"
 ACCOUNT_ID = re.compile(r"[0-9a-f]{64}")
-ADMIN_ROUTES = {"put_device", "revoke_device", "put_capsule", "put_grant", "list_device_grants"}
+ADMIN_ROUTES = {
+    "put_device",
+    "revoke_device",
+    "put_capsule",
+    "put_grant",
+    "list_device_grants",
+    "put_manifest",
+    "purge_snapshots",
+}
 
 FIGURES.goal(CHECK, "server_errors_5xx", "==", 0)
 FIGURES.goal(CHECK, "schema_mismatches", "==", 0)
@@ -150,6 +158,24 @@ async def _set_up_account(local: LocalNode) -> tuple[Tenant, Corpus]:
                 {"device_id": device.id_hex},
                 {"revocation": b64(revocation.to_bytes())},
             )
+        # the manifest: version 1 stored, its identical retry and the update to version 2
+        node_key = (await admin.node_info()).public_key
+        first = tenant.manifest(node_key)
+        second = tenant.manifest(node_key, base=first, devices=(account.device(now),))
+        await admin.put_manifest(first)
+        corpus.add("get_manifest", {})
+        corpus.add("put_manifest", {}, {"manifest": b64(first.to_bytes())})
+        corpus.add(
+            "put_manifest", {}, {"manifest": b64(pre.manifest_update(first, second).to_bytes())}
+        )
+        # a purge of a revoked device's snapshots of a group (it has none: 0 deleted)
+        gone = account.device(now)
+        await admin.put_device(gone.cert)
+        await admin.revoke(pre.revoke_device(account.secrets, gone.secrets.device_id, now=now))
+        purge = pre.purge_group(
+            account.secrets, b"fuzz-group", gone.secrets.device_id, from_epoch=0, now=now
+        )
+        corpus.add("purge_snapshots", {}, {"purge": b64(purge.to_bytes())})
 
         group = b"fuzz-group"
         label = pre.label_for_group(group)

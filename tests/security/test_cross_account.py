@@ -145,6 +145,15 @@ async def arrange(node: Node) -> tuple[Victim, Tenant]:
     fresh = victim.seal(group=groups[0], epoch=10)
     member_revocation = pre.revoke_device(account.secrets, victim.member.secrets.device_id, now=now)
     v.records += [newcomer.cert, rotation, fresh, member_revocation]
+    node_key = (await admin.node_info()).public_key
+    manifest = victim.manifest(node_key)
+    await admin.put_manifest(manifest)
+    next_manifest = victim.manifest(node_key, base=manifest, devices=(newcomer,))
+    update = pre.manifest_update(manifest, next_manifest)
+    purge = pre.purge_group(
+        account.secrets, groups[0], revoked.secrets.device_id, from_epoch=0, now=now
+    )
+    v.records += [manifest, next_manifest, update, purge]
     member = victim.member.id_hex
     json_body = "application/json"
     v.requests = {
@@ -175,6 +184,9 @@ async def arrange(node: Node) -> tuple[Victim, Tenant]:
             "",
         ),
         "reencrypt": ({}, b"{}", json_body, ""),
+        "get_manifest": ({}, b"", None, ""),
+        "put_manifest": ({}, update.to_bytes(), OCTETS, ""),
+        "purge_snapshots": ({}, purge.to_bytes(), OCTETS, ""),
     }
     assert set(v.requests) == {r.name for r in AUTHENTICATED}, "a new route needs its attacks"
     return v, attacker
