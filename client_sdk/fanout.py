@@ -10,12 +10,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+import pre
+
 from .errors import (
     NodeError,
     NodeTimeout,
     NodeUnavailable,
     StatecacheError,
     ThresholdNotMet,
+    VerificationFailed,
     outcome_of,
 )
 from .node_client import NodeClient
@@ -172,6 +175,9 @@ class FanOut:
                     break  # a refusal: final
             except StatecacheError as exc:  # verification failures: never retried
                 last = exc
+                break
+            except pre.PreError as exc:  # a record from the node that does not verify
+                last = VerificationFailed(str(exc), url)
                 break
             else:
                 self.command.outcomes.ok(url)
