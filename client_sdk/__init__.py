@@ -8,7 +8,7 @@ async with Statecache(load_profile(path)) as sc:
         ...
 """
 
-from .admin import Approval, RevokeReport
+from .admin import Approval, PurgeReport, RepairReport, RevokeReport
 from .device import Statecache, create_account
 from .directory import Directory
 from .enrolment import enrollment_request, parse_enrollment
@@ -22,6 +22,7 @@ from .errors import (
     NodeError,
     NodeTimeout,
     NodeUnavailable,
+    Purged,
     RollbackError,
     StatecacheError,
     ThresholdNotMet,
@@ -60,7 +61,10 @@ __all__ = [
     "OpenedTree",
     "Profile",
     "PublishReport",
+    "PurgeReport",
+    "Purged",
     "ReadReport",
+    "RepairReport",
     "RetryPolicy",
     "RevokeReport",
     "RollbackError",

@@ -1,22 +1,29 @@
 """Admin actions (a device holding the account seed): certify and authorise devices,
-create and rotate labels, revoke. Every write goes to every node; M must accept."""
+create and rotate labels, revoke, purge, repair, replace a node.
+
+Every decision here comes from the admin's own records (`admin_records`), never from a
+node's listing: the admin made them. Each action adds its records, signs the next
+manifest version, and converges every node (`steward`); M nodes must hold the action's
+own records for it to succeed, and what a node missed waits in its outbox for the next
+action or `repair`."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pre
 
+from .admin_records import AdminRecords, record_id
 from .directory import DeviceDirectory
 from .enrolment import parse_enrollment
-from .errors import AdminRequired, ThresholdNotMet, VerificationFailed
+from .errors import AdminRequired, BadAnswer, ThresholdNotMet, VerificationFailed
 from .keyring import Keyring
-from .node_client import NodeClient
-from .outcomes import OK, LocalCode, NodeOutcome, NodeState
+from .outcomes import OK, NodeOutcome, NodeState
 from .session import Session
+from .steward import Convergence, Steward, next_manifest
 
-__all__ = ["YEAR", "Admin", "Approval", "RevokeReport"]
+__all__ = ["YEAR", "Admin", "Approval", "PurgeReport", "RepairReport", "RevokeReport"]
 
 YEAR = 365 * 86_400
 ACCOUNT_LABEL = "account"
@@ -27,6 +34,7 @@ class Approval:
     certificate: pre.DeviceCertificate
     upload_bytes: int  # what the admin sent all nodes to certify and authorise the device
     nodes: dict[str, NodeOutcome] = field(default_factory=dict)
+    renewed: bool = False  # the device was approved before: certificate and grants renewed
 
 
 @dataclass(frozen=True)
@@ -38,11 +46,27 @@ class RevokeReport:
     nodes: dict[str, NodeOutcome] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class RepairReport:
+    """Per node: its outcome and the manifest version it holds afterwards."""
+
+    manifest_version: int
+    versions: dict[str, int]
+    nodes: dict[str, NodeOutcome]
+
+
+@dataclass(frozen=True)
+class PurgeReport:
+    receipts: dict[str, pre.PurgeReceipt]
+    nodes: dict[str, NodeOutcome]
+
+
 class Admin:
     def __init__(self, session: Session, keyring: Keyring, directory: DeviceDirectory) -> None:
         self._session = session
         self._keyring = keyring
         self._directory = directory
+        self._steward = Steward(session)
 
     def _account(self) -> pre.AccountSecrets:
         account = self._session.profile.account
@@ -50,8 +74,81 @@ class Admin:
             raise AdminRequired("this needs an admin device (one holding the account seed)")
         return account
 
-    async def _current(self) -> dict[str, int]:
-        return await self._keyring.load_capsules(await self._directory.record())
+    # the records, and converging the nodes on them
+
+    async def records(self) -> AdminRecords:
+        """This admin's records; an admin home from before manifests builds them once from
+        what M nodes verifiably hold (root-signed records only)."""
+        self._account()
+        profile = self._session.profile
+        if profile.records is None:
+            profile.records = await self._migrate()
+        return profile.records
+
+    async def _migrate(self) -> AdminRecords:
+        records = AdminRecords()
+        directory = await self._directory.load()
+        for device_id, cert in directory.certificates.items():
+            records.certificates[device_id] = cert.to_bytes()
+        answers = await self._session.fan.call(lambda n: n.list_devices())
+        for listing in answers.results.values():
+            for entry in listing.devices:
+                if entry.revocation is not None:
+                    rev = pre.Revocation.from_bytes(entry.revocation)
+                    if rev.device_id in directory.revoked_at:
+                        records.revocations.setdefault(rev.device_id, entry.revocation)
+        await self._keyring.load_capsules(directory.account)
+        for (label, epoch), capsule in self._keyring.capsules().items():
+            records.capsules[(label, epoch)] = capsule.to_bytes()
+        return records
+
+    async def _pins(self) -> list[tuple[bytes, str]]:
+        nodes = []
+        for node in self._session.nodes:
+            key = node.node_key
+            if key is None:
+                key = await self._session.fan.ask(node, lambda n: n.identity())
+            nodes.append((key, node.base_url))
+        return nodes
+
+    async def _converge(self, records: AdminRecords) -> Convergence:
+        """Sign the next manifest if the records changed, and bring every node up."""
+        nodes = await self._pins()
+        manifest = next_manifest(
+            records,
+            self._account(),
+            nodes,
+            threshold=self._session.threshold,
+            generation=records.generation,
+            now=self._session.now(),
+        )
+        if manifest is not None:
+            records.add_manifest(manifest)
+        return await self._steward.converge(records)
+
+    def _require(
+        self, result: Convergence, records: AdminRecords, ids: list[str], what: str
+    ) -> None:
+        """M nodes must hold every record the action made (each node its own share)."""
+        holding = 0
+        for node in self._session.nodes:
+            if result.nodes.get(node.base_url, OK).state is not NodeState.OK:
+                continue  # behind on the manifest, forked, or unreachable
+            key = node.node_key
+            done = set() if key is None else records.delivered.get(key.hex(), set())
+            own = [i for i in ids if not i.startswith("grant:") or i in _shares_for(records, node)]
+            holding += all(i in done for i in own)
+        if holding < self._session.threshold:
+            raise ThresholdNotMet(what, self._session.threshold, self._session.outcomes.snapshot())
+
+    async def repair(self) -> RepairReport:
+        """Re-deliver to every node what it missed and bring its manifest up."""
+        records = await self.records()
+        result = await self._converge(records)
+        newest = records.manifest
+        return RepairReport(0 if newest is None else newest.version, result.versions, result.nodes)
+
+    # devices
 
     async def approve(
         self,
@@ -67,24 +164,46 @@ class Admin:
         never through the nodes, so approval only makes members."""
         account = self._account()
         keys, name = parse_enrollment(blob)
-        current = await self._current()
+        records = await self.records()
+        current = _current(records)
         missing = sorted(set(labels) - set(current))
         if missing:  # before anything is uploaded
             raise ValueError(f"no key capsule for label(s) {', '.join(missing)}")
+        if keys.device_id in records.revocations:
+            raise ValueError("this device was revoked; it enrols again with new keys")
+        renewed = keys.device_id in records.certificates
         now = self._session.now()
         cert = pre.certify_device(
-            account,
-            keys,
-            role=pre.Role.MEMBER,
-            not_before=now - 60,
-            not_after=now + valid_for,
+            account, keys, role=pre.Role.MEMBER, not_before=now - 60, not_after=now + valid_for,
             name=name,
-        )
+        )  # fmt: skip
+        records.certificates[cert.device_id] = cert.to_bytes()
+        ids = [record_id("certificate", cert.to_bytes())]
+        ids += self._grant(records, cert, labels, now + grant_for)
         before = _sent(self._session)
-        answers = await self._session.fan.call(lambda n: n.put_device(cert))
-        answers.require(self._session.threshold, "certificate upload")
-        await self.authorise(cert, labels=labels, grant_for=grant_for)
-        return Approval(cert, _sent(self._session) - before, self._session.outcomes.snapshot())
+        result = await self._converge(records)
+        self._require(result, records, ids, "approval")
+        return Approval(
+            cert, _sent(self._session) - before, self._session.outcomes.snapshot(), renewed
+        )
+
+    def _grant(
+        self, records: AdminRecords, cert: pre.DeviceCertificate, labels: Sequence[str], until: int
+    ) -> list[str]:
+        """New M-of-N grants of `labels` at their current key epochs (records only)."""
+        current = _current(records)
+        ids = []
+        for label in labels:
+            if label not in current:
+                raise ValueError(f"label {label!r} has no key capsule")
+            capsule = pre.KeyCapsule.from_bytes(records.capsules[(label, current[label])])
+            shares = pre.make_grant(
+                self._account(), capsule, cert, threshold=self._session.threshold,
+                shares=len(self._session.nodes), expires_at=until,
+            )  # fmt: skip
+            records.grants[(cert.device_id, label)] = [s.to_bytes() for s in shares]
+            ids += [record_id("grant", s.to_bytes()) for s in shares]
+        return ids
 
     async def authorise(
         self,
@@ -95,122 +214,132 @@ class Admin:
     ) -> None:
         """One M-of-N grant per label, share i to node i: constant size in the number of
         groups."""
+        records = await self.records()
+        ids = self._grant(records, cert, labels, self._session.now() + grant_for)
+        result = await self._converge(records)
+        self._require(result, records, ids, "grant")
+
+    async def revoke(self, device_id: bytes, *, grant_for: int = 30 * 86_400) -> RevokeReport:
+        """Revoke on every node (each answers a signed receipt), rotate every label the
+        manifest lists, and re-grant each remaining member the labels it held, under the
+        new key epochs, until the same expiry (at most `grant_for` from now). Refused for
+        the admin device and for this device: every label key derives from the seed they
+        hold, so revoking them protects nothing."""
         account = self._account()
-        current = await self._current()
-        nodes = self._session.nodes
-        for label in labels:
-            if label not in current:
-                raise ValueError(f"label {label!r} has no key capsule")
-            capsule = self._keyring.capsule(label, current[label])
-            assert capsule is not None
-            shares = pre.make_grant(
-                account,
-                capsule,
-                cert,
-                threshold=self._session.threshold,
-                shares=len(nodes),
-                expires_at=self._session.now() + grant_for,
+        records = await self.records()
+        raw = records.certificates.get(device_id)
+        if raw is None:
+            raise ValueError("no such device in this account")
+        cert = pre.DeviceCertificate.from_bytes(raw)
+        if cert.role is pre.Role.ADMIN or device_id == self._session.profile.device.device_id:
+            raise ValueError(
+                "refusing to revoke an admin device or this device: label keys derive from "
+                "the account seed it holds (re-keying the account is not supported)"
             )
-            answers = await self._session.fan.call(_put_share(nodes, shares))
-            answers.require(self._session.threshold, f"grant of {label}")
+        now = self._session.now()
+        revocation = records.revocations.get(device_id)
+        if revocation is None:
+            revocation = pre.revoke_device(account, device_id, now=now).to_bytes()
+            records.revocations[device_id] = revocation
+        # what the others held, before the rotation replaces it
+        held = {k: pre.GrantShare.from_bytes(v[0]).expires_at for k, v in records.grants.items()}
+        for key in [k for k in records.grants if k[0] == device_id]:
+            del records.grants[key]
+        rotated = {label: self._rotate(records, label) for label in sorted(_current(records))}
+        regranted: set[bytes] = set()
+        for (member, label), expires_at in sorted(held.items()):
+            if member == device_id or member in records.revocations:
+                continue
+            member_cert = pre.DeviceCertificate.from_bytes(records.certificates[member])
+            until = min(expires_at, now + grant_for)
+            if until > now:
+                self._grant(records, member_cert, [label], until)
+                regranted.add(member)
+            else:
+                records.grants.pop((member, label), None)
+        result = await self._converge(records)
+        rev_id = record_id("revocation", revocation)
+        receipts: dict[str, pre.RevocationReceipt] = {}
+        failures: dict[str, NodeOutcome] = {}
+        for node in self._session.nodes:
+            answer = result.answers.get(node.base_url, {}).get(rev_id)
+            if isinstance(answer, pre.RevocationReceipt):
+                try:
+                    receipts[node.base_url] = _check_receipt(node.node_key, answer, revocation)
+                except VerificationFailed as exc:
+                    failures[node.base_url] = exc.outcome()
+            elif result.nodes.get(node.base_url, OK) is not OK:
+                failures[node.base_url] = result.nodes[node.base_url]
+        self._require(result, records, [rev_id], "revocation")
+        return RevokeReport(
+            receipts, failures, rotated, sorted(regranted), self._session.outcomes.snapshot()
+        )
+
+    # labels
+
+    def _rotate(self, records: AdminRecords, label: str) -> int:
+        current = _current(records)
+        capsule = pre.KeyCapsule.from_bytes(records.capsules[(label, current[label])])
+        old = pre.open_key_capsule_as_owner(self._account(), capsule)
+        epoch = old.key_epoch + 1
+        new, kek = pre.create_key_capsule(
+            self._account(), label, epoch, now=self._session.now(), previous=old
+        )
+        records.capsules[(label, epoch)] = new.to_bytes()
+        self._keyring.add(new, kek)
+        return epoch
 
     async def add_label(self, label: str) -> None:
         """Create a label's first key capsule (e.g. `group:<id>` for one group)."""
+        records = await self.records()
+        if any(lb == label for lb, _ in records.capsules):
+            raise ValueError(f"label {label!r} exists already")
         capsule, kek = pre.create_key_capsule(self._account(), label, 0, now=self._session.now())
-        answers = await self._session.fan.call(lambda n: n.put_capsule(capsule))
-        answers.require(self._session.threshold, "key capsule")
+        records.capsules[(label, 0)] = capsule.to_bytes()
         self._keyring.add(capsule, kek)
+        result = await self._converge(records)
+        self._require(result, records, [record_id("capsule", capsule.to_bytes())], "key capsule")
 
     async def rotate(self, label: str) -> int:
         """Start the label's next key epoch, chaining the previous KEK into it. Nodes then
         refuse snapshots sealed under older epochs."""
-        account = self._account()
-        current = await self._current()
-        if label not in current:
+        records = await self.records()
+        if label not in _current(records):
             raise ValueError(f"label {label!r} has no key capsule")
-        held = self._keyring.capsule(label, current[label])
-        assert held is not None
-        old = pre.open_key_capsule_as_owner(account, held)
-        epoch = old.key_epoch + 1
-        capsule, kek = pre.create_key_capsule(
-            account, label, epoch, now=self._session.now(), previous=old
-        )
-        answers = await self._session.fan.call(lambda n: n.put_capsule(capsule))
-        answers.require(self._session.threshold, "rotation")
-        self._keyring.add(capsule, kek)  # the older epochs too: their snapshots are read
+        epoch = self._rotate(records, label)
+        result = await self._converge(records)
+        ids = [record_id("capsule", records.capsules[(label, epoch)])]
+        self._require(result, records, ids, "rotation")
         return epoch
 
-    async def revoke(self, device_id: bytes, *, grant_for: int = 30 * 86_400) -> RevokeReport:
-        """Revoke on every node (each answers a signed receipt), rotate every label, and
-        re-grant each remaining member device the labels it held, under the new key epochs,
-        until the same expiry (at most `grant_for` from now)."""
-        account = self._account()
-        if device_id not in (await self._directory.load()).certificates:
-            raise ValueError("no such device in this account")
-        revocation = pre.revoke_device(account, device_id, now=self._session.now())
-        answers = await self._session.fan.call(lambda n: _revoke(n, revocation))
-        receipts = answers.results
-        failures = dict(answers.failures)
-        if len(receipts) < self._session.threshold:
-            nodes = {url: OK for url in receipts} | failures
-            raise ThresholdNotMet("revocation", self._session.threshold, nodes)
-        current = await self._current()
-        members = [
-            cert
-            for cert in (await self._directory.load()).active(self._session.now())
-            if cert.role is pre.Role.MEMBER and cert.device_id != device_id
-        ]
-        held = {cert.device_id: await self._held_grants(cert, current) for cert in members}
-        rotated = {label: await self.rotate(label) for label in sorted(current)}
-        regranted = []
-        for cert in members:
-            for label, expires_at in sorted(held[cert.device_id].items()):
-                remaining = min(expires_at - self._session.now(), grant_for)
-                if remaining > 0:
-                    await self.authorise(cert, labels=[label], grant_for=remaining)
-            if held[cert.device_id]:
-                regranted.append(cert.device_id)
-        return RevokeReport(
-            receipts, failures, rotated, regranted, self._session.outcomes.snapshot()
-        )
+    # purges
 
-    async def _held_grants(
-        self, cert: pre.DeviceCertificate, current: Mapping[str, int]
-    ) -> dict[str, int]:
-        """Label -> expiry of the grants the device holds at each label's current key epoch,
-        from the shares the nodes keep. Each share is verified (the account signed it), so
-        a node can withhold one but not add one; of several, the earliest expiry counts."""
-        record = await self._directory.record()
-        now = self._session.now()
-        answers = await self._session.fan.call(lambda n: n.device_grants(cert.device_id))
-        held: dict[str, int] = {}
-        for index, node in enumerate(self._session.nodes, start=1):
-            for raw in answers.results.get(node.base_url, []):
+    async def purge(self, group_id: bytes, author: bytes, *, from_epoch: int = 0) -> PurgeReport:
+        """Void a revoked author's snapshots of `group_id` from `from_epoch` on: nodes delete
+        them (each answers a signed receipt) and the manifest lists the purge, so devices
+        that accepted them drop them too."""
+        records = await self.records()
+        if author not in records.revocations:
+            raise ValueError("only a revoked device's snapshots can be purged; revoke it first")
+        purge = pre.purge_group(
+            self._account(), group_id, author, from_epoch=from_epoch, now=self._session.now()
+        )
+        records.purges.append(purge.to_bytes())
+        result = await self._converge(records)
+        pid = record_id("purge", purge.to_bytes())
+        receipts: dict[str, pre.PurgeReceipt] = {}
+        for node in self._session.nodes:
+            answer = result.answers.get(node.base_url, {}).get(pid)
+            if isinstance(answer, pre.PurgeReceipt) and node.node_key is not None:
                 try:
-                    share = pre.GrantShare.from_bytes(raw)
-                    capsule = self._keyring.capsule(share.label, share.key_epoch)
-                    if capsule is None or current.get(share.label) != share.key_epoch:
-                        continue  # an older key epoch: not a grant of what is current
-                    pre.verify_grant_share(
-                        share,
-                        account=record,
-                        capsule=capsule,
-                        device=cert,
-                        share_index=index,
-                        now=now,
-                    )
+                    receipts[node.base_url] = answer.verify(node.node_key)
                 except pre.PreError:
                     self._session.outcomes.note(
                         node.base_url,
-                        NodeOutcome(
-                            NodeState.SUSPECT,
-                            LocalCode.VERIFICATION_FAILED,
-                            "served a grant share that fails",
-                        ),
+                        BadAnswer("its purge receipt does not verify", node.base_url).outcome(),
                     )
-                    continue
-                held[share.label] = min(share.expires_at, held.get(share.label, share.expires_at))
-        return held
+        self._require(result, records, [pid], "purge")
+        return PurgeReport(receipts, self._session.outcomes.snapshot())
 
     async def pin_nodes(self) -> dict[str, bytes]:
         """Each node's identity key, pinned in the profile at first contact; a node that
@@ -223,26 +352,35 @@ class Admin:
         return self._session.profile.node_keys
 
 
-def _sent(session: Session) -> int:
-    return sum(n.bytes_sent for n in session.nodes)
+def _current(records: AdminRecords) -> dict[str, int]:
+    current: dict[str, int] = {}
+    for label, epoch in records.capsules:
+        current[label] = max(current.get(label, -1), epoch)
+    return current
 
 
-async def _revoke(node: NodeClient, revocation: pre.Revocation) -> pre.RevocationReceipt:
-    """A node's receipt, verified against its pinned key and naming this revocation."""
-    receipt = await node.revoke(revocation)
+def _shares_for(records: AdminRecords, node: object) -> set[str]:
+    index = getattr(node, "share_index", None) or 0
+    return {
+        record_id("grant", shares[index - 1])
+        for shares in records.grants.values()
+        if 0 < index <= len(shares)
+    }
+
+
+def _check_receipt(
+    node_key: bytes | None, receipt: pre.RevocationReceipt, revocation: bytes
+) -> pre.RevocationReceipt:
+    rev = pre.Revocation.from_bytes(revocation)
     try:
-        assert node.node_key is not None  # a signed request pinned it
-        verified = receipt.verify(node.node_key)
+        assert node_key is not None  # a signed request pinned it
+        verified = receipt.verify(node_key)
     except pre.PreError as exc:
-        raise VerificationFailed(f"bad receipt: {exc}", node.base_url) from exc
-    if (verified.account_id, verified.device_id) != (revocation.account_id, revocation.device_id):
-        raise VerificationFailed("bad receipt: it names another device", node.base_url)
+        raise VerificationFailed(f"bad receipt: {exc}", None) from exc
+    if (verified.account_id, verified.device_id) != (rev.account_id, rev.device_id):
+        raise VerificationFailed("bad receipt: it names another device")
     return verified
 
 
-def _put_share(
-    nodes: Sequence[NodeClient], shares: Sequence[pre.GrantShare]
-) -> Callable[[NodeClient], Awaitable[None]]:
-    """Share i goes to node i, and only there."""
-    by_node = {node.base_url: share for node, share in zip(nodes, shares, strict=True)}
-    return lambda node: node.put_grant(by_node[node.base_url])
+def _sent(session: Session) -> int:
+    return sum(n.bytes_sent for n in session.nodes)

@@ -71,6 +71,8 @@ async def connect(ctx: Context, profile: Profile) -> AsyncIterator[Statecache]:
     finally:
         if profile.node_keys != pinned:
             ctx.home.save(profile)
+        else:
+            ctx.home.save_records(profile)  # what the nodes acknowledged, even on failure
 
 
 def _require_admin(profile: Profile) -> None:

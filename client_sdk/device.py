@@ -32,17 +32,19 @@ from types import TracebackType
 
 import pre
 
-from .admin import YEAR, Admin, Approval, RevokeReport
+from .admin import YEAR, Admin, Approval, PurgeReport, RepairReport, RevokeReport
+from .admin_records import AdminRecords
 from .directory import DeviceDirectory, Directory
 from .enrolment import enrollment_request, parse_enrollment
-from .errors import StatecacheError
+from .errors import StatecacheError, ThresholdNotMet
 from .keyring import Keyring
 from .keystore import Profile
+from .manifest_view import ManifestView
 from .mls.stats import TreeStats, tree_stats
 from .mls.suites import CipherSuite
 from .mls.tree import RatchetTree
 from .node_client import NodeClient
-from .outcomes import NodeOutcome
+from .outcomes import NodeOutcome, NodeState
 from .paging import metadata
 from .policy import RetryPolicy
 from .publisher import ACCOUNT_LABEL, Publisher, PublishReport, SnapshotInput
@@ -95,10 +97,16 @@ async def create_account(
         name=name,
     )
     capsule, _ = pre.create_key_capsule(account, ACCOUNT_LABEL, 0, now=now)
+    profile.records = AdminRecords(
+        certificates={device.device_id: cert.to_bytes()},
+        capsules={(ACCOUNT_LABEL, 0): capsule.to_bytes()},
+    )
     async with Statecache(profile, clock=clock, policy=policy) as sc, sc._session.command():
         fan = sc._session.fan
         (await fan.call(lambda n: n.register_account(record, cert))).require(len(nodes), "register")
-        (await fan.call(lambda n: n.put_capsule(capsule))).require(len(nodes), "key capsule")
+        report = await sc._admin.repair()  # the capsule and manifest version 1, everywhere
+        if any(o.state is not NodeState.OK for o in report.nodes.values()):
+            raise ThresholdNotMet("account set-up", len(nodes), report.nodes)
     return profile
 
 
@@ -201,6 +209,23 @@ class Statecache:
     async def pin_nodes(self) -> dict[str, bytes]:
         async with self._session.command():
             return await self._admin.pin_nodes()
+
+    async def manifest(self) -> pre.AccountManifest | None:
+        """The newest account manifest this device can trust (an admin: its own)."""
+        async with self._session.command():
+            view = ManifestView(self._session, self.state)
+            return await view.current(await self._directory.record())
+
+    async def repair(self) -> RepairReport:
+        """Admin: re-deliver to every node what it missed (records, manifest versions) and
+        say where each node stands."""
+        async with self._session.command():
+            return await self._admin.repair()
+
+    async def purge(self, group_id: bytes, author: bytes, *, from_epoch: int = 0) -> PurgeReport:
+        """Admin: void a revoked author's snapshots of a group from `from_epoch` on."""
+        async with self._session.command():
+            return await self._admin.purge(group_id, author, from_epoch=from_epoch)
 
     # keys
 

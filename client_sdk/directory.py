@@ -147,9 +147,10 @@ class DeviceDirectory:
         self._record = record
         return record
 
-    async def load(self) -> Directory:
+    async def load(self, manifest: pre.AccountManifest | None = None) -> Directory:
         """Devices from M or more nodes, each listing verified on its own and merged: a
-        node whose listing fails is a suspect and does not count."""
+        node whose listing fails is a suspect and does not count. The manifest's
+        revocations count whether or not a node lists them."""
         record = await self.record()
 
         async def fetch(node: NodeClient) -> Listed:
@@ -158,4 +159,13 @@ class DeviceDirectory:
         threshold = self._session.threshold
         answers = await self._session.fan.call(fetch, quorum=threshold)
         listed = answers.require(threshold, "device list")
-        return Directory.merge(record, listed.values())
+        directory = Directory.merge(record, listed.values())
+        if manifest is None:
+            return directory
+        revoked = dict(directory.revoked_at)
+        for entry in manifest.devices:
+            if entry.revoked_at:
+                revoked[entry.device_id] = min(
+                    entry.revoked_at, revoked.get(entry.device_id, entry.revoked_at)
+                )
+        return Directory(record, directory.certificates, revoked)

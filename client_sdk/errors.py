@@ -12,6 +12,7 @@
     │   ├── RollbackError    a snapshot's MLS epoch is below one this device already knows
     │   ├── ForkError        two different snapshots claim the same (group, kind, epoch)
     │   ├── MissingSnapshot  a node left out a snapshot another node or the device knows
+    │   ├── Purged           a node served a snapshot the admin purged (it missed the purge)
     │   └── TreeMismatch     a ratchet tree rebuilt from its base and patches does not match
     │                        a tree hash it must match (its signed header's, the next patch's,
     │                        the caller's GroupContext), or a tree snapshot does not decode
@@ -43,6 +44,7 @@ __all__ = [
     "NodeError",
     "NodeTimeout",
     "NodeUnavailable",
+    "Purged",
     "RollbackError",
     "StatecacheError",
     "ThresholdNotMet",
@@ -129,6 +131,11 @@ class ForkError(VerificationFailed):
 
 
 class MissingSnapshot(VerificationFailed):
+    code = LocalCode.MISSING
+    state = NodeState.BEHIND
+
+
+class Purged(VerificationFailed):
     code = LocalCode.MISSING
     state = NodeState.BEHIND
 

@@ -65,9 +65,16 @@ class FanOut:
         self.policy = policy
         self.command = command
 
-    async def ask(self, node: NodeClient, fn: Ask[T]) -> T:
-        """One node: its answer, or the error that ended the last attempt (recorded)."""
-        ok, value = await self._one(node, fn)
+    async def ask(
+        self,
+        node: NodeClient,
+        fn: Ask[T],
+        *,
+        expected: Callable[[StatecacheError], bool] | None = None,
+    ) -> T:
+        """One node: its answer, or the error that ended the last attempt (recorded unless
+        `expected` says the caller takes it in its stride)."""
+        ok, value = await self._one(node, fn, expected)
         if not ok:
             assert isinstance(value, StatecacheError)
             raise value
@@ -149,7 +156,12 @@ class FanOut:
                 self.command.slow.add(node.base_url)
         raise ThresholdNotMet(what, 1, failures)
 
-    async def _one(self, node: NodeClient, fn: Ask[T]) -> tuple[bool, T | StatecacheError]:
+    async def _one(
+        self,
+        node: NodeClient,
+        fn: Ask[T],
+        expected: Callable[[StatecacheError], bool] | None = None,
+    ) -> tuple[bool, T | StatecacheError]:
         url = node.base_url
         down = self.command.down.get(url)
         if down is not None:
@@ -184,7 +196,8 @@ class FanOut:
                 return True, value
             if attempt + 1 < self.policy.attempts:
                 await asyncio.sleep(self.policy.delay(attempt))
-        self.command.outcomes.note(url, outcome_of(last))
+        if expected is None or not expected(last):
+            self.command.outcomes.note(url, outcome_of(last))
         return False, last
 
 

@@ -2,6 +2,7 @@
 
 ~/.statecache/        (or --home DIR, or $STATECACHE_HOME); created 0700
     keystore.json     secrets, account, nodes, pinned node keys (`keystore`; 0600)
+    admin.json        an admin's records, manifests and what each node holds (0600)
     state.json        sync cursors and the newest epoch seen per group (`state`)
 """
 
@@ -12,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .admin_records import AdminRecords
 from .errors import KeystoreError
 from .keystore import Profile, load_profile, save_profile
 
@@ -42,6 +44,10 @@ class Home:
     def state_path(self) -> Path:
         return self.path / "state.json"
 
+    @property
+    def admin_path(self) -> Path:
+        return self.path / "admin.json"
+
     def ensure_new(self) -> None:
         """Refuse to overwrite a device: a keystore may hold the only copy of a seed."""
         if self.keystore_path.exists():
@@ -49,6 +55,19 @@ class Home:
         self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def load(self) -> Profile:
+        profile = self._load()
+        if profile.account is not None:
+            try:
+                profile.records = AdminRecords.load(self.admin_path)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise KeystoreError(f"{self.admin_path} is damaged") from exc
+        return profile
+
+    def save_records(self, profile: Profile) -> None:
+        if profile.records is not None:
+            profile.records.save(self.admin_path)
+
+    def _load(self) -> Profile:
         try:
             return load_profile(self.keystore_path, self.passphrase)
         except KeystoreError as exc:
@@ -61,6 +80,7 @@ class Home:
 
     def save(self, profile: Profile) -> None:
         save_profile(self.keystore_path, profile, self.passphrase)
+        self.save_records(profile)
 
     def _is_locked(self) -> bool:
         try:

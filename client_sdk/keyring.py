@@ -37,6 +37,24 @@ class Keyring:
     def keks(self) -> Mapping[KeyId, pre.Kek]:
         return self._keks
 
+    def _expected(self, manifest: pre.AccountManifest | None) -> list[pre.LabelEntry]:
+        """The labels a node must list to this device: all (admin), or those it holds
+        an unexpired grant of."""
+        if manifest is None:
+            return []
+        if self._session.profile.account is not None:
+            return list(manifest.labels)
+        now = self._session.now()
+        granted = {
+            g.label
+            for g in manifest.grants_of(self._session.profile.device.device_id)
+            if g.expires_at > now
+        }
+        return [entry for entry in manifest.labels if entry.label in granted]
+
+    def capsules(self) -> dict[KeyId, pre.KeyCapsule]:
+        return dict(self._capsules)
+
     def capsule(self, label: str, key_epoch: int) -> pre.KeyCapsule | None:
         return self._capsules.get((label, key_epoch))
 
@@ -49,12 +67,28 @@ class Keyring:
         self._keks.clear()
         self._capsules.clear()
 
-    async def load_capsules(self, record: pre.AccountRecord) -> dict[str, int]:
-        """Verified key capsules from the first node that answers; each label's newest
-        key epoch."""
+    async def load_capsules(
+        self, record: pre.AccountRecord, manifest: pre.AccountManifest | None = None
+    ) -> dict[str, int]:
+        """Verified key capsules from the first node that serves a listing the manifest
+        does not contradict (every label this device is granted, at the manifest's key
+        epoch, with the capsule it names); each label's newest key epoch."""
+        expected = self._expected(manifest)
 
         async def fetch(node: NodeClient) -> list[pre.KeyCapsule]:
-            return _verified_capsules(await node.list_capsules(), record, node.base_url)
+            capsules = _verified_capsules(await node.list_capsules(), record, node.base_url)
+            held = {(c.label, c.key_epoch): c for c in capsules}
+            for entry in expected:
+                capsule = held.get((entry.label, entry.key_epoch))
+                if capsule is None:
+                    raise BadAnswer(
+                        f"hides {entry.label} at key epoch {entry.key_epoch}, which the "
+                        f"manifest (version {manifest.version if manifest else 0}) lists",
+                        node.base_url,
+                    )
+                if pre.capsule_hash(capsule) != entry.capsule_hash:
+                    raise BadAnswer(f"serves another capsule of {entry.label}", node.base_url)
+            return capsules
 
         _, capsules = await self._session.fan.first(fetch, "key capsules")
         current: dict[str, int] = {}
@@ -64,21 +98,25 @@ class Keyring:
         self.labels = set(current)
         return current
 
-    async def refresh(self, record: pre.AccountRecord) -> None:
+    async def refresh(
+        self, record: pre.AccountRecord, manifest: pre.AccountManifest | None = None
+    ) -> None:
         """Re-encrypt only when a node lists a key epoch this device holds no KEK for
         (first use, or after a rotation): a sync costs one small listing, not M
         re-encryptions."""
         if not self._keks:
-            await self.load(record)
+            await self.load(record, manifest)
             return
-        current = await self.load_capsules(record)
+        current = await self.load_capsules(record, manifest)
         if any((label, epoch) not in self._keks for label, epoch in current.items()):
-            await self.load(record)
+            await self.load(record, manifest)
 
-    async def load(self, record: pre.AccountRecord) -> Mapping[KeyId, pre.Kek]:
+    async def load(
+        self, record: pre.AccountRecord, manifest: pre.AccountManifest | None = None
+    ) -> Mapping[KeyId, pre.Kek]:
         """Every KEK this device may hold: as owner (admin), or from M verified
         re-encryptions of each label's newest granted capsule, then down the chain."""
-        current = await self.load_capsules(record)
+        current = await self.load_capsules(record, manifest)
         account = self._session.profile.account
         if account is not None:
             for key, owned in self._capsules.items():
@@ -166,10 +204,15 @@ class Keyring:
         epochs = [e for (lb, e) in self._capsules if lb == label]
         return self._keks.get((label, max(epochs))) if epochs else None
 
-    async def current(self, label: str, record: pre.AccountRecord) -> pre.Kek:
+    async def current(
+        self,
+        label: str,
+        record: pre.AccountRecord,
+        manifest: pre.AccountManifest | None = None,
+    ) -> pre.Kek:
         kek = self.newest(label)
         if kek is None:  # not loaded yet: `rotate` and `add_label` cache only their own KEK
-            await self.refresh(record)
+            await self.refresh(record, manifest)
             kek = self.newest(label)
         if kek is None:
             raise VerificationFailed(f"this device holds no key for label {label!r}")

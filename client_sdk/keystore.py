@@ -12,12 +12,15 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pre
 from cache_service.protocol.b64 import decode_b64url, encode_b64url
 
 from .errors import KeystoreError
+
+if TYPE_CHECKING:
+    from .admin_records import AdminRecords
 
 __all__ = ["Profile", "load_profile", "save_profile"]
 
@@ -34,6 +37,8 @@ class Profile:
     threshold: int
     account: pre.AccountSecrets | None = None  # admin devices only
     node_keys: dict[str, bytes] = field(default_factory=dict)  # pinned at first contact
+    # An admin's own records and manifests (`admin.json` in its home; not in the keystore).
+    records: AdminRecords | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not 1 <= self.threshold <= len(self.nodes):

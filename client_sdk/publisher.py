@@ -18,6 +18,7 @@ from cache_service.protocol.codes import Code, PublishStatus
 from .directory import DeviceDirectory
 from .errors import BadAnswer, ThresholdNotMet
 from .keyring import Keyring
+from .manifest_view import ManifestView
 from .node_client import NodeClient
 from .outcomes import OK, NodeOutcome, NodeState
 from .session import Session
@@ -96,6 +97,7 @@ class Publisher:
         # Sealed but not yet stored on M nodes, by (group, kind, MLS epoch): a retry sends
         # these same bytes.
         self._pending: dict[Key, tuple[bytes, pre.SealedSnapshot]] = {}
+        self._manifests = ManifestView(session, state)
 
     async def publish(self, items: Sequence[SnapshotInput | TreeInput]) -> PublishReport:
         try:
@@ -103,7 +105,9 @@ class Publisher:
         except ThresholdNotMet as exc:
             if not any(o.code is Code.STALE_KEY_EPOCH for o in exc.failures.values()):
                 raise
-        await self._keyring.refresh(await self._directory.record())
+        record = await self._directory.record()
+        self._manifests.state = self.state
+        await self._keyring.refresh(record, await self._manifests.current(record))
         return await self._publish(items)
 
     async def _publish(self, items: Sequence[SnapshotInput | TreeInput]) -> PublishReport:
@@ -215,7 +219,13 @@ class Publisher:
         pending = self._pending.get(key)
         if pending is not None and pending[0] == fingerprint:
             return pending[1]
-        kek = await self._keyring.current(item.label, await self._directory.record())
+        kek = self._keyring.newest(item.label)
+        if kek is None:  # keys not loaded yet: from the labels the manifest names
+            record = await self._directory.record()
+            self._manifests.state = self.state
+            kek = await self._keyring.current(
+                item.label, record, await self._manifests.current(record)
+            )
         snapshot = pre.seal_snapshot(
             kek,
             self._session.profile.device,

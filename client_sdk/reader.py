@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import pre
 from cache_service.protocol import models as m
 from cache_service.protocol.b64 import encode_b64url
 
@@ -23,6 +24,7 @@ from .directory import DeviceDirectory, Directory
 from .errors import (
     ForkError,
     MissingSnapshot,
+    Purged,
     RollbackError,
     StatecacheError,
     ThresholdNotMet,
@@ -30,6 +32,7 @@ from .errors import (
     outcome_of,
 )
 from .keyring import Keyring
+from .manifest_view import ManifestView
 from .node_client import NodeClient
 from .outcomes import NodeOutcome, NodeState, Outcomes
 from .paging import metadata, pages
@@ -88,6 +91,8 @@ class Reader:
         state: SyncState,
         state_path: Path | None = None,
     ) -> None:
+        self._manifests = ManifestView(session, state)
+        self._purges: tuple[pre.PurgeEntry, ...] = ()
         self._session = session
         self._keyring = keyring
         self._directory = directory
@@ -113,12 +118,17 @@ class Reader:
     ) -> AsyncGenerator[Opened, None]:
         self.report = ReadReport(outcomes=self._session.outcomes)
         record = await self._directory.record()
-        await self._keyring.refresh(record)
+        self._manifests.state = self.state
+        manifest = await self._manifests.current(record)
+        self._purges = () if manifest is None else manifest.purges
+        if self.state.forget_purged(self._purges):
+            self.state.cursors.clear()  # read again what the purged snapshots hid
+        await self._keyring.refresh(record, manifest)
         if not self._keyring.labels <= set(self.state.labels):
             # A label granted (or granted again) since the last read: nodes listed none of
             # its snapshots to this device then, so its history lies behind the cursors.
             self.state.cursors.clear()
-        directory = await self._directory.load()
+        directory = await self._directory.load(manifest)
         primary: NodeClient | None = None
         rollback: RollbackError | None = None
         for node in self._session.nodes:  # the first node that serves a valid listing
@@ -167,18 +177,26 @@ class Reader:
         directory: Directory,
         commitments: Mapping[bytes, Commitments] | None,
     ) -> OpenedSnapshot | None:
-        opened = open_item(
-            item,
-            node=node,
-            directory=directory,
-            keks=self._keyring.keks,
-            state=self.state,
-            commitments=commitments,
-        )
+        try:
+            opened = open_item(
+                item,
+                node=node,
+                directory=directory,
+                keks=self._keyring.keks,
+                state=self.state,
+                commitments=commitments,
+                purges=self._purges,
+            )
+        except Purged as exc:  # the node missed the purge: skip what it voided
+            self._blame(node, exc)
+            return None
         if opened is None:
             self.report.unchanged += 1
         else:
-            self.state.remember(opened.group_id, opened.kind, opened.mls_epoch, opened.digest)
+            self.state.remember(
+                opened.group_id, opened.kind, opened.mls_epoch, opened.digest,
+                opened.header.author,
+            )  # fmt: skip
             self.report.opened += 1
         return opened
 
@@ -376,10 +394,14 @@ class Reader:
             for item in page.items:
                 if item.kind not in TREE_KINDS:
                     continue
-                opened = open_tree_piece(
-                    item, node=node.base_url, directory=directory, keks=self._keyring.keks,
-                    state=self.state,
-                )  # fmt: skip
+                try:
+                    opened = open_tree_piece(
+                        item, node=node.base_url, directory=directory, keks=self._keyring.keks,
+                        state=self.state, purges=self._purges,
+                    )  # fmt: skip
+                except Purged as exc:
+                    self._blame(node.base_url, exc)
+                    continue
                 if opened is not None:
                     chain.append(opened)
         return chain

@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pre
 from cache_service.protocol.b64 import decode_b64url, encode_b64url
 
 __all__ = ["Known", "SyncState"]
@@ -18,6 +19,7 @@ __all__ = ["Known", "SyncState"]
 class Known:
     mls_epoch: int
     digest: bytes
+    author: bytes | None = None  # None: remembered by a version that did not keep it
 
 
 @dataclass
@@ -34,11 +36,35 @@ class SyncState:
     onboarded: bool = False
     known: dict[tuple[bytes, str], Known] = field(default_factory=dict)
     labels: list[str] = field(default_factory=list)
+    # the newest account manifest this device verified: never accept an older one
+    manifest_version: int = 0
+    manifest_digest: bytes = b""
 
-    def remember(self, group_id: bytes, kind: str, mls_epoch: int, digest: bytes) -> None:
+    def remember(
+        self,
+        group_id: bytes,
+        kind: str,
+        mls_epoch: int,
+        digest: bytes,
+        author: bytes | None = None,
+    ) -> None:
         current = self.known.get((group_id, kind))
         if current is None or mls_epoch >= current.mls_epoch:
-            self.known[(group_id, kind)] = Known(mls_epoch, digest)
+            self.known[(group_id, kind)] = Known(mls_epoch, digest, author)
+
+    def forget_purged(self, purges: tuple[pre.PurgeEntry, ...]) -> int:
+        """Drop what the device remembers of snapshots a purge voided (an author's, of a
+        group, from an epoch on; kept without an author: any at or above that epoch), so
+        the honest state below them is accepted again. How many were dropped."""
+        dropped = 0
+        for purge in purges:
+            for key, known in list(self.known.items()):
+                if key[0] != purge.group_id or known.mls_epoch < purge.from_epoch:
+                    continue
+                if known.author is None or known.author == purge.author:
+                    del self.known[key]
+                    dropped += 1
+        return dropped
 
     def to_json(self) -> str:
         return json.dumps(
@@ -49,9 +75,11 @@ class SyncState:
                 "onboarded": self.onboarded,
                 "known": [
                     [encode_b64url(g), kind, k.mls_epoch, k.digest.hex()]
+                    + ([] if k.author is None else [k.author.hex()])
                     for (g, kind), k in sorted(self.known.items())
                 ],
                 "labels": self.labels,
+                "manifest": [self.manifest_version, self.manifest_digest.hex()],
             }
         )
 
@@ -64,10 +92,14 @@ class SyncState:
             onboarding_head={str(k): int(v) for k, v in doc.get("onboarding_head", {}).items()},
             onboarded=bool(doc.get("onboarded", False)),
             known={
-                (decode_b64url(g, max_bytes=128), kind): Known(int(e), bytes.fromhex(d))
-                for g, kind, e, d in doc["known"]
+                (decode_b64url(g, max_bytes=128), kind): Known(
+                    int(e), bytes.fromhex(d), bytes.fromhex(rest[0]) if rest else None
+                )
+                for g, kind, e, d, *rest in doc["known"]
             },
             labels=[str(label) for label in doc.get("labels", [])],
+            manifest_version=int(doc.get("manifest", [0, ""])[0]),
+            manifest_digest=bytes.fromhex(doc.get("manifest", [0, ""])[1]),
         )
 
     def save(self, path: Path) -> None:

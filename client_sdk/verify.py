@@ -5,14 +5,14 @@ delivery service's view of the group."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pre
 from cache_service.protocol import models as m
 
 from .directory import REVOCATION_GRACE, Directory, check_account
-from .errors import ForkError, RollbackError, VerificationFailed
+from .errors import ForkError, Purged, RollbackError, VerificationFailed
 from .state import SyncState
 from .tree_sync import BASE_KIND, TREE_KINDS, is_tree_snapshot
 
@@ -124,6 +124,14 @@ def _decrypt(
     )
 
 
+def check_not_purged(h: pre.SnapshotHeader, purges: Sequence[pre.PurgeEntry], node: str) -> None:
+    for purge in purges:
+        if (purge.group_id, purge.author) == (h.group_id, h.author) and (
+            h.mls_epoch >= purge.from_epoch
+        ):
+            raise Purged(f"serves a snapshot the admin purged (epoch {h.mls_epoch})", node)
+
+
 def open_item(
     item: m.SnapshotItem,
     *,
@@ -132,6 +140,7 @@ def open_item(
     keks: Mapping[tuple[str, int], pre.Kek],
     state: SyncState,
     commitments: Mapping[bytes, Commitments] | None = None,
+    purges: Sequence[pre.PurgeEntry] = (),
 ) -> OpenedSnapshot | None:
     """Verify and open one listed snapshot. None: it is the snapshot the device already
     holds for that (group, kind). Raises RollbackError / ForkError / VerificationFailed.
@@ -142,6 +151,7 @@ def open_item(
     (`trees.TreeStore.settle`)."""
     snapshot = _decoded(item, node, directory)
     h = snapshot.header
+    check_not_purged(h, purges, node)
     piece = is_tree_snapshot(h.kind, h.tree_hash)
     known = state.known.get((h.group_id, h.kind))
     if not piece and known is not None and snapshot.digest == known.digest:
@@ -179,11 +189,13 @@ def open_tree_piece(
     directory: Directory,
     keks: Mapping[tuple[str, int], pre.Kek],
     state: SyncState,
+    purges: Sequence[pre.PurgeEntry] = (),
 ) -> OpenedSnapshot | None:
     """Verify and open one snapshot of a group's tree chain, fetched to rebuild the tree;
     None if it is not a tree piece. Raises ForkError / VerificationFailed."""
     snapshot = _decoded(item, node, directory)
     h = snapshot.header
+    check_not_purged(h, purges, node)
     if not is_tree_snapshot(h.kind, h.tree_hash):
         return None
     author = _check_signature(snapshot, directory, node)

@@ -25,7 +25,10 @@ Attacks:
 - `pad_answers`: append that many bytes of white space to every JSON answer (still valid
   JSON: only a cap on answer sizes stops it);
 - `extra_publish_result`: add one result to every publish answer;
-- `fail_group_listing`: answer this status to every group listing (`?group=`).
+- `fail_group_listing`: answer this status to every group listing (`?group=`);
+- `hide_capsules`: leave out of `/capsules` listings every capsule whose label it returns
+  True for; `hide_grants`: list no grant shares; `hide_revocations`: list devices without
+  their revocations.
 """
 
 from __future__ import annotations
@@ -76,6 +79,9 @@ class MaliciousProxy:
         self.stream_answers = False  # send answers chunked, with no length announced
         self.extra_publish_result = False
         self.fail_group_listing: int | None = None
+        self.hide_capsules: Callable[[str], bool] | None = None
+        self.hide_grants = False
+        self.hide_revocations = False
         # what it saw and did
         self.tampered = 0
         self.hanging = 0
@@ -111,8 +117,9 @@ class MaliciousProxy:
         self.swap_snapshots = self.swap_ciphertexts = self.roll_back = self.hang = False
         self.fake_digests = self.extra_publish_result = False
         self.replay_listing = self.replay_reencrypt_to = self.foreign_fragments = None
-        self.drop = self.endless = self.fail_group_listing = None
+        self.drop = self.endless = self.fail_group_listing = self.hide_capsules = None
         self.pad_answers = 0
+        self.hide_grants = self.hide_revocations = False
 
     # forwarding
 
@@ -168,6 +175,19 @@ class MaliciousProxy:
             if self.endless is not None:
                 return self._endless(request, raw)
             return self._listing(raw, data=request.query.get("data") != "false")
+        if request.method == "GET" and path.endswith("/capsules") and self.hide_capsules:
+            doc = json.loads(raw)
+            kept = [c for c in doc["capsules"] if not self.hide_capsules(c["label"])]
+            self.tampered += len(kept) != len(doc["capsules"])
+            return json.dumps({**doc, "capsules": kept}).encode()
+        if request.method == "GET" and path.endswith("/grants") and self.hide_grants:
+            self.tampered += 1
+            return json.dumps({"grants": []}).encode()
+        if request.method == "GET" and path.endswith("/devices") and self.hide_revocations:
+            doc = json.loads(raw)
+            self.tampered += any(d.get("revocation") for d in doc["devices"])
+            devices = [{**d, "revocation": None} for d in doc["devices"]]
+            return json.dumps({"devices": devices}).encode()
         if request.method == "POST" and path.endswith("/snapshots") and self.extra_publish_result:
             doc = json.loads(raw)
             doc["results"].append(dict(doc["results"][-1]))
