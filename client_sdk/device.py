@@ -368,6 +368,8 @@ class Statecache:
         caller that stops iterating early leaves no scope (or deadline) behind."""
         command = self._session.begin()
         try:
+            with self._session.use(command):
+                await self._session.identify()
             while True:
                 with self._session.use(command):
                     try:

@@ -196,6 +196,10 @@ class FanOut:
                 return True, value
             if attempt + 1 < self.policy.attempts:
                 await asyncio.sleep(self.policy.delay(attempt))
+        if isinstance(last, NodeUnavailable):
+            # Every attempt failed (refused, reset, closed just before the idle timeout):
+            # not asked again in this command, so it costs the command once.
+            self.command.down[url] = last.outcome()
         if expected is None or not expected(last):
             self.command.outcomes.note(url, outcome_of(last))
         return False, last

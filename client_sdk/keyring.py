@@ -128,8 +128,15 @@ class Keyring:
         )
         failures = dict(answers.failures)
         fragments: dict[KeyId, list[pre.VerifiedCapsuleFragment]] = {}
+        seen: dict[bytes, str] = {}  # cfrag bytes -> the node that sent them
         for url, (held, refused) in answers.results.items():
             for key, fragment in held.items():
+                first = seen.setdefault(fragment.fragment.cfrag, url)
+                if first != url:  # one node copied the other's: either may be the liar
+                    why = f"sent the same capsule fragment as {first}"
+                    for who in (url, first):
+                        self._session.outcomes.note(who, BadAnswer(why, who).outcome())
+                    continue
                 fragments.setdefault(key, []).append(fragment)
             if refused:
                 failures.setdefault(url, refused)

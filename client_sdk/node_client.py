@@ -55,6 +55,7 @@ class NodeClient:
         nonce: Callable[[], str] = lambda: secrets.token_urlsafe(18),
         pinned_key: bytes | None = None,
         share_index: int | None = None,
+        keys_in_use: dict[bytes, str] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._session = session
@@ -71,6 +72,8 @@ class NodeClient:
         self.node_key = pinned_key  # the node's identity key: pinned, or learnt at first use
         self.share_index = share_index  # the share this node must hold (its position)
         self._identity_checked = False
+        # Keys the other nodes of this session showed (key -> URL): one key, one position.
+        self._keys_in_use = {} if keys_in_use is None else keys_in_use
         self._identity_lock = asyncio.Lock()
         self.bytes_sent = 0  # request bodies, for the cost reports of demo and bench
         self.bytes_received = 0
@@ -99,6 +102,12 @@ class NodeClient:
                     f"holds share {info.share_index}, not share {self.share_index}",
                     self.base_url,
                 )
+            holder = self._keys_in_use.setdefault(info.public_key, self.base_url)
+            if holder != self.base_url:
+                # One of the two poses as the other, and nothing says which: neither is
+                # used with that key.
+                self._keys_in_use[info.public_key] = ""
+                raise BadAnswer("shows the same identity key as another node", self.base_url)
             self.node_key, self._identity_checked = info.public_key, True
             return info.public_key
 
@@ -131,6 +140,8 @@ class NodeClient:
             if self._device is None:
                 raise ValueError("this client has no device to sign with")
             node_key = await self.identity()
+            if self._keys_in_use.get(node_key, self.base_url) != self.base_url:
+                raise BadAnswer("another node showed this node's identity key", self.base_url)
             headers.update(
                 sign_request_headers(
                     method=method,
@@ -147,7 +158,12 @@ class NodeClient:
         url = self.base_url + path + ("?" + query_string if query_string else "")
         try:
             async with self._session.request(
-                method, url, data=payload or None, headers=headers, timeout=self._timeout
+                method,
+                url,
+                data=payload or None,
+                headers=headers,
+                timeout=self._timeout,
+                allow_redirects=False,  # a node answers for itself
             ) as resp:
                 raw = await self._read_capped(resp)
                 status = resp.status

@@ -22,6 +22,7 @@ from cache_service.protocol.b64 import encode_b64url
 
 from .directory import DeviceDirectory, Directory
 from .errors import (
+    BadAnswer,
     ForkError,
     MissingSnapshot,
     Purged,
@@ -295,27 +296,33 @@ class Reader:
             if have is not None and (item.mls_epoch < have.mls_epoch or item.digest == have.digest):
                 continue  # this node is behind, or holds what the device holds
             # Newer, or another snapshot at a known epoch (a fork, if its author really
-            # signed it): only a verified snapshot is believed.
-            async for page in pages(
-                self._session.fan, other, order="desc", start=None, limit=m.MAX_PAGE,
-                group_id=item.group_id,
-            ):  # fmt: skip
-                for full in page.items:
-                    if (full.kind, full.mls_epoch) != (item.kind, item.mls_epoch):
-                        continue
-                    opened = self._open(full, url, directory, commitments)
-                    if opened is not None:
-                        self._session.outcomes.note(
-                            primary.base_url,
-                            MissingSnapshot(
-                                f"left out group {encode_b64url(item.group_id)} {item.kind} "
-                                f"epoch {item.mls_epoch}, which {url} holds",
-                                primary.base_url,
-                            ).outcome(),
-                        )
-                        if not self._trees.collect(opened):
-                            yield opened
-                break  # the group's newest page holds what the metadata listed
+            # signed it): fetched by its own sequence number, and only believed verified.
+            page = await self._session.fan.ask(
+                other,
+                lambda n, item=item: n.list_snapshots(  # type: ignore[misc]
+                    order="desc", before=item.seq + 1, limit=1, group_id=item.group_id
+                ),
+            )
+            full = page.items[0] if page.items else None
+            if full is None or (full.seq, full.kind, full.mls_epoch, full.digest) != (
+                item.seq,
+                item.kind,
+                item.mls_epoch,
+                item.digest,
+            ):
+                raise BadAnswer(f"lists snapshot {item.seq} but does not serve it", other.base_url)
+            opened = self._open(full, url, directory, commitments)
+            if opened is not None:
+                self._session.outcomes.note(
+                    primary.base_url,
+                    MissingSnapshot(
+                        f"left out group {encode_b64url(item.group_id)} {item.kind} "
+                        f"epoch {item.mls_epoch}, which {url} holds",
+                        primary.base_url,
+                    ).outcome(),
+                )
+                if not self._trees.collect(opened):
+                    yield opened
 
     # ratchet trees
 

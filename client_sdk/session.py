@@ -4,6 +4,8 @@ scope every SDK call runs in (deadline, per-node outcomes, nodes that timed out)
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -33,6 +35,9 @@ class Session:
 
     async def open(self) -> None:
         self._http = aiohttp.ClientSession()
+        keys_in_use = {
+            key: url for url, key in self.profile.node_keys.items() if url in self.profile.nodes
+        }
         self.nodes = [
             NodeClient(
                 self._http,
@@ -43,6 +48,7 @@ class Session:
                 clock=self.clock,
                 pinned_key=self.profile.node_keys.get(url),
                 share_index=index,
+                keys_in_use=keys_in_use,
             )
             for index, url in enumerate(self.profile.nodes, start=1)
         ]
@@ -75,9 +81,25 @@ class Session:
         command = self.begin(timeout)
         try:
             with self.use(command):
+                await self.identify()
                 yield command
         finally:
             self.finish(command)
+
+    async def identify(self) -> None:
+        """First contact: every node not pinned yet shows its key at once, before any
+        request is signed for it, so a node posing as another is caught whichever
+        answers first (both are then refused). Failures surface on first use."""
+        unpinned = [n for n in self.nodes if n.node_key is None]
+        if unpinned:
+            limit = self.policy.connect_timeout + self.policy.idle_timeout
+            if self._command is not None:
+                limit = max(0.0, min(limit, self._command.remaining()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.gather(*(n.identity() for n in unpinned), return_exceptions=True),
+                    limit,
+                )
 
     def begin(self, timeout: float | None = None) -> Command:
         """A new scope, for a call that runs in steps (a read that yields)."""

@@ -26,6 +26,9 @@ Attacks:
   JSON: only a cap on answer sizes stops it);
 - `extra_publish_result`: add one result to every publish answer;
 - `fail_group_listing`: answer this status to every group listing (`?group=`);
+- `pose_as_share`: with `upstream` set to another node, relay everything there and claim
+  this share index (a node posing as another at a device's first contact);
+  `close_after`: wait that long, then drop the connection unanswered;
 - `hide_capsules`: leave out of `/capsules` listings every capsule whose label it returns
   True for; `hide_grants`: list no grant shares; `hide_revocations`: list devices without
   their revocations.
@@ -82,6 +85,8 @@ class MaliciousProxy:
         self.hide_capsules: Callable[[str], bool] | None = None
         self.hide_grants = False
         self.hide_revocations = False
+        self.pose_as_share: int | None = None  # relay to `upstream`, claiming this share
+        self.close_after: float | None = None  # wait, then drop the connection unanswered
         # what it saw and did
         self.tampered = 0
         self.hanging = 0
@@ -132,6 +137,19 @@ class MaliciousProxy:
             self.tampered += 1
             return web.Response(status=self.fail_group_listing)
         body = await request.read()
+        if self.close_after is not None and request.path != "/v1/node":
+            self.tampered += 1
+            await asyncio.sleep(self.close_after)
+            assert request.transport is not None
+            request.transport.abort()
+            return web.Response(status=500)
+        if self.endless == "forever" and request.path.endswith("/snapshots"):
+            # A lying node pages forever on its own: the node behind it (and its rate
+            # limit) is never asked.
+            self.tampered += 1
+            after = int(request.query.get("after") or 0)
+            page = {"items": [], "next_cursor": after + 1, "head": (1 << 53) - 1}
+            return web.json_response(page)
         status, content_type, raw = await self._forward(self.upstream, request, body)
         if request.path.endswith("/reencrypt") and status == 200:
             self.reencrypt_answers.append(raw)
@@ -141,6 +159,10 @@ class MaliciousProxy:
                     self.replay_reencrypt_to, request, body
                 )
                 raw = _as_answer_of(raw, other) if status == 200 else other
+        posing = request.path == "/v1/node" or request.path.endswith("/reencrypt")
+        if status == 200 and content_type == "application/json" and self.pose_as_share and posing:
+            self.tampered += 1
+            raw = json.dumps({**json.loads(raw), "share_index": self.pose_as_share}).encode()
         if status == 200 and content_type == "application/json":
             raw = self._rewrite(request, raw)
             if self.pad_answers:

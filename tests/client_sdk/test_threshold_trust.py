@@ -282,3 +282,42 @@ async def test_a_command_past_its_deadline_fails_naming_the_nodes(cluster: Clust
             await collect(lap.onboard())
         assert time.monotonic() - started < HUNG_BOUND
     assert info.value.nodes[proxy.url].state is NodeState.UNAVAILABLE
+
+
+async def test_a_node_posing_as_another_at_first_contact_is_refused(cluster: Cluster) -> None:
+    """A device with no pinned keys meets node 1 showing node 2's key (and relaying to
+    node 2): both positions showing one key are refused, so no request signed for node 2
+    is ever handed to node 1; with M = 2 the read then fails closed, naming both."""
+    _, laptop, _, [proxy] = await _world(cluster, (0,))
+    assert not laptop.node_keys
+    proxy.upstream, proxy.pose_as_share = cluster.urls[1], 1
+    async with cluster.statecache(laptop) as lap:
+        with pytest.raises(ThresholdNotMet) as info:
+            await collect(lap.onboard())
+        assert proxy.tampered
+    named = info.value.nodes
+    assert named[proxy.url].state is NodeState.SUSPECT
+    assert named[cluster.urls[1]].state is NodeState.SUSPECT
+    assert proxy.url not in laptop.node_keys or laptop.node_keys[proxy.url] != (
+        laptop.node_keys.get(cluster.urls[1])
+    )
+
+
+async def test_a_node_that_drops_connections_before_the_idle_timeout_costs_once(
+    cluster: Cluster,
+) -> None:
+    """Dropping each connection just before the idle timeout is no timeout, but once every
+    attempt failed the node is not asked again in the command."""
+    _, laptop, first, [proxy] = await _world(cluster, (0,))
+    async with cluster.statecache(laptop) as lap:
+        await lap.pin_nodes()
+    proxy.close_after = 0.9
+    policy = replace(POLICY, idle_timeout=1.0, attempts=3, base_delay=0.01)
+    async with Statecache(laptop, clock=cluster.clock, policy=policy) as lap:
+        started = time.monotonic()
+        got = await collect(lap.onboard())
+        took = time.monotonic() - started
+        assert as_latest(got) == latest(first)
+        assert lap.report.nodes[proxy.url].state is NodeState.UNAVAILABLE
+    assert proxy.tampered <= 2 * policy.attempts, proxy.tampered  # not once per request
+    assert took < HUNG_BOUND
