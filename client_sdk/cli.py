@@ -3,7 +3,9 @@
     statecache serve --port 8700 --data-dir var/node1 --share-index 1
     statecache account init --node URL --node URL --node URL --threshold 2 --name phone
     statecache device enroll --account ID --node URL ... --threshold 2 --name laptop
+    statecache account repair
     statecache device approve BLOB | list | revoke DEVICE_ID
+    statecache group purge --group HEX --author DEVICE_ID [--from-epoch N]
     statecache publish --group HEX --kind group_state --epoch N --file PATH
     statecache onboard --out DIR
     statecache sync --out DIR
@@ -197,6 +199,25 @@ def build_parser() -> argparse.ArgumentParser:
     init = add(account_cmds, "init", _account_init, "create an account; this device is admin")
     _add_nodes(init)
     init.add_argument("--name", default="admin", help="this device's name (default admin)")
+    add(
+        account_cmds,
+        "repair",
+        _account_repair,
+        "re-deliver to every node what it missed; show each node's manifest version",
+    )
+
+    group = commands_.add_parser("group", help="admin actions on one group", parents=[common])
+    group_cmds = group.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
+    purge = add(group_cmds, "purge", _group_purge, "void a revoked device's snapshots of a group")
+    purge.add_argument("--group", metavar="GROUP_ID_HEX", type=_hex(), required=True)
+    purge.add_argument(
+        "--author", metavar="DEVICE_ID", type=_hex(size=pre.DEVICE_ID_SIZE), required=True,
+        help="the revoked device whose snapshots are voided",
+    )  # fmt: skip
+    purge.add_argument(
+        "--from-epoch", metavar="N", type=_int_at_least(0), default=0,
+        help="void its snapshots at this MLS epoch and above (default 0: all)",
+    )  # fmt: skip
 
     device = commands_.add_parser("device", help="enrol, approve, list, revoke", parents=[common])
     device_cmds = device.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
@@ -259,6 +280,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _account_init(ctx: Context, a: argparse.Namespace) -> Pending:
     return commands.account_init(ctx, nodes=a.nodes, threshold=a.threshold, name=a.name)
+
+
+def _account_repair(ctx: Context, a: argparse.Namespace) -> Pending:
+    return commands.account_repair(ctx)
+
+
+def _group_purge(ctx: Context, a: argparse.Namespace) -> Pending:
+    return commands.group_purge(ctx, group_id=a.group, author=a.author, from_epoch=a.from_epoch)
 
 
 def _device_enroll(ctx: Context, a: argparse.Namespace) -> Pending:

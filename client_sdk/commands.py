@@ -31,11 +31,13 @@ __all__ = [
     "CommandError",
     "Context",
     "account_init",
+    "account_repair",
     "connect",
     "device_approve",
     "device_enroll",
     "device_list",
     "device_revoke",
+    "group_purge",
     "publish",
     "read_input",
     "read_snapshots",
@@ -217,6 +219,42 @@ async def device_revoke(ctx: Context, *, device_id: bytes, grant_days: int) -> R
             "receipts": Table(("node", "node_id", "shares_deleted", "processed_at"), receipts),
             "rotated": Table(("label", "key_epoch"), rotated),
         },
+        nodes=report.nodes,
+    )
+
+
+async def account_repair(ctx: Context) -> Result:
+    """Re-deliver to every node what it missed and bring its manifest up to date."""
+    profile = ctx.home.load()
+    _require_admin(profile)
+    async with connect(ctx, profile) as sc:
+        report = await sc.repair()
+    rows: list[dict[str, Cell]] = [
+        {"node": url, "manifest_version": report.versions.get(url)} for url in profile.nodes
+    ]
+    return Result(
+        fields={"manifest_version": report.manifest_version},
+        tables={"versions": Table(("node", "manifest_version"), rows)},
+        nodes=report.nodes,
+    )
+
+
+async def group_purge(ctx: Context, *, group_id: bytes, author: bytes, from_epoch: int) -> Result:
+    """Void a revoked device's snapshots of a group from an MLS epoch on."""
+    profile = ctx.home.load()
+    _require_admin(profile)
+    async with connect(ctx, profile) as sc:
+        try:
+            report = await sc.purge(group_id, author, from_epoch=from_epoch)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+    rows: list[dict[str, Cell]] = [
+        {"node": url, "deleted": r.deleted, "processed_at": timestamp(r.processed_at)}
+        for url, r in sorted(report.receipts.items())
+    ]
+    return Result(
+        fields={"group_id": group_id.hex(), "author": author.hex(), "from_epoch": from_epoch},
+        tables={"receipts": Table(("node", "deleted", "processed_at"), rows)},
         nodes=report.nodes,
     )
 

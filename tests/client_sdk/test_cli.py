@@ -193,6 +193,17 @@ def test_the_whole_story(cli, node_urls: list[str], tmp_path: Path) -> None:
     assert revoked["rotated"] == [{"label": "account", "key_epoch": 1}]
     assert revoked["regranted"] == []
     assert {n["state"] for n in revoked["nodes"].values()} == {"ok"}
+    # the admin's records survive between commands: a repair finds every node in step
+    repaired = cli(admin, "--json account repair").json
+    versions = repaired["versions"]
+    assert isinstance(versions, list) and len(versions) == 3
+    assert {v["manifest_version"] for v in versions} == {repaired["manifest_version"]}
+    assert {n["state"] for n in repaired["nodes"].values()} == {"ok"}
+    assert (admin / "admin.json").stat().st_mode & 0o777 == 0o600
+    purged = cli(admin, "--json group purge --group aa02 --author", laptop_id).json
+    purge_receipts = purged["receipts"]
+    assert isinstance(purge_receipts, list) and len(purge_receipts) == 3
+    cli(admin, "group purge --group aa02 --author", admin_id).failed_cleanly()  # not revoked
     listed = cli(admin, "device list --json").json["devices"]
     assert [d["revoked"] is not None for d in listed if d["device_id"] == laptop_id] == [True]
 
