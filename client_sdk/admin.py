@@ -148,6 +148,38 @@ class Admin:
         newest = records.manifest
         return RepairReport(0 if newest is None else newest.version, result.versions, result.nodes)
 
+    async def replace_node(self, share_index: int, url: str) -> RepairReport:
+        """Put a new node at `share_index` (a node lost for good, an operator leaving).
+        Umbral key fragments of separate generations do not combine, so every current
+        grant is issued again as a full M-of-N set to all nodes, in the next grant
+        generation; the new node gets the account and every record, then the manifest
+        naming the new node set."""
+        account = self._account()
+        if not 1 <= share_index <= len(self._session.nodes):
+            raise ValueError(f"no node {share_index} in this account")
+        records = await self.records()
+        record = await self._directory.record()
+        old = self._session.nodes[share_index - 1]
+        if old.node_key is not None:
+            records.forget_node(old.node_key)
+        node = self._session.replace_node(share_index, url)
+        key = await self._session.fan.ask(node, lambda n: n.identity())
+        records.forget_node(key)  # a new node holds nothing of this account yet
+        admin_id = self._session.profile.device.device_id
+        admin_cert = pre.DeviceCertificate.from_bytes(records.certificates[admin_id])
+        await self._session.fan.ask(node, lambda n: n.register_account(record, admin_cert))
+        records.generation += 1
+        now = self._session.now()
+        for (device_id, label), shares in sorted(records.grants.items()):
+            expires_at = pre.GrantShare.from_bytes(shares[0]).expires_at
+            cert = pre.DeviceCertificate.from_bytes(records.certificates[device_id])
+            if expires_at <= now or device_id in records.revocations:
+                del records.grants[(device_id, label)]
+                continue
+            self._grant(records, cert, [label], expires_at)
+        del account
+        return await self.repair()
+
     # devices
 
     async def approve(

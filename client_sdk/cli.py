@@ -3,7 +3,7 @@
     statecache serve --port 8700 --data-dir var/node1 --share-index 1
     statecache account init --node URL --node URL --node URL --threshold 2 --name phone
     statecache device enroll --account ID --node URL ... --threshold 2 --name laptop
-    statecache account repair
+    statecache account repair | replace-node --index I --node URL
     statecache device approve BLOB | list | revoke DEVICE_ID
     statecache group purge --group HEX --author DEVICE_ID [--from-epoch N]
     statecache publish --group HEX --kind group_state --epoch N --file PATH
@@ -206,6 +206,21 @@ def build_parser() -> argparse.ArgumentParser:
         "re-deliver to every node what it missed; show each node's manifest version",
     )
 
+    replace = add(
+        account_cmds,
+        "replace-node",
+        _account_replace_node,
+        "put a new node at a share index; every grant is issued again",
+    )
+    replace.add_argument(
+        "--index",
+        metavar="I",
+        type=_int_at_least(1),
+        required=True,
+        help="the share index (1-based position) of the node replaced",
+    )
+    replace.add_argument("--node", metavar="URL", type=_url, required=True, help="the new node")
+
     group = commands_.add_parser("group", help="admin actions on one group", parents=[common])
     group_cmds = group.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
     purge = add(group_cmds, "purge", _group_purge, "void a revoked device's snapshots of a group")
@@ -284,6 +299,10 @@ def _account_init(ctx: Context, a: argparse.Namespace) -> Pending:
 
 def _account_repair(ctx: Context, a: argparse.Namespace) -> Pending:
     return commands.account_repair(ctx)
+
+
+def _account_replace_node(ctx: Context, a: argparse.Namespace) -> Pending:
+    return commands.account_replace_node(ctx, share_index=a.index, url=a.node)
 
 
 def _group_purge(ctx: Context, a: argparse.Namespace) -> Pending:

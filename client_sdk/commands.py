@@ -32,6 +32,7 @@ __all__ = [
     "Context",
     "account_init",
     "account_repair",
+    "account_replace_node",
     "connect",
     "device_approve",
     "device_enroll",
@@ -236,6 +237,30 @@ async def account_repair(ctx: Context) -> Result:
         fields={"manifest_version": report.manifest_version},
         tables={"versions": Table(("node", "manifest_version"), rows)},
         nodes=report.nodes,
+    )
+
+
+async def account_replace_node(ctx: Context, *, share_index: int, url: str) -> Result:
+    """A new node at share `share_index`; every grant issued again to all nodes."""
+    profile = ctx.home.load()
+    _require_admin(profile)
+    if url in profile.nodes:
+        raise CommandError(f"{url} is already node {profile.nodes.index(url) + 1}")
+    async with connect(ctx, profile) as sc:
+        try:
+            report = await sc.replace_node(share_index, url)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+    ctx.home.save(profile)  # the node list and the new node's pinned key
+    return Result(
+        fields={
+            "share_index": share_index,
+            "node": url,
+            "node_list": list(profile.nodes),
+            "manifest_version": report.manifest_version,
+        },
+        nodes=report.nodes,
+        notes=["Other devices use the new node once their node list names it."],
     )
 
 

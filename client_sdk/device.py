@@ -222,6 +222,13 @@ class Statecache:
         async with self._session.command():
             return await self._admin.repair()
 
+    async def replace_node(self, share_index: int, url: str) -> RepairReport:
+        """Admin: a new node at `share_index`; every grant is issued again (a new grant
+        generation) and the new node brought up. The caller saves the profile (its node
+        list and pinned keys changed)."""
+        async with self._session.command():
+            return await self._admin.replace_node(share_index, url)
+
     async def purge(self, group_id: bytes, author: bytes, *, from_epoch: int = 0) -> PurgeReport:
         """Admin: void a revoked author's snapshots of a group from `from_epoch` on."""
         async with self._session.command():

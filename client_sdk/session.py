@@ -53,6 +53,25 @@ class Session:
             for index, url in enumerate(self.profile.nodes, start=1)
         ]
 
+    def replace_node(self, share_index: int, url: str) -> NodeClient:
+        """Node `share_index` is now at `url`, with a key learnt at first contact."""
+        assert self._http is not None
+        old = self.nodes[share_index - 1]
+        self.profile.node_keys.pop(old.base_url, None)
+        self.profile.nodes[share_index - 1] = url
+        keys_in_use = {
+            key: u for u, key in self.profile.node_keys.items() if u in self.profile.nodes
+        }
+        for node in self.nodes:
+            node._keys_in_use = keys_in_use
+        client = NodeClient(
+            self._http, url, account_id=self.profile.account_id, device=self.profile.device,
+            policy=self.policy, clock=self.clock, share_index=share_index,
+            keys_in_use=keys_in_use,
+        )  # fmt: skip
+        self.nodes[share_index - 1] = client
+        return client
+
     async def close(self) -> None:
         self.keep_pins()
         if self._http is not None:

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
 import pre
+from cache_service.embedded_redis import EmbeddedRedis
 from cache_service.protocol.codes import Code
+from cache_service.storage import RedisStorage
 from client_sdk import (
     NodeError,
     NodeState,
@@ -28,6 +32,7 @@ from client_sdk.outcomes import LocalCode
 from tests.client_sdk.conftest import (
     THRESHOLD,
     Cluster,
+    Node,
     as_latest,
     bump,
     collect,
@@ -236,3 +241,37 @@ async def test_approving_a_device_uploads_at_most_4_kib_at_three_nodes(cluster: 
             sizes.append((await admin.approve(blob)).upload_bytes)
     assert max(sizes) <= 4096, sizes
     assert abs(sizes[0] - sizes[1]) < 64, sizes
+
+
+async def test_a_lost_node_is_replaced_and_every_grant_issued_again(
+    cluster: Cluster, redis_servers: list[EmbeddedRedis], tmp_path: Path
+) -> None:
+    """Node 3 is lost for good; a new node (new key, empty store) takes share 3. Key
+    fragments of two generations do not combine, so every grant is issued again to all
+    three nodes; a member then opens its keys with node 1 down (nodes 2 and the new 3)."""
+    profile, _ = await _account(cluster)
+    async with cluster.statecache(profile) as admin:
+        first = groups(2)
+        await admin.publish(first)
+        laptop = await cluster.enrol(admin)
+        lost = cluster.nodes[2]
+        await lost.stop()
+        store = aioredis.Redis(unix_socket_path=redis_servers[2].socket)
+        await store.flushdb()
+        new = Node(3, tmp_path / "new-node", RedisStorage(store), cluster.clock)
+        await new.start()
+        cluster.nodes.append(new)  # stopped with the rest
+        before = profile.records.generation if profile.records else 0
+        report = await admin.replace_node(3, new.url)
+        assert profile.nodes[2] == new.url and profile.node_keys[new.url] != b""
+        assert report.nodes[new.url].state is NodeState.OK
+        assert set(report.versions.values()) == {report.manifest_version}
+        manifest = await admin.manifest()
+        assert manifest is not None and manifest.grant_generation == before + 1
+        assert manifest.nodes[2].url == new.url
+        updates = bump(first)
+        await admin.publish(updates)
+    await cluster.nodes[0].stop()
+    moved = Profile(laptop.account_id, laptop.device, list(profile.nodes), THRESHOLD)
+    async with cluster.statecache(moved) as lap:
+        assert as_latest(await collect(lap.onboard())) == latest(updates)

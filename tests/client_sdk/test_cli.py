@@ -204,6 +204,9 @@ def test_the_whole_story(cli, node_urls: list[str], tmp_path: Path) -> None:
     purge_receipts = purged["receipts"]
     assert isinstance(purge_receipts, list) and len(purge_receipts) == 3
     cli(admin, "group purge --group aa02 --author", admin_id).failed_cleanly()  # not revoked
+    # replace-node refuses a share index the account lacks, and a node it already has
+    cli(admin, "account replace-node --index 9 --node http://127.0.0.1:9").failed_cleanly()
+    cli(admin, "account replace-node --index 1 --node", node_urls[1]).failed_cleanly()
     listed = cli(admin, "device list --json").json["devices"]
     assert [d["revoked"] is not None for d in listed if d["device_id"] == laptop_id] == [True]
 
