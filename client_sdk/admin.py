@@ -154,7 +154,7 @@ class Admin:
         grant is issued again as a full M-of-N set to all nodes, in the next grant
         generation; the new node gets the account and every record, then the manifest
         naming the new node set."""
-        account = self._account()
+        self._account()  # an admin action
         if not 1 <= share_index <= len(self._session.nodes):
             raise ValueError(f"no node {share_index} in this account")
         records = await self.records()
@@ -177,7 +177,6 @@ class Admin:
                 del records.grants[(device_id, label)]
                 continue
             self._grant(records, cert, [label], expires_at)
-        del account
         return await self.repair()
 
     # devices
