@@ -52,9 +52,9 @@ class AdminRecords:
     grants: dict[tuple[bytes, str], list[bytes]] = field(default_factory=dict)
     purges: list[bytes] = field(default_factory=list)
     generation: int = 0  # grant generation: a node replacement re-issues every grant
-    # node key (hex) -> ids of the records it acknowledged, and its manifest version
+    # node key (hex) -> ids of the records it acknowledged (its manifest version is asked
+    # of the node itself each time: a node restored from a backup is behind again)
     delivered: dict[str, set[str]] = field(default_factory=dict)
-    manifest_at: dict[str, int] = field(default_factory=dict)
 
     # the manifest
 
@@ -93,13 +93,8 @@ class AdminRecords:
     def acknowledge(self, node_key: bytes, delivery: Delivery) -> None:
         self.delivered.setdefault(node_key.hex(), set()).add(delivery.id)
 
-    def acknowledge_manifest(self, node_key: bytes, version: int) -> None:
-        held = self.manifest_at.get(node_key.hex(), 0)
-        self.manifest_at[node_key.hex()] = max(held, version)
-
     def forget_node(self, node_key: bytes) -> None:
         self.delivered.pop(node_key.hex(), None)
-        self.manifest_at.pop(node_key.hex(), None)
 
     # persistence
 
@@ -121,7 +116,6 @@ class AdminRecords:
                 "purges": [b(p) for p in self.purges],
                 "generation": self.generation,
                 "delivered": {k: sorted(v) for k, v in self.delivered.items()},
-                "manifest_at": self.manifest_at,
             }
         )
 
@@ -146,7 +140,6 @@ class AdminRecords:
             purges=[u(p) for p in doc["purges"]],
             generation=int(doc.get("generation", 0)),
             delivered={str(k): set(v) for k, v in doc["delivered"].items()},
-            manifest_at={str(k): int(v) for k, v in doc["manifest_at"].items()},
         )
 
     def save(self, path: Path) -> None:

@@ -213,8 +213,8 @@ class Statecache:
     async def manifest(self) -> pre.AccountManifest | None:
         """The newest account manifest this device can trust (an admin: its own)."""
         async with self._session.command():
-            view = ManifestView(self._session, self.state)
-            return await view.current(await self._directory.record())
+            view = ManifestView(self._session)
+            return await view.current(await self._directory.record(), self.state)
 
     async def repair(self) -> RepairReport:
         """Admin: re-deliver to every node what it missed (records, manifest versions) and

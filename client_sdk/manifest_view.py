@@ -21,11 +21,12 @@ __all__ = ["ManifestView"]
 
 
 class ManifestView:
-    def __init__(self, session: Session, state: SyncState) -> None:
+    def __init__(self, session: Session) -> None:
         self._session = session
-        self.state = state
 
-    async def current(self, record: pre.AccountRecord) -> pre.AccountManifest | None:
+    async def current(
+        self, record: pre.AccountRecord, state: SyncState
+    ) -> pre.AccountManifest | None:
         """The newest manifest this device can trust; None for an account that has none
         (one from before manifests) and of which this device never saw one."""
         records = self._session.profile.records
@@ -50,9 +51,11 @@ class ManifestView:
         threshold = self._session.threshold
         answers = await self._session.fan.call(fetch, quorum=threshold)
         answers.require(threshold, "account manifest")
-        return self._decide(answers.results)
+        return self._decide(answers.results, state)
 
-    def _decide(self, held: dict[str, pre.AccountManifest | None]) -> pre.AccountManifest | None:
+    def _decide(
+        self, held: dict[str, pre.AccountManifest | None], state: SyncState
+    ) -> pre.AccountManifest | None:
         by_version: dict[int, dict[bytes, list[str]]] = {}
         for url, manifest in held.items():
             if manifest is not None:
@@ -65,7 +68,7 @@ class ManifestView:
                 raise ForkError(f"two manifests claim version {version} ({urls})")
         manifests = [m for m in held.values() if m is not None]
         best = max(manifests, key=lambda m: m.version, default=None)
-        known, known_digest = self.state.manifest_version, self.state.manifest_digest
+        known, known_digest = state.manifest_version, state.manifest_digest
         newest = 0 if best is None else best.version
         if newest < known:
             raise RollbackError(
@@ -84,5 +87,5 @@ class ManifestView:
                         NodeState.BEHIND, LocalCode.MISSING, f"holds manifest version {version}"
                     ),
                 )
-        self.state.manifest_version, self.state.manifest_digest = best.version, best.digest
+        state.manifest_version, state.manifest_digest = best.version, best.digest
         return best

@@ -97,7 +97,7 @@ class Publisher:
         # Sealed but not yet stored on M nodes, by (group, kind, MLS epoch): a retry sends
         # these same bytes.
         self._pending: dict[Key, tuple[bytes, pre.SealedSnapshot]] = {}
-        self._manifests = ManifestView(session, state)
+        self._manifests = ManifestView(session)
 
     async def publish(self, items: Sequence[SnapshotInput | TreeInput]) -> PublishReport:
         try:
@@ -106,8 +106,7 @@ class Publisher:
             if not any(o.code is Code.STALE_KEY_EPOCH for o in exc.failures.values()):
                 raise
         record = await self._directory.record()
-        self._manifests.state = self.state
-        await self._keyring.refresh(record, await self._manifests.current(record))
+        await self._keyring.refresh(record, await self._manifests.current(record, self.state))
         return await self._publish(items)
 
     async def _publish(self, items: Sequence[SnapshotInput | TreeInput]) -> PublishReport:
@@ -222,9 +221,8 @@ class Publisher:
         kek = self._keyring.newest(item.label)
         if kek is None:  # keys not loaded yet: from the labels the manifest names
             record = await self._directory.record()
-            self._manifests.state = self.state
             kek = await self._keyring.current(
-                item.label, record, await self._manifests.current(record)
+                item.label, record, await self._manifests.current(record, self.state)
             )
         snapshot = pre.seal_snapshot(
             kek,

@@ -92,7 +92,7 @@ class Reader:
         state: SyncState,
         state_path: Path | None = None,
     ) -> None:
-        self._manifests = ManifestView(session, state)
+        self._manifests = ManifestView(session)
         self._purges: tuple[pre.PurgeEntry, ...] = ()
         self._session = session
         self._keyring = keyring
@@ -119,8 +119,7 @@ class Reader:
     ) -> AsyncGenerator[Opened, None]:
         self.report = ReadReport(outcomes=self._session.outcomes)
         record = await self._directory.record()
-        self._manifests.state = self.state
-        manifest = await self._manifests.current(record)
+        manifest = await self._manifests.current(record, self.state)
         self._purges = () if manifest is None else manifest.purges
         if self.state.forget_purged(self._purges):
             self.state.cursors.clear()  # read again what the purged snapshots hid

@@ -114,10 +114,6 @@ class Convergence:
     versions: dict[str, int] = field(default_factory=dict)
     nodes: dict[str, NodeOutcome] = field(default_factory=dict)
 
-    def holding(self, record_id: str, records: AdminRecords, keys: dict[str, bytes]) -> int:
-        """How many nodes have acknowledged `record_id` (now or before)."""
-        return sum(record_id in records.delivered.get(key.hex(), set()) for key in keys.values())
-
 
 class Steward:
     def __init__(self, session: Session) -> None:
@@ -214,11 +210,12 @@ class Steward:
                 held = now_held
                 continue
             held = info.version
-        records.manifest_at[key.hex()] = held
         return held
 
 
-_PAST_IT = {Code.STALE_KEY_EPOCH, Code.CONFLICT, Code.DEVICE_REVOKED}
+# Not `conflict`: for a record that means a node at its limit, or another capsule at that
+# key epoch (another admin home, or a lie): a refusal to report, not a delivery.
+_PAST_IT = {Code.STALE_KEY_EPOCH, Code.DEVICE_REVOKED}
 
 
 def _superseded(exc: StatecacheError) -> bool:
