@@ -62,7 +62,17 @@ from .manifest import (
     purge_group,
     sign_manifest,
 )
-from .nodes import NodeSecrets, PurgeReceipt, RevocationReceipt, ShareRef, node_id_for, purge_digest
+from .nodes import (
+    SNAPSHOT_RECEIPT_SIZE,
+    NodeSecrets,
+    PurgeReceipt,
+    RevocationReceipt,
+    ShareRef,
+    SnapshotReceipt,
+    node_id_for,
+    purge_digest,
+    split_receipts,
+)
 from .reencryption import (
     CapsuleFragment,
     VerifiedCapsuleFragment,
@@ -89,6 +99,7 @@ __all__ = [
     "MAX_GROUP_ID_SIZE",
     "MAX_SHARES",
     "MAX_SNAPSHOT_PLAINTEXT",
+    "SNAPSHOT_RECEIPT_SIZE",
     "UNCHECKED",
     "AccountManifest",
     "AccountRecord",
@@ -123,6 +134,7 @@ __all__ = [
     "ShareRef",
     "SignatureError",
     "SnapshotHeader",
+    "SnapshotReceipt",
     "VerifiedCapsuleFragment",
     "VerifiedGrantShare",
     "account_id_for",
@@ -152,6 +164,7 @@ __all__ = [
     "seal_snapshot",
     "seal_with_passphrase",
     "sign_manifest",
+    "split_receipts",
     "verify_capsule_fragment",
     "verify_grant_share",
 ]

@@ -52,6 +52,7 @@ class Tag(enum.IntEnum):
     REVOCATION_RECEIPT = 0x51
     SHARE_REF = 0x52
     PURGE_RECEIPT = 0x53
+    SNAPSHOT_RECEIPT = 0x54
 
 
 class Writer:

@@ -23,12 +23,15 @@ from .keys import (
 
 __all__ = [
     "MAX_RECEIPT_SHARES",
+    "SNAPSHOT_RECEIPT_SIZE",
     "NodeSecrets",
     "PurgeReceipt",
     "RevocationReceipt",
     "ShareRef",
+    "SnapshotReceipt",
     "node_id_for",
     "purge_digest",
+    "split_receipts",
 ]
 
 MAX_RECEIPT_SHARES = 4096
@@ -93,6 +96,44 @@ class PurgeReceipt(Record):
         return self
 
 
+@dataclass(frozen=True)
+class SnapshotReceipt(Record):
+    """A node's signed statement: it has held the snapshot with this digest since
+    `stored_at` (its own clock), so it checked the author's certificate and revocation
+    then. M of them from distinct nodes confirm a snapshot: at least one comes from an
+    honest node when at most M - 1 lie."""
+
+    TAG = Tag.SNAPSHOT_RECEIPT
+    node_key: bytes = wire(Fixed(ED25519_PUBLIC_SIZE))
+    account_id: bytes = wire(Fixed(ACCOUNT_ID_SIZE))
+    digest: bytes = wire(Fixed(32))
+    stored_at: int = wire(UInt(8))
+    signature: bytes = wire(Fixed(SIGNATURE_SIZE), signature=True)
+
+    @property
+    def node_id(self) -> bytes:
+        return node_id_for(self.node_key)
+
+    def verify(self, node_key: bytes) -> SnapshotReceipt:
+        if node_key != self.node_key:
+            raise BindingError("receipt names another node")
+        prim.ed25519_verify(node_key, "snapshot-receipt", self.tbs(), self.signature)
+        return self
+
+
+# Every field has a fixed width, so receipts are stored and sent back to back.
+SNAPSHOT_RECEIPT_SIZE = len(
+    SnapshotReceipt(bytes(32), bytes(ACCOUNT_ID_SIZE), bytes(32), 0, bytes(SIGNATURE_SIZE))
+    .to_bytes()
+)  # fmt: skip
+
+
+def split_receipts(data: bytes) -> list[bytes]:
+    """Receipts stored back to back, one by one (a trailing partial one is dropped)."""
+    n = SNAPSHOT_RECEIPT_SIZE
+    return [data[i : i + n] for i in range(0, len(data) - n + 1, n)]
+
+
 def purge_digest(purge_bytes: bytes) -> bytes:
     """What a purge receipt names: the digest of the purge record as sent."""
     return prim.digest("purge", purge_bytes)
@@ -153,6 +194,20 @@ class NodeSecrets(Record):
         )
         return unsigned.replace(
             signature=prim.ed25519_sign(self._key, "revocation-receipt", unsigned.tbs())
+        )
+
+    def sign_snapshot_receipt(
+        self, *, account_id: bytes, digest: bytes, stored_at: int
+    ) -> SnapshotReceipt:
+        unsigned = SnapshotReceipt(
+            node_key=self.public_key,
+            account_id=account_id,
+            digest=digest,
+            stored_at=stored_at,
+            signature=bytes(SIGNATURE_SIZE),
+        )
+        return unsigned.replace(
+            signature=prim.ed25519_sign(self._key, "snapshot-receipt", unsigned.tbs())
         )
 
     def sign_purge_receipt(

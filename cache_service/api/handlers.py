@@ -114,6 +114,11 @@ async def put_manifest(request: web.Request) -> web.Response:
     return respond(info, 201 if created else 200)
 
 
+async def confirm_snapshots(request: web.Request) -> web.Response:
+    body = await parse_body(request, m.ConfirmRequest)
+    return respond(await services(request).snapshots.confirm(caller(request), body))
+
+
 async def purge_snapshots(request: web.Request) -> web.Response:
     body = await parse_body(request, m.PurgeBody)
     return respond(await services(request).snapshots.purge(caller(request), body))

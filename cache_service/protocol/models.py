@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pre import LABEL_PATTERN, MAX_GROUP_ID_SIZE, MAX_SNAPSHOT_PLAINTEXT
+from pre import LABEL_PATTERN, MAX_GROUP_ID_SIZE, MAX_SNAPSHOT_PLAINTEXT, SNAPSHOT_RECEIPT_SIZE
 
 from .b64 import Base64Url
 from .codes import Code, PublishStatus, parse_code
@@ -23,6 +23,10 @@ __all__ = [
     "AccountInfo",
     "CapsuleEntry",
     "CapsuleList",
+    "ConfirmItem",
+    "ConfirmRequest",
+    "ConfirmResponse",
+    "ConfirmResult",
     "DeviceCertificateBody",
     "DeviceEntry",
     "DeviceId",
@@ -41,6 +45,7 @@ __all__ = [
     "PublishStatus",
     "PurgeBody",
     "PurgeReceiptBody",
+    "Receipt",
     "ReencryptItem",
     "ReencryptRequest",
     "ReencryptResponse",
@@ -60,6 +65,9 @@ MAX_PAGE = 500
 # an answer stays under what a device reads (64 MiB by default, with base64 and JSON).
 MAX_PAGE_DATA_BYTES = 32 * 1024 * 1024
 MAX_SNAPSHOT_BYTES = MAX_SNAPSHOT_PLAINTEXT + 4096  # ciphertext plus header and signature
+# Receipts per snapshot a node keeps and serves: its own plus other nodes' (a confirmation
+# needs M; more than this many nodes per account is not a use case).
+MAX_RECEIPTS = 32
 
 AccountId = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="hex account id")]
 DeviceId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="hex device id")]
@@ -190,9 +198,14 @@ class SnapshotBody(_Model):
     snapshot: Annotated[bytes, Base64Url(MAX_SNAPSHOT_BYTES, 1)]
 
 
+Receipt = Annotated[bytes, Base64Url(SNAPSHOT_RECEIPT_SIZE, SNAPSHOT_RECEIPT_SIZE)]
+"""A `pre.SnapshotReceipt`: a node's signed statement that it holds a snapshot."""
+
+
 class PublishResult(_Model):
     status: PublishStatus
     seq: Seq | None = None
+    receipt: Receipt | None = None  # stored or duplicate: the node's receipt
     code: str | None = None
     detail: str | None = None
     current_epoch: int | None = None
@@ -238,6 +251,8 @@ class SnapshotItem(_Model):
     mls_epoch: Annotated[int, Field(ge=0, lt=1 << 64)]
     digest: Annotated[bytes, Base64Url(32, 32)]
     snapshot: Annotated[bytes, Base64Url(MAX_SNAPSHOT_BYTES, 1)] | None = None
+    # The serving node's receipt, then the other nodes' receipts it was given.
+    receipts: Annotated[list[Receipt], Field(max_length=MAX_RECEIPTS)] = []
 
 
 class SnapshotPage(_Model):
@@ -246,6 +261,30 @@ class SnapshotPage(_Model):
         description="pass as `after` (ascending) or `before` (newest first); null: no more"
     )
     head: Seq = Field(description="the account's newest sequence number: a sync cursor")
+
+
+class ConfirmItem(_Model):
+    """Other nodes' receipts for one snapshot this node holds, named by its address."""
+
+    group_id: Annotated[bytes, Base64Url(MAX_GROUP_ID_SIZE, 1)]
+    kind: Kind
+    mls_epoch: Annotated[int, Field(ge=0, lt=1 << 53)]
+    digest: Annotated[bytes, Base64Url(32, 32)]
+    receipts: Annotated[list[Receipt], Field(min_length=1, max_length=MAX_RECEIPTS)]
+
+
+class ConfirmRequest(_Model):
+    items: Annotated[list[ConfirmItem], Field(min_length=1, max_length=MAX_BATCH)]
+
+
+class ConfirmResult(_Model):
+    status: Literal["stored", "kept", "not_found", "rejected"]
+    code: str | None = None
+    detail: str | None = None
+
+
+class ConfirmResponse(_Model):
+    results: list[ConfirmResult]
 
 
 # re-encryption

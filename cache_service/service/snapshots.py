@@ -1,4 +1,9 @@
-"""Publishing sealed snapshots (MLS epochs only move forward) and paging through them."""
+"""Publishing sealed snapshots (MLS epochs only move forward) and paging through them.
+
+Every snapshot this node stores gets its signed receipt (`pre.SnapshotReceipt`: held since
+its own clock's `stored_at`), answered to the publisher and served with the snapshot; the
+publisher hands each node the other nodes' receipts (`confirm`), so a reader finds M of
+them on any one honest node that holds the snapshot."""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import pre
 
 from ..errors import Code, ServiceError
 from ..protocol import models as m
-from ..storage import SnapshotWrite, Storage, WriteOutcome
+from ..storage import SnapshotWrite, Storage, StoredSnapshot, WriteOutcome
 from .auth import Caller
 from .delegation import DelegationService
 from .records import Clock, decode, verifying
@@ -29,6 +34,7 @@ _REJECTIONS = {
 }
 # A purge reads a group's snapshots page by page to find the author's.
 _PURGE_PAGE = 500
+_MANIFEST_KEY_CACHE = 1024  # accounts whose manifest node keys are kept decoded
 
 
 class SnapshotService:
@@ -50,6 +56,7 @@ class SnapshotService:
         self._retention = retention
         self._clock = clock
         self._skew = skew_seconds
+        self._manifest_keys: dict[str, tuple[bytes, frozenset[bytes]]] = {}
 
     async def publish(self, caller: Caller, body: m.PublishRequest) -> m.PublishResponse:
         """Each snapshot gets its own result, so one bad item never sinks the batch."""
@@ -102,6 +109,12 @@ class SnapshotService:
             caller.device.verify(caller.account, now=header.created_at)
         if allowed is not None and header.label not in allowed:
             raise ServiceError(Code.FORBIDDEN, "no grant for this snapshot's label")
+        # Stamped with this node's clock, at which `authenticate` found the author certified
+        # and unrevoked: readers judge the author at the receipts' times, not its own claim.
+        now = int(self._clock())
+        receipt = self._node.sign_snapshot_receipt(
+            account_id=caller.account.account_id, digest=snapshot.digest, stored_at=now
+        ).to_bytes()
         outcome = await self._storage.publish(
             caller.account_id,
             SnapshotWrite(
@@ -116,6 +129,8 @@ class SnapshotService:
                 retain=self._retention(header.kind),
                 prunes=PRUNED_BY.get(header.kind),
                 max_jump=self._max_jump,
+                stored_at=now,
+                receipt=receipt,
             ),
         )
         if outcome.status is WriteOutcome.REVOKED:
@@ -123,12 +138,79 @@ class SnapshotService:
         if outcome.status in _REJECTIONS:
             code, detail = _REJECTIONS[outcome.status]
             raise ServiceError(code, detail, current_epoch=outcome.current_epoch)
-        status = (
-            m.PublishStatus.STORED
-            if outcome.status is WriteOutcome.STORED
-            else m.PublishStatus.DUPLICATE
-        )
-        return m.PublishResult(status=status, seq=outcome.seq)
+        assert outcome.seq is not None
+        if outcome.status is WriteOutcome.STORED:
+            return m.PublishResult(status=m.PublishStatus.STORED, seq=outcome.seq, receipt=receipt)
+        held = outcome.receipt
+        if held is None:  # stored before receipts existed: receipted from now on
+            held = await self._storage.set_receipt(caller.account_id, outcome.seq, now, receipt)
+        return m.PublishResult(status=m.PublishStatus.DUPLICATE, seq=outcome.seq, receipt=held)
+
+    async def confirm(self, caller: Caller, body: m.ConfirmRequest) -> m.ConfirmResponse:
+        """Keep other nodes' receipts for snapshots this node holds, so that a reader who
+        reaches only this node still finds M. Each must be a valid signature of a node of
+        the account's manifest (any node key if it has none) over this account and the
+        snapshot's digest; the rest of the item's receipts are refused with it."""
+        keys = await self._node_keys(caller.account_id)
+        results: list[m.ConfirmResult] = []
+        for item in body.items:
+            try:
+                merged = self._checked_receipts(caller, item, keys)
+            except ServiceError as exc:
+                results.append(
+                    m.ConfirmResult(status="rejected", code=exc.code.value, detail=exc.detail)
+                )
+                continue
+            outcome = await self._storage.put_receipts(
+                caller.account_id, group_id=item.group_id, kind=item.kind,
+                mls_epoch=item.mls_epoch, digest=item.digest, receipts=merged,
+            )  # fmt: skip
+            results.append(m.ConfirmResult(status=outcome.value))
+        return m.ConfirmResponse(results=results)
+
+    def _checked_receipts(
+        self, caller: Caller, item: m.ConfirmItem, keys: frozenset[bytes] | None
+    ) -> bytes:
+        by_node: dict[bytes, bytes] = {}
+        for data in item.receipts:
+            receipt = decode(pre.SnapshotReceipt.from_bytes, data, "snapshot receipt")
+            if receipt.account_id != caller.account.account_id or receipt.digest != item.digest:
+                raise ServiceError(Code.INVALID_RECORD, "a receipt names another snapshot")
+            if keys is not None and receipt.node_key not in keys:
+                raise ServiceError(Code.INVALID_RECORD, "a receipt of a node not in the manifest")
+            with verifying("snapshot receipt"):
+                receipt.verify(receipt.node_key)
+            if receipt.node_key != self._node.public_key:  # its own is kept apart
+                by_node.setdefault(receipt.node_key, data)
+        return b"".join(by_node[k] for k in sorted(by_node))
+
+    async def _node_keys(self, account_id: str) -> frozenset[bytes] | None:
+        stored = await self._storage.get_manifest(account_id)
+        if stored is None:
+            return None
+        cached = self._manifest_keys.get(account_id)
+        if cached is not None and cached[0] == stored.digest:
+            return cached[1]
+        manifest = decode(pre.AccountManifest.from_bytes, stored.data, "stored manifest")
+        keys = frozenset(n.node_key for n in manifest.nodes)
+        if len(self._manifest_keys) >= _MANIFEST_KEY_CACHE:
+            self._manifest_keys.pop(next(iter(self._manifest_keys)))
+        self._manifest_keys[account_id] = (stored.digest, keys)
+        return keys
+
+    async def _receipts(self, caller: Caller, row: StoredSnapshot) -> list[bytes]:
+        own = row.receipt
+        if own is None:  # stored before receipts existed: receipted from now on
+            now = int(self._clock())
+            own = await self._storage.set_receipt(
+                caller.account_id,
+                row.seq,
+                now,
+                self._node.sign_snapshot_receipt(
+                    account_id=caller.account.account_id, digest=row.digest, stored_at=now
+                ).to_bytes(),
+            )
+        return [own, *pre.split_receipts(row.others)[: m.MAX_RECEIPTS - 1]]
 
     async def list(self, caller: Caller, query: m.SnapshotQuery) -> m.SnapshotPage:
         allowed = await self._delegation.granted_labels(caller)
@@ -161,6 +243,7 @@ class SnapshotService:
                     mls_epoch=r.mls_epoch,
                     digest=r.digest,
                     snapshot=data,
+                    receipts=await self._receipts(caller, r),
                 )
             )
         return m.SnapshotPage(items=items, next_cursor=cursor, head=head)

@@ -12,6 +12,7 @@ __all__ = [
     "DeviceRecord",
     "ManifestOutcome",
     "PublishOutcome",
+    "ReceiptOutcome",
     "SnapshotWrite",
     "Storage",
     "StoredCapsule",
@@ -65,6 +66,9 @@ class SnapshotWrite:
     prunes: str | None = None
     # How far above the stored top of its (group, kind) an MLS epoch may be.
     max_jump: int = 65_536
+    # This node's clock at storing, and its signed receipt saying so (`pre.SnapshotReceipt`).
+    stored_at: int = 0
+    receipt: bytes = b""
 
 
 class WriteOutcome(StrEnum):
@@ -98,6 +102,14 @@ class PublishOutcome:
     status: WriteOutcome
     seq: int | None = None
     current_epoch: int | None = None
+    receipt: bytes | None = None  # stored or duplicate: this node's receipt (None: stored
+    # before receipts existed)
+
+
+class ReceiptOutcome(StrEnum):
+    STORED = "stored"
+    KEPT = "kept"  # as many receipts or more were stored already
+    NOT_FOUND = "not_found"  # no snapshot with that digest at that (group, kind, epoch)
 
 
 @dataclass(frozen=True)
@@ -110,6 +122,8 @@ class StoredSnapshot:
     mls_epoch: int
     digest: bytes
     data: bytes
+    receipt: bytes | None = None  # this node's (None: stored before receipts existed)
+    others: bytes = b""  # other nodes' receipts, concatenated
 
 
 class Storage(Protocol):
@@ -204,6 +218,19 @@ class Storage(Protocol):
         ...
 
     async def publish(self, account_id: str, item: SnapshotWrite) -> PublishOutcome: ...
+
+    async def set_receipt(self, account_id: str, seq: int, stored_at: int, receipt: bytes) -> bytes:
+        """Give a snapshot stored before receipts existed this node's receipt, unless it
+        has one; returns the one in force."""
+        ...
+
+    async def put_receipts(
+        self, account_id: str, *, group_id: bytes, kind: str, mls_epoch: int, digest: bytes,
+        receipts: bytes,
+    ) -> ReceiptOutcome:  # fmt: skip
+        """Store other nodes' receipts (concatenated) for the snapshot of (group, kind) at
+        that MLS epoch, if it has that digest and they outnumber the stored ones."""
+        ...
 
     async def list_snapshots(
         self,

@@ -13,7 +13,9 @@ Cluster slot and its Lua scripts stay atomic there):
     sc:{A}:feed                     zset    seq -> seq, every stored snapshot
     sc:{A}:group:<g>                zset    seq -> seq, one group's snapshots
     sc:{A}:gk:<g>:<kind>            zset    MLS epoch -> seq, newest K per (group, kind)
-    sc:{A}:snap:<seq>               hash    the snapshot and its clear index fields
+    sc:{A}:snap:<seq>               hash    the snapshot, its clear index fields, when this
+                                            node stored it (`at`), this node's receipt
+                                            (`rc`) and other nodes' (`cert`)
     sc:{A}:manifest                 hash    data, version, digest: the account manifest
     sc:{A}:nonce:<dev>:<nonce>      string  replay cache, TTL: until its request leaves the window
     sc:{A}:rl:<dev>:<minute>        string  request counter for rate limiting
@@ -35,6 +37,7 @@ from .base import (
     DeviceRecord,
     ManifestOutcome,
     PublishOutcome,
+    ReceiptOutcome,
     SnapshotWrite,
     StoredCapsule,
     StoredGrant,
@@ -142,8 +145,8 @@ return 1
 # ARGV: label, key epoch, mls epoch, digest, data, retain, snap key prefix, author,
 #       group id, kind, prune ('1': once stored, delete the group's snapshots of the
 #       pruned kind below this MLS epoch, as a new tree base does to older patches),
-#       max jump (how far above the stored top an MLS epoch may go).
-# Returns {status, seq or current epoch}.
+#       max jump (how far above the stored top an MLS epoch may go), stored at, receipt.
+# Returns {status, seq or current epoch, the stored receipt (duplicates; false if none)}.
 _PUBLISH = """
 if redis.call('HEXISTS', KEYS[5], ARGV[8]) == 1 then return {'revoked', 0} end
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
@@ -156,15 +159,17 @@ if top[1] then
   if epoch < top_epoch then return {'stale_epoch', top_epoch} end
   if epoch > top_epoch + tonumber(ARGV[12]) then return {'epoch_too_far', top_epoch} end
   if epoch == top_epoch then
-    if redis.call('HGET', ARGV[7] .. top[1], 'digest') == ARGV[4] then
-      return {'duplicate', tonumber(top[1])}
+    local held = redis.call('HMGET', ARGV[7] .. top[1], 'digest', 'rc')
+    if held[1] == ARGV[4] then
+      return {'duplicate', tonumber(top[1]), held[2]}
     end
     return {'conflict', top_epoch}
   end
 end
 local seq = redis.call('INCR', KEYS[4])
 redis.call('HSET', ARGV[7] .. seq, 'data', ARGV[5], 'digest', ARGV[4], 'label', ARGV[1],
-  'key_epoch', ARGV[2], 'group', ARGV[9], 'kind', ARGV[10], 'mls_epoch', ARGV[3])
+  'key_epoch', ARGV[2], 'group', ARGV[9], 'kind', ARGV[10], 'mls_epoch', ARGV[3],
+  'at', ARGV[13], 'rc', ARGV[14])
 redis.call('ZADD', KEYS[2], epoch, seq)
 redis.call('ZADD', KEYS[3], seq, seq)
 redis.call('ZADD', KEYS[6], seq, seq)
@@ -204,6 +209,21 @@ redis.call('HSET', KEYS[1], 'data', ARGV[1], 'version', ARGV[2], 'digest', ARGV[
 return {'stored', tonumber(ARGV[2])}
 """
 
+# KEYS: gk:<g>:<kind>.  ARGV: MLS epoch, digest, snap key prefix, receipts.
+# Stores other nodes' receipts for the snapshot at that epoch if it has that digest and
+# they are more than the stored ones (the caller merged those in). Returns 'stored',
+# 'kept' (as many or more already) or 'not_found'.
+_PUT_RECEIPTS = """
+local seqs = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[1])
+if not seqs[1] then return 'not_found' end
+local key = ARGV[3] .. seqs[1]
+if redis.call('HGET', key, 'digest') ~= ARGV[2] then return 'not_found' end
+local held = redis.call('HGET', key, 'cert')
+if held and #held >= #ARGV[4] then return 'kept' end
+redis.call('HSET', key, 'cert', ARGV[4])
+return 'stored'
+"""
+
 # KEYS: feed (names the account's slot).  ARGV: snap key prefix, group:<g> key,
 # gk:<g>: key prefix, then sequence numbers. Deletes each snapshot still there from the
 # feed, its group and its (group, kind) index; returns how many.
@@ -238,6 +258,7 @@ class RedisStorage:
         self._get_capsules = client.register_script(_GET_CAPSULES)
         self._put_manifest = client.register_script(_PUT_MANIFEST)
         self._delete_snapshots = client.register_script(_DELETE_SNAPSHOTS)
+        self._put_receipts = client.register_script(_PUT_RECEIPTS)
 
     @classmethod
     def connect(
@@ -436,7 +457,7 @@ class RedisStorage:
         k = self._k
         g = _b64(item.group_id)
         pruned = item.prunes if item.prunes not in (None, item.kind) else None
-        status, value = await self._publish(
+        answer = await self._publish(
             keys=[
                 k(account_id, "capcur"),
                 k(account_id, "gk", g, item.kind),
@@ -459,12 +480,39 @@ class RedisStorage:
                 item.kind,
                 "1" if pruned else "0",
                 item.max_jump,
+                item.stored_at,
+                item.receipt,
             ],
         )
+        status, value, *rest = answer
         outcome = WriteOutcome(status.decode())
-        if outcome in (WriteOutcome.STORED, WriteOutcome.DUPLICATE):
-            return PublishOutcome(outcome, seq=int(value))
+        if outcome is WriteOutcome.STORED:
+            return PublishOutcome(outcome, seq=int(value), receipt=item.receipt)
+        if outcome is WriteOutcome.DUPLICATE:
+            held = rest[0] if rest else None
+            return PublishOutcome(outcome, seq=int(value), receipt=bytes(held) if held else None)
         return PublishOutcome(outcome, current_epoch=int(value))
+
+    async def set_receipt(self, account_id: str, seq: int, stored_at: int, receipt: bytes) -> bytes:
+        """Give a snapshot stored before receipts existed this node's receipt (unless one
+        is there already); returns the receipt in force."""
+        key = self._k(account_id, "snap", str(seq))
+        async with self._r.pipeline(transaction=True) as p:
+            p.hsetnx(key, "at", stored_at)
+            p.hsetnx(key, "rc", receipt)
+            p.hget(key, "rc")
+            *_, held = await p.execute()
+        return bytes(held) if held is not None else receipt
+
+    async def put_receipts(
+        self, account_id: str, *, group_id: bytes, kind: str, mls_epoch: int, digest: bytes,
+        receipts: bytes,
+    ) -> ReceiptOutcome:  # fmt: skip
+        status = await self._put_receipts(
+            keys=[self._k(account_id, "gk", _b64(group_id), kind)],
+            args=[mls_epoch, digest, self._k(account_id, "snap") + ":", receipts],
+        )
+        return ReceiptOutcome(status.decode())
 
     async def delete_snapshots(self, account_id: str, group_id: bytes, seqs: list[int]) -> int:
         if not seqs:
@@ -525,7 +573,9 @@ class RedisStorage:
         cursor = int(seqs[-1]) if len(seqs) == limit else None
         if not seqs:
             return [], int(head or 0), None
-        fields: tuple[str, ...] = ("digest", "label", "key_epoch", "group", "kind", "mls_epoch")
+        fields: tuple[str, ...] = (
+            "digest", "label", "key_epoch", "group", "kind", "mls_epoch", "rc", "cert"
+        )  # fmt: skip
         if with_data:
             fields += ("data",)
         async with self._r.pipeline(transaction=False) as p:
@@ -536,7 +586,7 @@ class RedisStorage:
         for seq, row in zip(seqs, rows, strict=True):
             if row[0] is None:  # trimmed by retention between the two round trips
                 continue
-            digest, label, key_epoch, group, kind, mls_epoch = row[:6]
+            digest, label, key_epoch, group, kind, mls_epoch, rc, cert = row[:8]
             out.append(
                 StoredSnapshot(
                     seq=int(seq),
@@ -546,7 +596,9 @@ class RedisStorage:
                     kind=kind.decode(),
                     mls_epoch=int(mls_epoch),
                     digest=bytes(digest),
-                    data=bytes(row[6]) if with_data else b"",
+                    data=bytes(row[8]) if with_data else b"",
+                    receipt=None if rc is None else bytes(rc),
+                    others=b"" if cert is None else bytes(cert),
                 )
             )
         return out, int(head or 0), cursor

@@ -35,6 +35,7 @@ from pre import (
     Purge,
     PurgeEntry,
     PurgeReceipt,
+    SnapshotReceipt,
     Revocation,
     RevocationReceipt,
     Role,
@@ -454,6 +455,11 @@ def sample_records(
         PurgeReceipt: (
             node.sign_purge_receipt(
                 account_id=account.account_id, purge=b"a purge record", deleted=3, now=NOW
+            ),
+        ),
+        SnapshotReceipt: (
+            node.sign_snapshot_receipt(
+                account_id=account.account_id, digest=bytes(range(32)), stored_at=NOW
             ),
         ),
         RevocationReceipt: (

@@ -76,3 +76,27 @@ def test_receipt_share_count_is_bounded(receipt: RevocationReceipt) -> None:
         receipt.replace(deleted=(*refs, ShareRef("account", 1)))
     with pytest.raises(TypeError):
         receipt.replace(deleted=list(refs))
+
+
+def test_snapshot_receipt_binds_node_account_digest_and_time(
+    node: NodeSecrets, other_node: NodeSecrets, now: int
+) -> None:
+    from pre import SNAPSHOT_RECEIPT_SIZE, SnapshotReceipt, split_receipts
+
+    receipt = node.sign_snapshot_receipt(
+        account_id=bytes(32), digest=bytes(range(32)), stored_at=now
+    )
+    data = receipt.to_bytes()
+    assert len(data) == SNAPSHOT_RECEIPT_SIZE
+    assert SnapshotReceipt.from_bytes(data).verify(node.public_key) == receipt
+    with pytest.raises(BindingError):
+        receipt.verify(other_node.public_key)
+    for changed in (
+        receipt.replace(digest=bytes(32)),
+        receipt.replace(stored_at=now - 1),
+        receipt.replace(account_id=b"\x01" * 32),
+    ):
+        with pytest.raises(SignatureError):
+            changed.verify(node.public_key)
+    # stored back to back, split again; a torn tail is dropped
+    assert split_receipts(data + data + data[:10]) == [data, data]
