@@ -15,6 +15,7 @@ from .enrolment import enrollment_request, parse_enrollment
 from .errors import (
     AdminRequired,
     BadAnswer,
+    ContentConflict,
     EpochConflict,
     ForkError,
     KeystoreError,
@@ -22,18 +23,20 @@ from .errors import (
     NodeError,
     NodeTimeout,
     NodeUnavailable,
+    NoKey,
     Purged,
     RollbackError,
     StatecacheError,
     ThresholdNotMet,
     TreeMismatch,
+    Unconfirmed,
     VerificationFailed,
 )
 from .keystore import Profile, load_profile, save_profile
 from .outcomes import LocalCode, NodeOutcome, NodeState
 from .policy import RetryPolicy
 from .publisher import ACCOUNT_LABEL, PublishReport, SnapshotInput
-from .reader import Opened, ReadReport
+from .reader import Incomplete, Opened, ReadReport
 from .state import SyncState
 from .tree_sync import TreePolicy
 from .trees import OpenedTree, TreeInput
@@ -45,12 +48,15 @@ __all__ = [
     "Approval",
     "BadAnswer",
     "Commitments",
+    "ContentConflict",
     "Directory",
     "EpochConflict",
     "ForkError",
+    "Incomplete",
     "KeystoreError",
     "LocalCode",
     "MissingSnapshot",
+    "NoKey",
     "NodeError",
     "NodeOutcome",
     "NodeState",
@@ -76,6 +82,7 @@ __all__ = [
     "TreeInput",
     "TreeMismatch",
     "TreePolicy",
+    "Unconfirmed",
     "VerificationFailed",
     "create_account",
     "enrollment_request",

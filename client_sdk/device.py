@@ -44,6 +44,7 @@ from .mls.stats import TreeStats, tree_stats
 from .mls.suites import CipherSuite
 from .mls.tree import RatchetTree
 from .node_client import NodeClient
+from .outbox import Outbox
 from .outcomes import NodeOutcome, NodeState
 from .paging import metadata
 from .policy import RetryPolicy
@@ -133,8 +134,9 @@ class Statecache:
         # The newest ratchet tree per group, published or read (memory only).
         self._trees = TreeStore(tree_policy or TreePolicy())
         self._admin = Admin(self._session, self._keyring, self._directory)
+        outbox = Outbox(None if state_path is None else state_path.parent / "outbox")
         self._publisher = Publisher(
-            self._session, self._keyring, self._directory, self._trees, state
+            self._session, self._keyring, self._directory, self._trees, state, outbox=outbox
         )
         self._reader = Reader(
             self._session, self._keyring, self._directory, self._trees, state, state_path

@@ -37,10 +37,12 @@ from .outcomes import LocalCode, NodeOutcome, NodeState
 __all__ = [
     "AdminRequired",
     "BadAnswer",
+    "ContentConflict",
     "EpochConflict",
     "ForkError",
     "KeystoreError",
     "MissingSnapshot",
+    "NoKey",
     "NodeError",
     "NodeTimeout",
     "NodeUnavailable",
@@ -49,6 +51,7 @@ __all__ = [
     "StatecacheError",
     "ThresholdNotMet",
     "TreeMismatch",
+    "Unconfirmed",
     "VerificationFailed",
     "outcome_of",
 ]
@@ -144,6 +147,26 @@ class TreeMismatch(VerificationFailed):
     pass
 
 
+class Unconfirmed(VerificationFailed):
+    """A snapshot fewer than M nodes' receipts back (yet): never taken as state. `newer`:
+    above what the device holds (the group is incomplete until it is confirmed); else a
+    copy at an epoch the device holds (a superseded retry, or a forgery), ignored."""
+
+    code = LocalCode.MISSING
+    state = NodeState.OK  # an honest node holds such a snapshot until its publisher confirms
+
+    def __init__(self, what: str, node: str | None = None, *, newer: bool) -> None:
+        super().__init__(what, node)
+        self.newer = newer
+
+
+class NoKey(VerificationFailed):
+    """The device holds no key for a snapshot's (label, key epoch): a grant it lacks or
+    could not fetch, not the node's fault. The label is incomplete."""
+
+    state = NodeState.OK
+
+
 class ThresholdNotMet(StatecacheError):
     """Fewer than `needed` nodes answered validly; `nodes` says what each node did."""
 
@@ -158,6 +181,11 @@ class ThresholdNotMet(StatecacheError):
     @property
     def failures(self) -> dict[str, NodeOutcome]:
         return {url: o for url, o in self.nodes.items() if o.state is not NodeState.OK}
+
+
+class ContentConflict(StatecacheError):
+    """Other content at a (group, kind, MLS epoch) this device already published: a new
+    state needs a new epoch."""
 
 
 class KeystoreError(StatecacheError):

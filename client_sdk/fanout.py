@@ -86,10 +86,11 @@ class FanOut:
         *,
         nodes: Sequence[NodeClient] | None = None,
         quorum: int | None = None,
+        grace: float | None = None,
     ) -> Answers[T]:
-        """`fn` on every node (or `nodes`) at once. Writes pass no `quorum` and wait for
-        every node (each bounded by its timeouts); reads pass the answers they need and
-        stop waiting `straggler_grace` after that many arrived."""
+        """`fn` on every node (or `nodes`) at once. Without a `quorum`, wait for every node
+        (each bounded by its timeouts); with one, stop waiting `grace` (default:
+        `straggler_grace`) after that many answered."""
         targets = self.nodes if nodes is None else list(nodes)
         tasks = {asyncio.ensure_future(self._one(node, fn)): node for node in targets}
         results: dict[str, T] = {}
@@ -112,7 +113,8 @@ class FanOut:
                     else:
                         failures[url] = outcome_of(value)  # type: ignore[arg-type]
                 if quorum is not None and grace_ends is None and len(results) >= quorum:
-                    grace_ends = time.monotonic() + self.policy.straggler_grace
+                    wait = self.policy.straggler_grace if grace is None else grace
+                    grace_ends = time.monotonic() + wait
         finally:
             for task in pending:
                 task.cancel()

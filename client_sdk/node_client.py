@@ -287,6 +287,12 @@ class NodeClient:
         body = m.PublishRequest(snapshots=[s.to_bytes() for s in snapshots])
         return await self._call("POST", self._prefix + "/snapshots", m.PublishResponse, body=body)
 
+    async def confirm(self, items: list[m.ConfirmItem]) -> m.ConfirmResponse:
+        body = m.ConfirmRequest(items=items)
+        return await self._call(
+            "POST", self._prefix + "/confirmations", m.ConfirmResponse, body=body
+        )
+
     async def put_snapshot(self, snapshot: pre.SealedSnapshot) -> m.PublishResult:
         header = snapshot.header
         path = f"{self._prefix}/groups/{encode_b64url(header.group_id)}/{header.kind}"

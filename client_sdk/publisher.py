@@ -1,13 +1,17 @@
 """Publishing: seal each item under its label's current KEK, chained to the last snapshot
-this device knows of that (group, kind), and store it on every node; M must accept.
+this device knows of that (group, kind), keep it in the outbox, and store it on every
+node; M must accept, each with its signed receipt. Then every node that holds it is given
+the others' receipts (`confirmations`), so that any one honest node proves to a reader
+that M nodes stored it; only then does the outbox let it go.
 
-A node's answer must hold exactly one result per snapshot sent, else it is a suspect and
-its answer counts for nothing. Retries resend the very bytes sealed before (a fresh seal
-would be a second snapshot at one epoch: a fork for every reader)."""
+A node's answer must hold exactly one result per snapshot sent, each accepted one with a
+receipt of that node for that snapshot, else it is a suspect and its answer counts for
+nothing. Retries, after a crash too, resend the very bytes in the outbox (a fresh seal
+would be a second snapshot at one epoch). Different content at an epoch this device
+already published is refused (`ContentConflict`), not counted as a duplicate."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -15,11 +19,13 @@ import pre
 from cache_service.protocol import models as m
 from cache_service.protocol.codes import Code, PublishStatus
 
+from .confirmations import CLOCK_SKEW
 from .directory import DeviceDirectory
-from .errors import BadAnswer, ThresholdNotMet
+from .errors import BadAnswer, ContentConflict, ThresholdNotMet
 from .keyring import Keyring
 from .manifest_view import ManifestView
 from .node_client import NodeClient
+from .outbox import Outbox, OutboxEntry
 from .outcomes import OK, NodeOutcome, NodeState
 from .session import Session
 from .state import Known, SyncState
@@ -88,15 +94,16 @@ class Publisher:
         directory: DeviceDirectory,
         trees: TreeStore,
         state: SyncState,
+        *,
+        outbox: Outbox | None = None,
     ) -> None:
         self._session = session
         self._keyring = keyring
         self._directory = directory
         self._trees = trees
         self.state = state
-        # Sealed but not yet stored on M nodes, by (group, kind, MLS epoch): a retry sends
-        # these same bytes.
-        self._pending: dict[Key, tuple[bytes, pre.SealedSnapshot]] = {}
+        # Sealed but not yet confirmed on M nodes: a retry sends these same bytes.
+        self.outbox = outbox if outbox is not None else Outbox(None)
         self._manifests = ManifestView(session)
 
     async def publish(self, items: Sequence[SnapshotInput | TreeInput]) -> PublishReport:
@@ -111,25 +118,48 @@ class Publisher:
 
     async def _publish(self, items: Sequence[SnapshotInput | TreeInput]) -> PublishReport:
         now = self._session.now()
-        earlier = dict(self._pending)  # sealed by an earlier call: a node may hold them
-        sealed: list[pre.SealedSnapshot] = []
         inputs, trees, duplicates = self._tree_inputs(items)
-        for item in inputs:
+        todo: list[tuple[SnapshotInput, bytes, OutboxEntry | None]] = []
+        for item in inputs:  # every refusal before anything is sealed or sent
+            content = _content(item)
+            held = self.outbox.get((item.group_id, item.kind, item.mls_epoch))
             known = self.state.known.get((item.group_id, item.kind))
-            key = (item.group_id, item.kind, item.mls_epoch)
-            if known is not None and known.mls_epoch == item.mls_epoch and key not in self._pending:
+            if held is not None:
+                if held.content != content:
+                    raise _conflict(item, "is still being published with other content")
+            elif known is not None and known.mls_epoch == item.mls_epoch:
+                if known.content is not None and known.content != content:
+                    raise _conflict(item, "was published with other content")
                 duplicates += 1
                 continue
-            sealed.append(await self._seal(item, known, now))
+            todo.append((item, content, held))
+        entries: list[OutboxEntry] = []
+        sealed_now: set[Key] = set()
+        for item, content, held in todo:
+            if held is not None:
+                entries.append(held)
+                continue
+            known = self.state.known.get((item.group_id, item.kind))
+            entries.append(OutboxEntry(content, await self._seal(item, known, now)))
+            sealed_now.add(entries[-1].key)
+        self.outbox.put(entries)  # durable before any node sees the bytes
         stored = 0
         counts = _Counts()
-        sent = 0
         nodes = self._session.nodes
-        for chunk in _chunks(sealed):
-            sent += len(chunk)
-            answers = await self._session.fan.call(_publish_chunk(chunk))
+        threshold = self._session.threshold
+        chunks = _chunks(entries)
+        for index, chunk in enumerate(chunks):
+            snaps = [e.snapshot for e in chunk]
+            # Every node is waited for, but for no more than half the time left once M
+            # answered: the confirmations that follow need the rest.
+            fan = self._session.fan
+            answers = await fan.call(
+                _publish_chunk(snaps, self._session),
+                quorum=threshold,
+                grace=fan.command.remaining() / 2,
+            )
             failures = dict(answers.failures)
-            accepted = [0] * len(chunk)
+            receipts: list[dict[str, bytes]] = [{} for _ in chunk]
             new = [False] * len(chunk)
             stale = [0] * len(chunk)  # refusals as sealed under an old key epoch
             for url, results in answers.results.items():
@@ -144,23 +174,34 @@ class Publisher:
                         self._session.outcomes.note(url, failures[url])
                         stale[i] += code is Code.STALE_KEY_EPOCH
                         continue
-                    accepted[i] += 1
+                    assert result.receipt is not None  # checked by `_publish_chunk`
+                    receipts[i][url] = result.receipt
                     new[i] = new[i] or result.status is PublishStatus.STORED
-            for snap, count, fresh in zip(chunk, accepted, new, strict=True):
-                h = snap.header
-                if count < self._session.threshold:
-                    # Stored nowhere, so these may be sealed again: refused by every node
-                    # as sealed under an old key epoch, or sealed by this call, never sent.
-                    refused = [s for s, n in zip(chunk, stale, strict=True) if n == len(nodes)]
-                    for s in [*refused, *sealed[sent:]]:
-                        key = (s.header.group_id, s.header.kind, s.header.mls_epoch)
-                        if s in refused or key not in earlier or earlier[key][1] is not s:
-                            self._pending.pop(key, None)
-                    nodes_seen = {url: OK for url in answers.results} | failures
-                    raise ThresholdNotMet("publish", self._session.threshold, nodes_seen)
-                self._pending.pop((h.group_id, h.kind, h.mls_epoch), None)
+            short = [e for e, r in zip(chunk, receipts, strict=True) if len(r) < threshold]
+            if not short:
+                short = await self._confirm(chunk, receipts)
+            if short:
+                # Refused as sealed under an old key epoch by so many nodes that it can never
+                # reach M: sealed again under the new one (a copy on fewer than M nodes is
+                # never confirmed, so never a second state at its epoch).
+                for entry, n in zip(chunk, stale, strict=True):
+                    if n >= len(nodes) - threshold + 1:
+                        self.outbox.remove(entry.key)
+                for later in chunks[index + 1 :]:  # sealed by this call and never sent
+                    for entry in later:
+                        if entry.key in sealed_now:
+                            self.outbox.remove(entry.key)
+                nodes_seen = {url: OK for url in answers.results} | failures
+                raise ThresholdNotMet("publish", threshold, nodes_seen)
+            for entry, fresh in zip(chunk, new, strict=True):
+                h = entry.snapshot.header
+                self.outbox.remove(entry.key)
+                self.outbox.supersede(h.group_id, h.kind, h.mls_epoch)
                 stored, duplicates = stored + fresh, duplicates + (not fresh)
-                self.state.remember(h.group_id, h.kind, h.mls_epoch, snap.digest)
+                self.state.remember(
+                    h.group_id, h.kind, h.mls_epoch, entry.snapshot.digest,
+                    author=h.author, content=entry.content,
+                )  # fmt: skip
                 planned = trees.pop((h.group_id, h.kind, h.mls_epoch), None)
                 if planned is not None:
                     self._trees.commit(h.group_id, planned[0])
@@ -174,6 +215,30 @@ class Publisher:
             tree_patch_bytes=counts.patch_bytes,
             tree_patched_bytes=counts.patched_bytes,
         )
+
+    async def _confirm(
+        self, chunk: list[OutboxEntry], receipts: list[dict[str, bytes]]
+    ) -> list[OutboxEntry]:
+        """Give every node that stored a snapshot the other nodes' receipts for it; those
+        fewer than M nodes kept are returned (their outbox entries stay)."""
+        items = [
+            m.ConfirmItem(
+                group_id=e.snapshot.header.group_id,
+                kind=e.snapshot.header.kind,
+                mls_epoch=e.snapshot.header.mls_epoch,
+                digest=e.snapshot.digest,
+                receipts=sorted(r.values())[: m.MAX_RECEIPTS],
+            )
+            for e, r in zip(chunk, receipts, strict=True)
+        ]
+        holders = {url for r in receipts for url in r}
+        targets = [n for n in self._session.nodes if n.base_url in holders]
+        answers = await self._session.fan.call(_confirm_chunk(items), nodes=targets)
+        kept = [0] * len(chunk)
+        for results in answers.results.values():
+            for i, result in enumerate(results):
+                kept[i] += result.status in ("stored", "kept")
+        return [e for e, n in zip(chunk, kept, strict=True) if n < self._session.threshold]
 
     def _tree_inputs(
         self, items: Sequence[SnapshotInput | TreeInput]
@@ -208,23 +273,13 @@ class Publisher:
         return inputs, versions, duplicates
 
     async def _seal(self, item: SnapshotInput, known: Known | None, now: int) -> pre.SealedSnapshot:
-        key = (item.group_id, item.kind, item.mls_epoch)
-        fingerprint = hashlib.sha256(
-            b"\0".join(
-                (item.label.encode(), item.plaintext, item.tree_hash or b"",
-                 item.epoch_authenticator or b"")
-            )
-        ).digest()  # fmt: skip
-        pending = self._pending.get(key)
-        if pending is not None and pending[0] == fingerprint:
-            return pending[1]
         kek = self._keyring.newest(item.label)
         if kek is None:  # keys not loaded yet: from the labels the manifest names
             record = await self._directory.record()
             kek = await self._keyring.current(
                 item.label, record, await self._manifests.current(record, self.state)
             )
-        snapshot = pre.seal_snapshot(
+        return pre.seal_snapshot(
             kek,
             self._session.profile.device,
             group_id=item.group_id,
@@ -236,18 +291,70 @@ class Publisher:
             tree_hash=item.tree_hash,
             epoch_authenticator=item.epoch_authenticator,
         )
-        self._pending[key] = (fingerprint, snapshot)
-        return snapshot
+
+
+def _content(item: SnapshotInput) -> bytes:
+    ea = item.epoch_authenticator
+    return pre.content_hash(
+        item.label,
+        item.plaintext,
+        item.tree_hash,
+        None if ea is None else pre.epoch_authenticator_hash(ea),
+    )
+
+
+def _conflict(item: SnapshotInput, what: str) -> ContentConflict:
+    return ContentConflict(
+        f"group {item.group_id.hex()} {item.kind} MLS epoch {item.mls_epoch} {what}: "
+        "publish the new state at a new MLS epoch"
+    )
 
 
 def _publish_chunk(
-    chunk: list[pre.SealedSnapshot],
+    chunk: list[pre.SealedSnapshot], session: Session
 ) -> Callable[[NodeClient], Awaitable[list[m.PublishResult]]]:
     async def send(node: NodeClient) -> list[m.PublishResult]:
         answer = await node.publish(chunk)
         if len(answer.results) != len(chunk):
             raise BadAnswer(
                 f"answered {len(answer.results)} results for {len(chunk)} snapshots",
+                node.base_url,
+            )
+        for snap, result in zip(chunk, answer.results, strict=True):
+            if result.status is not PublishStatus.REJECTED:
+                _check_receipt(result.receipt, snap, node, session)
+        return answer.results
+
+    return send
+
+
+def _check_receipt(
+    data: bytes | None, snap: pre.SealedSnapshot, node: NodeClient, session: Session
+) -> None:
+    """An accepted snapshot's receipt: this node's, for this account and snapshot, and
+    not dated ahead of this device's clock."""
+    try:
+        if data is None or node.node_key is None:
+            raise BadAnswer("accepted a snapshot without its receipt", node.base_url)
+        receipt = pre.SnapshotReceipt.from_bytes(data).verify(node.node_key)
+    except pre.PreError as exc:
+        raise BadAnswer("its receipt does not verify", node.base_url) from exc
+    if (
+        receipt.account_id != snap.header.account_id
+        or receipt.digest != snap.digest
+        or receipt.stored_at > session.now() + CLOCK_SKEW
+    ):
+        raise BadAnswer("its receipt names another snapshot or a future time", node.base_url)
+
+
+def _confirm_chunk(
+    items: list[m.ConfirmItem],
+) -> Callable[[NodeClient], Awaitable[list[m.ConfirmResult]]]:
+    async def send(node: NodeClient) -> list[m.ConfirmResult]:
+        answer = await node.confirm(items)
+        if len(answer.results) != len(items):
+            raise BadAnswer(
+                f"answered {len(answer.results)} results for {len(items)} confirmations",
                 node.base_url,
             )
         return answer.results
@@ -259,12 +366,12 @@ def _one_line(text: str | None) -> str | None:
     return None if text is None else " ".join(text.split())[:300]
 
 
-def _chunks(sealed: list[pre.SealedSnapshot]) -> list[list[pre.SealedSnapshot]]:
-    out: list[list[pre.SealedSnapshot]] = []
-    current: list[pre.SealedSnapshot] = []
+def _chunks(sealed: list[OutboxEntry]) -> list[list[OutboxEntry]]:
+    out: list[list[OutboxEntry]] = []
+    current: list[OutboxEntry] = []
     size = 0
     for snap in sealed:
-        n = len(snap.to_bytes())
+        n = len(snap.snapshot.to_bytes())
         if current and (size + n > _PUBLISH_CHUNK_BYTES or len(current) == m.MAX_BATCH):
             out.append(current)
             current, size = [], 0

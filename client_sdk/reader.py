@@ -1,18 +1,24 @@
 """Reading: onboarding (everything, newest first, resumable) and sync (what changed since
 the device's per-node cursors), verified and opened; then each group's ratchet tree.
 
-One node serves the listing (the first, in order, that serves a complete and valid one);
-every other reachable node's metadata since its cursor is a second opinion: a snapshot the
-primary left out or served at an older epoch is fetched from the node that holds it and
-verified, and the primary is reported. Every answer goes through `verify` and `paging`; a
-node that fails either is recorded in the command's per-node outcomes and the read moves
-on to the next node."""
+Every reachable node's metadata since its cursor is read first: its receipts join the
+read's pool (`confirmations.ReceiptPool`), and it is the second opinion. One node serves the
+listing with data (the first, in order, that serves a complete and valid one); a snapshot
+it left out or served at an older epoch is fetched from a node that lists it, and the
+primary is reported. Only a snapshot M nodes' receipts confirm becomes a group's state; a
+newer one that is not confirmed (yet), a label the device holds no key for, or too few
+nodes read make the read incomplete (`ReadReport.incomplete`), and the (group, kind) is
+looked at again by the next read (`SyncState.pending`).
+
+Nothing counts as delivered before the caller took it: what a yielded snapshot advances
+(what the device remembers, the cursor past its page) is recorded only once the caller asks
+for the next one."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -20,15 +26,18 @@ import pre
 from cache_service.protocol import models as m
 from cache_service.protocol.b64 import encode_b64url
 
+from .confirmations import ReceiptPool
 from .directory import DeviceDirectory, Directory
 from .errors import (
     BadAnswer,
     ForkError,
     MissingSnapshot,
+    NoKey,
     Purged,
     RollbackError,
     StatecacheError,
     ThresholdNotMet,
+    Unconfirmed,
     VerificationFailed,
     outcome_of,
 )
@@ -36,29 +45,59 @@ from .keyring import Keyring
 from .manifest_view import ManifestView
 from .node_client import NodeClient
 from .outcomes import NodeOutcome, NodeState, Outcomes
-from .paging import metadata, pages
+from .paging import check_page, metadata, pages
 from .session import Session
 from .state import SyncState
 from .tree_sync import TREE_KINDS
 from .trees import OpenedTree, Pieces, TreeStore, add_pieces
 from .verify import Commitments, OpenedSnapshot, check_commitments, open_item, open_tree_piece
 
-__all__ = ["Opened", "ReadReport", "Reader"]
+__all__ = ["Incomplete", "Opened", "ReadReport", "Reader"]
 
 Opened = OpenedSnapshot | OpenedTree
 """What a read yields: a snapshot as published, or a group's rebuilt ratchet tree."""
 
 
+@dataclass(frozen=True)
+class Incomplete:
+    """Something the read did not deliver: a (group, kind) whose newer snapshot is not
+    confirmed or could not be opened (`label` set when the device holds no key for it),
+    or, with no group, nodes that could not be read (`nodes`)."""
+
+    reason: str
+    group_id: bytes | None = None
+    kind: str | None = None
+    mls_epoch: int | None = None
+    label: str | None = None
+    nodes: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "group_id": None if self.group_id is None else self.group_id.hex(),
+            "kind": self.kind,
+            "mls_epoch": self.mls_epoch,
+            "label": self.label,
+            "reason": self.reason,
+            "nodes": list(self.nodes),
+        }
+
+
 @dataclass
 class ReadReport:
-    """What the last onboarding or sync saw: where it read, what it opened, and what each
-    node did (`nodes`, the shared per-node schema)."""
+    """What the last onboarding or sync saw: where it read, what it opened, what it could
+    not deliver (`incomplete`; `complete` when nothing) and what each node did (`nodes`,
+    the shared per-node schema)."""
 
     primary: str = ""
     opened: int = 0
     unchanged: int = 0
     trees: int = 0  # ratchet trees rebuilt (base and patches, verified)
     outcomes: Outcomes = field(default_factory=lambda: Outcomes([]))
+    incomplete: list[Incomplete] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not self.incomplete
 
     @property
     def nodes(self) -> dict[str, NodeOutcome]:
@@ -101,6 +140,9 @@ class Reader:
         self.state = state
         self._state_path = state_path  # saved after every page: an onboarding resumes
         self.report = ReadReport()
+        self._pool = ReceiptPool(b"", frozenset(), 0)
+        self._dir: Directory | None = None
+        self._now = 0
 
     def _save(self) -> None:
         if self._state_path is not None:
@@ -128,7 +170,16 @@ class Reader:
             # A label granted (or granted again) since the last read: nodes listed none of
             # its snapshots to this device then, so its history lies behind the cursors.
             self.state.cursors.clear()
-        directory = await self._directory.load(manifest)
+        directory = self._dir = await self._directory.load(manifest)
+        self._now = self._session.now()
+        self._pool = ReceiptPool(
+            record.account_id,
+            frozenset(n.node_key for n in self._session.nodes if n.node_key is not None),
+            self._now,
+        )
+        # Every reachable node's metadata first: its receipts count for every snapshot of
+        # this read, whichever node serves the bytes.
+        listings = await self._listings()
         primary: NodeClient | None = None
         rollback: RollbackError | None = None
         for node in self._session.nodes:  # the first node that serves a valid listing
@@ -144,7 +195,7 @@ class Reader:
                         yield snap
             except ForkError as exc:
                 self._blame(node.base_url, exc)
-                raise  # the author signed two snapshots for one epoch: stop
+                raise  # the author signed two confirmed snapshots for one epoch: stop
             except StatecacheError as exc:
                 # Down, lying, or behind (an older epoch than the device knows or was told,
                 # which an honest node that missed a publication also serves): never
@@ -160,15 +211,55 @@ class Reader:
                 raise rollback
             raise ThresholdNotMet("snapshot listing", 1, self.report.nodes)
         self.report.primary = primary.base_url
-        async for snap in self._cross_check(primary, directory, commitments):
+        read = {primary.base_url}
+        async for snap in self._cross_check(primary, listings, directory, commitments, read):
+            yield snap
+        async for snap in self._recheck(directory, commitments):
             yield snap
         async for tree in self._settle_trees(directory, commitments):
             self.report.trees += 1
             yield tree
+        self._check_reach(read)
         if order == "desc":
             self.state.onboarded = True
         self.state.labels = sorted(self._keyring.labels)
         check_commitments(self.state, commitments)
+
+    def _check_reach(self, read: set[str]) -> None:
+        """Every M-acknowledged snapshot is on at least one of any N - M + 1 nodes: fewer
+        read without fault, and something acknowledged may have been missed."""
+        nodes = [n.base_url for n in self._session.nodes]
+        clean = {
+            url for url in read if self.report.nodes.get(url) is None
+            or self.report.nodes[url].state is NodeState.OK
+        }  # fmt: skip
+        needed = len(nodes) - self._session.threshold + 1
+        if len(clean) < needed:
+            missing = tuple(url for url in nodes if url not in clean)
+            self._incomplete(
+                Incomplete(
+                    f"read {len(clean)} of {len(nodes)} nodes without fault, fewer than the "
+                    f"{needed} that guarantee every acknowledged snapshot was seen",
+                    nodes=missing,
+                )
+            )
+
+    def _incomplete(self, entry: Incomplete) -> None:
+        """One entry per (group, kind), naming every node involved."""
+        for i, held in enumerate(self.report.incomplete):
+            if (held.group_id, held.kind) == (entry.group_id, entry.kind):
+                nodes = held.nodes + tuple(n for n in entry.nodes if n not in held.nodes)
+                epoch = max(held.mls_epoch or 0, entry.mls_epoch or 0)
+                self.report.incomplete[i] = replace(held, nodes=nodes, mls_epoch=epoch)
+                return
+        self.report.incomplete.append(entry)
+
+    def _confirm(self, header: pre.SnapshotHeader, digest: bytes) -> bool:
+        assert self._dir is not None
+        needed = self._session.threshold
+        return len(self._pool.confirmations(header, digest, self._dir.certificate_at, needed)) >= (
+            needed
+        )
 
     def _open(
         self,
@@ -177,6 +268,10 @@ class Reader:
         directory: Directory,
         commitments: Mapping[bytes, Commitments] | None,
     ) -> OpenedSnapshot | None:
+        """The snapshot, verified, confirmed and opened; None when there is nothing to
+        deliver: the device holds it, the admin purged it, or it is not confirmed or not
+        openable (then recorded as incomplete and pending, when newer)."""
+        self._pool.add(item.digest, item.receipts)
         try:
             opened = open_item(
                 item,
@@ -184,21 +279,63 @@ class Reader:
                 directory=directory,
                 keks=self._keyring.keks,
                 state=self.state,
+                confirm=self._confirm,
+                now=self._now,
                 commitments=commitments,
                 purges=self._purges,
             )
         except Purged as exc:  # the node missed the purge: skip what it voided
             self._blame(node, exc)
             return None
+        except (Unconfirmed, NoKey) as exc:
+            if isinstance(exc, NoKey) or exc.newer:
+                self._pending(item, node, exc)
+            return None
         if opened is None:
             self.report.unchanged += 1
-        else:
-            self.state.remember(
-                opened.group_id, opened.kind, opened.mls_epoch, opened.digest,
-                opened.header.author,
-            )  # fmt: skip
-            self.report.opened += 1
         return opened
+
+    def _pending(self, item: m.SnapshotItem, node: str, exc: VerificationFailed) -> None:
+        key = (item.group_id, item.kind)
+        self.state.pending[key] = max(item.mls_epoch, self.state.pending.get(key, 0))
+        self._incomplete(
+            Incomplete(
+                exc.what,
+                group_id=item.group_id,
+                kind=item.kind,
+                mls_epoch=item.mls_epoch,
+                label=item.label if isinstance(exc, NoKey) else None,
+                nodes=(node,),
+            )
+        )
+
+    def _delivered(self, opened: OpenedSnapshot) -> None:
+        """The caller took it: the device now holds it, and no longer misses it."""
+        h = opened.header
+        content = pre.content_hash(
+            h.label, opened.plaintext, h.tree_hash, h.epoch_authenticator_hash
+        )
+        self.state.remember(
+            opened.group_id, opened.kind, opened.mls_epoch, opened.digest,
+            author=h.author, content=content,
+        )  # fmt: skip
+        key = (opened.group_id, opened.kind)
+        pending = self.state.pending.get(key)
+        if pending is not None and pending <= opened.mls_epoch:
+            del self.state.pending[key]
+        self.report.incomplete = [
+            e for e in self.report.incomplete
+            if (e.group_id, e.kind) != key or (e.mls_epoch or 0) > opened.mls_epoch
+        ]  # fmt: skip
+        self.report.opened += 1
+
+    async def _deliver(self, opened: OpenedSnapshot) -> AsyncIterator[OpenedSnapshot]:
+        """Yield a snapshot, or collect a tree piece (delivered with its rebuilt tree)."""
+        if self._trees.collect(opened):
+            self._delivered(opened)
+            return
+        yield opened
+        self._delivered(opened)
 
     async def _read_from(
         self,
@@ -218,8 +355,10 @@ class Reader:
             last_head = page.head
             for item in page.items:
                 opened = self._open(item, url, directory, commitments)
-                if opened is not None and not self._trees.collect(opened):
-                    yield opened
+                if opened is not None:
+                    async for snap in self._deliver(opened):
+                        yield snap
+            # The caller took every snapshot of the page: only now does the cursor pass it.
             if page.next_cursor is None:
                 break
             if order == "desc":
@@ -234,29 +373,36 @@ class Reader:
         final = (head or 0) if order == "desc" else last_head
         state.cursors[url] = max(state.cursors.get(url, 0), final)
 
+    async def _listings(self) -> dict[str, tuple[list[m.SnapshotItem], int]]:
+        fan = self._session.fan
+        nodes = [n for n in self._session.nodes if n.base_url not in fan.command.down]
+        got = await asyncio.gather(*(self._listing(n) for n in nodes))
+        out: dict[str, tuple[list[m.SnapshotItem], int]] = {}
+        for node, listing in zip(nodes, got, strict=True):
+            if listing is None:
+                continue
+            out[node.base_url] = listing
+            for item in listing[0]:
+                self._pool.add(item.digest, item.receipts)
+        return out
+
     async def _cross_check(
         self,
         primary: NodeClient,
+        listings: dict[str, tuple[list[m.SnapshotItem], int]],
         directory: Directory,
         commitments: Mapping[bytes, Commitments] | None,
+        read: set[str],
     ) -> AsyncIterator[OpenedSnapshot]:
-        """Compare with every other reachable node's listing (metadata only, since that
-        node's cursor). A snapshot the primary left out or served at an older epoch is
-        fetched from the node that lists it and verified, and the primary is reported; a
-        different snapshot at the same epoch, once its signature verifies, is a fork. A
-        node that errs or lies here is recorded and skipped. No other node answering is
-        fewer than M nodes: `ThresholdNotMet`, as for any read."""
-        fan = self._session.fan
-        others = [
-            n for n in self._session.nodes
-            if n is not primary and n.base_url not in fan.command.down
-        ]  # fmt: skip
-        listings = await asyncio.gather(*(self._listing(n) for n in others))
-        answered = 0
-        for other, listing in zip(others, listings, strict=True):
-            if listing is None:
+        """Compare with every other node's listing (metadata since that node's cursor). A
+        snapshot the primary left out or served at an older epoch is fetched from the node
+        that lists it, verified and confirmed, and the primary is reported; a different
+        confirmed snapshot at the same epoch is a fork. A node that errs or lies here is
+        recorded and skipped; `read` gains each node read without fault."""
+        for other in self._session.nodes:
+            listing = listings.get(other.base_url)
+            if other is primary or listing is None:
                 continue
-            answered += 1
             items, head = listing
             try:
                 async for opened in self._fill_gaps(other, primary, items, directory, commitments):
@@ -267,10 +413,9 @@ class Reader:
             except StatecacheError as exc:  # the second opinion lied, or went away
                 self._blame(other.base_url, exc)
                 continue
+            read.add(other.base_url)
             url = other.base_url
             self.state.cursors[url] = max(self.state.cursors.get(url, 0), head)
-        if answered == 0 and self._session.threshold > 1:  # M = 1 trusts any one node
-            raise ThresholdNotMet("listing cross-check", 2, self.report.nodes)
 
     async def _listing(self, node: NodeClient) -> tuple[list[m.SnapshotItem], int] | None:
         try:
@@ -280,6 +425,24 @@ class Reader:
         except StatecacheError as exc:
             self._blame(node.base_url, exc)
             return None
+
+    async def _fetch(self, node: NodeClient, item: m.SnapshotItem) -> m.SnapshotItem:
+        """The listed snapshot with its bytes, by its own sequence number."""
+        page = await self._session.fan.ask(
+            node,
+            lambda n: n.list_snapshots(
+                order="desc", before=item.seq + 1, limit=1, group_id=item.group_id
+            ),
+        )
+        full = page.items[0] if page.items else None
+        if full is None or (full.seq, full.kind, full.mls_epoch, full.digest) != (
+            item.seq,
+            item.kind,
+            item.mls_epoch,
+            item.digest,
+        ):
+            raise BadAnswer(f"lists snapshot {item.seq} but does not serve it", node.base_url)
+        return full
 
     async def _fill_gaps(
         self,
@@ -294,34 +457,81 @@ class Reader:
             have = self.state.known.get((item.group_id, item.kind))
             if have is not None and (item.mls_epoch < have.mls_epoch or item.digest == have.digest):
                 continue  # this node is behind, or holds what the device holds
-            # Newer, or another snapshot at a known epoch (a fork, if its author really
-            # signed it): fetched by its own sequence number, and only believed verified.
-            page = await self._session.fan.ask(
-                other,
-                lambda n, item=item: n.list_snapshots(  # type: ignore[misc]
-                    order="desc", before=item.seq + 1, limit=1, group_id=item.group_id
-                ),
-            )
-            full = page.items[0] if page.items else None
-            if full is None or (full.seq, full.kind, full.mls_epoch, full.digest) != (
-                item.seq,
-                item.kind,
-                item.mls_epoch,
-                item.digest,
-            ):
-                raise BadAnswer(f"lists snapshot {item.seq} but does not serve it", other.base_url)
-            opened = self._open(full, url, directory, commitments)
-            if opened is not None:
-                self._session.outcomes.note(
+            # Newer, or another snapshot at a known epoch (a fork, if confirmed): fetched by
+            # its own sequence number, and only believed verified.
+            opened = self._open(await self._fetch(other, item), url, directory, commitments)
+            if opened is None:
+                continue
+            self._session.outcomes.note(
+                primary.base_url,
+                MissingSnapshot(
+                    f"left out group {encode_b64url(item.group_id)} {item.kind} "
+                    f"epoch {item.mls_epoch}, which {url} holds",
                     primary.base_url,
-                    MissingSnapshot(
-                        f"left out group {encode_b64url(item.group_id)} {item.kind} "
-                        f"epoch {item.mls_epoch}, which {url} holds",
-                        primary.base_url,
-                    ).outcome(),
-                )
-                if not self._trees.collect(opened):
-                    yield opened
+                ).outcome(),
+            )
+            async for snap in self._deliver(opened):
+                yield snap
+
+    async def _recheck(
+        self, directory: Directory, commitments: Mapping[bytes, Commitments] | None
+    ) -> AsyncIterator[OpenedSnapshot]:
+        """Look again at each (group, kind) an earlier read left pending (a newer snapshot
+        not confirmed, or not openable, then): its cursor has passed it, so each node's
+        newest of that group is listed again and its receipts pooled."""
+        todo: dict[bytes, set[str]] = {}
+        for (group_id, kind), epoch in list(self.state.pending.items()):
+            known = self.state.known.get((group_id, kind))
+            if known is not None and known.mls_epoch >= epoch:
+                del self.state.pending[(group_id, kind)]
+                continue
+            if any(e.group_id == group_id and e.kind == kind for e in self.report.incomplete):
+                continue  # this read saw it already
+            todo.setdefault(group_id, set()).add(kind)
+        fan = self._session.fan
+        nodes = [n for n in self._session.nodes if n.base_url not in fan.command.down]
+        for group_id, kinds in todo.items():
+            pages_ = await asyncio.gather(*(self._group_page(n, group_id) for n in nodes))
+            found: list[tuple[NodeClient, m.SnapshotItem]] = []
+            for node, page in zip(nodes, pages_, strict=True):
+                for item in page:
+                    self._pool.add(item.digest, item.receipts)
+                    if item.kind in kinds:
+                        found.append((node, item))
+            found.sort(key=lambda f: -f[1].mls_epoch)
+            done: set[str] = set()
+            for node, item in found:
+                if item.kind in done:
+                    continue
+                try:
+                    opened = self._open(item, node.base_url, directory, commitments)
+                except StatecacheError as exc:
+                    if isinstance(exc, ForkError):
+                        raise
+                    self._blame(node.base_url, exc)
+                    continue
+                if opened is None:
+                    continue
+                done.add(item.kind)
+                async for snap in self._deliver(opened):
+                    yield snap
+
+    async def _group_page(self, node: NodeClient, group_id: bytes) -> list[m.SnapshotItem]:
+        """One page of a group's newest snapshots, with their bytes (empty if the node
+        fails: it is recorded)."""
+        try:
+            page = await self._session.fan.ask(
+                node,
+                lambda n: n.list_snapshots(order="desc", limit=_RECHECK_PAGE, group_id=group_id),
+            )
+            check_page(
+                page, node=node.base_url, order="desc", start=None, limit=_RECHECK_PAGE,
+                group_id=group_id,
+            )  # fmt: skip
+        except StatecacheError as exc:
+            self._blame(node.base_url, exc)
+            return []
+        return page.items
 
     # ratchet trees
 
@@ -400,14 +610,21 @@ class Reader:
             for item in page.items:
                 if item.kind not in TREE_KINDS:
                     continue
+                self._pool.add(item.digest, item.receipts)
                 try:
                     opened = open_tree_piece(
                         item, node=node.base_url, directory=directory, keks=self._keyring.keks,
-                        state=self.state, purges=self._purges,
+                        state=self.state, confirm=self._confirm, now=self._now,
+                        purges=self._purges,
                     )  # fmt: skip
-                except Purged as exc:
-                    self._blame(node.base_url, exc)
+                except (Purged, Unconfirmed) as exc:
+                    if isinstance(exc, Purged):
+                        self._blame(node.base_url, exc)
                     continue
                 if opened is not None:
                     chain.append(opened)
         return chain
+
+
+# A pending (group, kind) is looked for among its group's newest snapshots on each node.
+_RECHECK_PAGE = 100

@@ -20,6 +20,7 @@ class Known:
     mls_epoch: int
     digest: bytes
     author: bytes | None = None  # None: remembered by a version that did not keep it
+    content: bytes | None = None  # `pre.content_hash` (None: a version that did not keep it)
 
 
 @dataclass
@@ -39,6 +40,9 @@ class SyncState:
     # the newest account manifest this device verified: never accept an older one
     manifest_version: int = 0
     manifest_digest: bytes = b""
+    # (group, kind) -> MLS epoch of a newer snapshot a read saw but could not deliver (not
+    # confirmed, or no key): the cursors passed it, so the next read looks for it again
+    pending: dict[tuple[bytes, str], int] = field(default_factory=dict)
 
     def remember(
         self,
@@ -46,11 +50,13 @@ class SyncState:
         kind: str,
         mls_epoch: int,
         digest: bytes,
+        *,
         author: bytes | None = None,
+        content: bytes | None = None,
     ) -> None:
         current = self.known.get((group_id, kind))
         if current is None or mls_epoch >= current.mls_epoch:
-            self.known[(group_id, kind)] = Known(mls_epoch, digest, author)
+            self.known[(group_id, kind)] = Known(mls_epoch, digest, author, content)
 
     def forget_purged(self, purges: tuple[pre.PurgeEntry, ...]) -> int:
         """Drop what the device remembers of snapshots a purge voided (an author's, of a
@@ -76,10 +82,15 @@ class SyncState:
                 "known": [
                     [encode_b64url(g), kind, k.mls_epoch, k.digest.hex()]
                     + ([] if k.author is None else [k.author.hex()])
+                    + ([] if k.author is None or k.content is None else [k.content.hex()])
                     for (g, kind), k in sorted(self.known.items())
                 ],
                 "labels": self.labels,
                 "manifest": [self.manifest_version, self.manifest_digest.hex()],
+                "pending": [
+                    [encode_b64url(g), kind, epoch]
+                    for (g, kind), epoch in sorted(self.pending.items())
+                ],
             }
         )
 
@@ -93,13 +104,20 @@ class SyncState:
             onboarded=bool(doc.get("onboarded", False)),
             known={
                 (decode_b64url(g, max_bytes=128), kind): Known(
-                    int(e), bytes.fromhex(d), bytes.fromhex(rest[0]) if rest else None
+                    int(e),
+                    bytes.fromhex(d),
+                    bytes.fromhex(rest[0]) if rest else None,
+                    bytes.fromhex(rest[1]) if len(rest) > 1 else None,
                 )
                 for g, kind, e, d, *rest in doc["known"]
             },
             labels=[str(label) for label in doc.get("labels", [])],
             manifest_version=int(doc.get("manifest", [0, ""])[0]),
             manifest_digest=bytes.fromhex(doc.get("manifest", [0, ""])[1]),
+            pending={
+                (decode_b64url(g, max_bytes=128), str(kind)): int(epoch)
+                for g, kind, epoch in doc.get("pending", [])
+            },
         )
 
     def save(self, path: Path) -> None:

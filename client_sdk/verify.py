@@ -5,15 +5,16 @@ delivery service's view of the group."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import pre
 from cache_service.protocol import models as m
 
+from .confirmations import CLOCK_SKEW
 from .directory import REVOCATION_GRACE, Directory, check_account
-from .errors import ForkError, Purged, RollbackError, VerificationFailed
-from .state import SyncState
+from .errors import ForkError, NoKey, Purged, RollbackError, Unconfirmed, VerificationFailed
+from .state import Known, SyncState
 from .tree_sync import BASE_KIND, TREE_KINDS, is_tree_snapshot
 
 __all__ = [
@@ -26,6 +27,10 @@ __all__ = [
     "open_item",
     "open_tree_piece",
 ]
+
+Confirm = Callable[[pre.SnapshotHeader, bytes], bool]
+"""Whether M valid receipts from distinct pinned nodes back the snapshot with this header
+and digest (`confirmations.ReceiptPool`)."""
 
 
 @dataclass(frozen=True)
@@ -74,10 +79,14 @@ def _decoded(item: m.SnapshotItem, node: str, directory: Directory) -> pre.Seale
 
 
 def _check_signature(
-    snapshot: pre.SealedSnapshot, directory: Directory, node: str
+    snapshot: pre.SealedSnapshot, directory: Directory, node: str, now: int
 ) -> pre.DeviceCertificate:
-    """The author's certificate, once the author's signature verifies."""
+    """The author's certificate, once the author's signature verifies. Its time is the
+    author's claim: what the author's certificate is judged by is the receipts' times
+    (`Confirm`); a time ahead of this device's clock is a lie no honest node stores."""
     h = snapshot.header
+    if h.created_at > now + CLOCK_SKEW:
+        raise VerificationFailed("snapshot is dated in the future", node)
     author = directory.certificate_at(h.author, h.created_at)
     try:
         snapshot.verify(author)
@@ -99,7 +108,7 @@ def _decrypt(
     h = snapshot.header
     kek = keks.get((h.label, h.key_epoch))
     if kek is None:
-        raise VerificationFailed(f"no key for {h.label} epoch {h.key_epoch}", node)
+        raise NoKey(f"no key for {h.label} epoch {h.key_epoch}", node)
     try:
         plaintext = pre.open_snapshot(
             snapshot,
@@ -139,11 +148,15 @@ def open_item(
     directory: Directory,
     keks: Mapping[tuple[str, int], pre.Kek],
     state: SyncState,
+    confirm: Confirm,
+    now: int,
     commitments: Mapping[bytes, Commitments] | None = None,
     purges: Sequence[pre.PurgeEntry] = (),
 ) -> OpenedSnapshot | None:
     """Verify and open one listed snapshot. None: it is the snapshot the device already
-    holds for that (group, kind). Raises RollbackError / ForkError / VerificationFailed.
+    holds for that (group, kind). Raises Unconfirmed (fewer than M receipts back it),
+    RollbackError / ForkError (two confirmed snapshots at one epoch: the author signed
+    both) / NoKey / VerificationFailed.
 
     A piece of a tree chain (`tree_sync.is_tree_snapshot`) is history, not the group's
     latest state: an older one is opened, not refused as a rollback, and it is compared
@@ -157,19 +170,15 @@ def open_item(
     if not piece and known is not None and snapshot.digest == known.digest:
         return None  # the very bytes the device verified before
     # before any epoch comparison: an unsigned lie is neither a rollback nor a fork
-    author = _check_signature(snapshot, directory, node)
-    if known is not None:
-        if h.mls_epoch == known.mls_epoch and snapshot.digest != known.digest:
-            raise ForkError(f"two snapshots claim MLS epoch {h.mls_epoch}", node)
-        if h.mls_epoch < known.mls_epoch and not piece:
-            raise RollbackError(
-                f"group epoch went back from {known.mls_epoch} to {h.mls_epoch}", node
-            )
+    author = _check_signature(snapshot, directory, node, now)
+    if known is not None and h.mls_epoch < known.mls_epoch and not piece:
+        raise RollbackError(f"group epoch went back from {known.mls_epoch} to {h.mls_epoch}", node)
     expected = (commitments or {}).get(h.group_id)
     if expected is not None and h.mls_epoch < expected.min_epoch and not piece:
         raise RollbackError(
             f"epoch {h.mls_epoch} is below the delivery service's {expected.min_epoch}", node
         )
+    _check_confirmed(snapshot, known, confirm, node)
     at_ds_epoch = expected is not None and h.mls_epoch == expected.min_epoch
     return _decrypt(
         item,
@@ -189,20 +198,39 @@ def open_tree_piece(
     directory: Directory,
     keks: Mapping[tuple[str, int], pre.Kek],
     state: SyncState,
+    confirm: Confirm,
+    now: int,
     purges: Sequence[pre.PurgeEntry] = (),
 ) -> OpenedSnapshot | None:
     """Verify and open one snapshot of a group's tree chain, fetched to rebuild the tree;
-    None if it is not a tree piece. Raises ForkError / VerificationFailed."""
+    None if it is not a tree piece. Raises Unconfirmed / ForkError / VerificationFailed."""
     snapshot = _decoded(item, node, directory)
     h = snapshot.header
     check_not_purged(h, purges, node)
     if not is_tree_snapshot(h.kind, h.tree_hash):
         return None
-    author = _check_signature(snapshot, directory, node)
-    known = state.known.get((h.group_id, h.kind))
-    if known is not None and h.mls_epoch == known.mls_epoch and snapshot.digest != known.digest:
-        raise ForkError(f"two snapshots claim MLS epoch {h.mls_epoch}", node)
+    author = _check_signature(snapshot, directory, node, now)
+    _check_confirmed(snapshot, state.known.get((h.group_id, h.kind)), confirm, node)
     return _decrypt(item, snapshot, author, node, keks)
+
+
+def _check_confirmed(
+    snapshot: pre.SealedSnapshot, known: Known | None, confirm: Confirm, node: str
+) -> None:
+    h = snapshot.header
+    if not confirm(h, snapshot.digest):
+        newer = known is None or h.mls_epoch > known.mls_epoch
+        raise Unconfirmed(
+            f"{h.kind} at MLS epoch {h.mls_epoch} is not confirmed by enough nodes' receipts",
+            node,
+            newer=newer,
+        )
+    if known is not None and h.mls_epoch == known.mls_epoch and snapshot.digest != known.digest:
+        raise ForkError(
+            f"two confirmed snapshots claim MLS epoch {h.mls_epoch} "
+            f"(author {h.author.hex()} signed both)",
+            node,
+        )
 
 
 def check_commitments(state: SyncState, commitments: Mapping[bytes, Commitments] | None) -> None:

@@ -39,6 +39,7 @@ __all__ = [
     "UNCHECKED",
     "SealedSnapshot",
     "SnapshotHeader",
+    "content_hash",
     "epoch_authenticator_hash",
     "open_snapshot",
     "seal_snapshot",
@@ -103,6 +104,20 @@ class SealedSnapshot(Record):
             raise BindingError("snapshot author is not the certified device")
         author.verify_signature("snapshot", self._signed_message(), self.signature)
         return self
+
+
+def content_hash(
+    label: str, plaintext: bytes, tree_hash: bytes | None, epoch_authenticator_hash: bytes | None
+) -> bytes:
+    """What a snapshot says, apart from how it was sealed (salt, time, key epoch): two
+    seals of one content at one epoch are one publication retried, not two."""
+    return prim.digest(
+        "snapshot-content",
+        label.encode(),
+        plaintext,
+        tree_hash or b"",
+        epoch_authenticator_hash or b"",
+    )
 
 
 def epoch_authenticator_hash(epoch_authenticator: bytes) -> bytes:

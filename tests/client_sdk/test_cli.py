@@ -237,7 +237,8 @@ def test_timeout_bounds_a_command_with_a_hung_node(
     cli, node_urls: list[str], tmp_path: Path
 ) -> None:
     """`--timeout` is each command's deadline. With one node hanging, a publish (which
-    waits for every node) ends at the deadline, well before the 3 s idle timeout, stored
+    waits for every node, for half the time left once M answered, and then confirms) ends
+    within the deadline, well before the 3 s idle timeout, stored
     on the other two and naming the hung node; a deadline too short to do anything ends
     the command in one line naming the nodes."""
     home = tmp_path / "admin"
@@ -257,7 +258,7 @@ def test_timeout_bounds_a_command_with_a_hung_node(
         assert done["stored"] == 1
         nodes = done["nodes"]
         assert isinstance(nodes, dict) and nodes[hung.url]["state"] == "unavailable"
-        assert nodes[hung.url]["code"] == "timeout"
+        assert nodes[hung.url]["code"] in ("timeout", "slow")
 
         error = cli(home, "--timeout 0.001 --json sync").failed_cleanly()
         assert error is not None and error["code"] == "threshold_not_met"

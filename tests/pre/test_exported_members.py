@@ -64,6 +64,7 @@ EXPECTED = [
     "certificate_hash",
     "certify_device",
     "content_digest",
+    "content_hash",
     "create_key_capsule",
     "device_id_for",
     "epoch_authenticator_hash",
