@@ -13,7 +13,8 @@
 Device commands keep their keystore and sync state in a home directory (--home, or
 $STATECACHE_HOME, or ~/.statecache). --home, --json and --passphrase-env are accepted
 before or after the subcommand. Failures print one line, `statecache: ...`, exit status 1;
-usage errors exit 2.
+usage errors exit 2; an onboarding or sync that could not deliver everything exits 3 (its
+output says `complete: false` and what is missing).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from . import commands
 from .commands import CommandError, Context
 from .errors import (
     AdminRequired,
+    ContentConflict,
     KeystoreError,
     NodeError,
     NodeUnavailable,
@@ -389,6 +391,8 @@ def _error_code(exc: BaseException) -> str:
         return code.value if code is not None else "node_error"
     if isinstance(exc, ThresholdNotMet):
         return "threshold_not_met"
+    if isinstance(exc, ContentConflict):
+        return "conflict"
     if isinstance(exc, KeystoreError):
         return "keystore"
     if isinstance(exc, AdminRequired | CommandError):
@@ -427,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         print("statecache: interrupted", file=sys.stderr)
         return 130
     sys.stdout.write(to_json(outcome) if getattr(args, "json", False) else to_text(outcome))
-    return 0
+    return outcome.status
 
 
 if __name__ == "__main__":

@@ -4,6 +4,9 @@ returns a `Result` for `output` to print. Parsing lives in `cli`; nothing here r
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -24,7 +27,7 @@ from .device import (
 )
 from .home import Home
 from .keystore import Profile
-from .output import Cell, Progress, Result, Table, timestamp
+from .output import EXIT_INCOMPLETE, Cell, Progress, Result, Table, timestamp
 from .policy import RetryPolicy
 
 __all__ = [
@@ -324,10 +327,14 @@ async def read_snapshots(
     ctx: Context, *, mode: Literal["onboard", "sync"], out: Path | None
 ) -> Result:
     """`onboard` (everything, newest first; resumes an interrupted run) or `sync` (what
-    changed since the saved cursor), optionally writing each snapshot under `out`."""
+    changed since the saved cursor). Each snapshot is written under `out`, or, without
+    `--out`, kept in the home's inbox until a later read with `--out` moves it there: the
+    cursors pass nothing that was not written somewhere."""
     profile = ctx.home.load()
     rows: list[dict[str, Cell]] = []
     total_bytes = 0
+    inbox = ctx.home.inbox_path
+    moved = _move_inbox(inbox, out) if out is not None else []
     async with connect(ctx, profile) as sc:
         bar = Progress(mode, stream=ctx.stderr)
         if bar.enabled:
@@ -337,7 +344,9 @@ async def read_snapshots(
             async for snap in reader:
                 # A rebuilt tree is written as its RFC 9420 `ratchet_tree` encoding.
                 data = snap.tree.to_bytes() if isinstance(snap, OpenedTree) else snap.plaintext
-                path = _write(out, snap, data) if out is not None else None
+                path = (
+                    _write(out, snap, data) if out is not None else _write(inbox, snap, data, True)
+                )
                 total_bytes += len(data)
                 rows.append(
                     {
@@ -346,7 +355,7 @@ async def read_snapshots(
                         "mls_epoch": snap.mls_epoch,
                         "label": snap.label,
                         "bytes": len(data),
-                        "file": None if path is None else str(path),
+                        "file": str(path) if out is not None else None,
                     }
                 )
                 bar.update(sc.report.opened + sc.report.unchanged, total_bytes)
@@ -354,8 +363,28 @@ async def read_snapshots(
         report = sc.report
         downloaded = sc.bytes_received
     columns = ("group_id", "kind", "mls_epoch", "label", "bytes", "file")
+    missing: list[dict[str, Cell]] = [
+        {
+            "group_id": None if gap.group_id is None else gap.group_id.hex(),
+            "kind": gap.kind,
+            "mls_epoch": gap.mls_epoch,
+            "label": gap.label,
+            "reason": gap.reason,
+            "nodes": list(gap.nodes),
+        }
+        for gap in report.incomplete
+    ]
+    notes = []
+    if out is None and rows:
+        notes.append(f"Kept in {inbox}: a read with --out DIR writes them there.")
+    if missing:
+        notes.append(
+            "Incomplete: what is listed under `incomplete` was not delivered; "
+            f"run `statecache {mode}` again once the nodes named are reachable and confirm it."
+        )
     return Result(
         fields={
+            "complete": report.complete,
             "opened": report.opened,
             "unchanged": report.unchanged,
             "trees": report.trees,
@@ -363,18 +392,52 @@ async def read_snapshots(
             "downloaded_bytes": downloaded,
             "primary": report.primary,
             "out": None if out is None else str(out),
+            "from_inbox": len(moved),
         },
-        tables={"snapshots": Table(columns, rows, text_rows=SNAPSHOT_ROWS_IN_TEXT)},
+        tables={
+            "snapshots": Table(columns, rows, text_rows=SNAPSHOT_ROWS_IN_TEXT),
+            "incomplete": Table(
+                ("group_id", "kind", "mls_epoch", "label", "reason", "nodes"),
+                missing,
+                empty=None,
+            ),
+        },
+        notes=notes,
         nodes=report.nodes,
+        status=0 if report.complete else EXIT_INCOMPLETE,
     )
 
 
-def _write(out: Path, snap: Opened, data: bytes) -> Path:
-    """`out/<group hex>/<kind>.<epoch>.bin`, written whole or not at all."""
+def _write(out: Path, snap: Opened, data: bytes, prune: bool = False) -> Path:
+    """`out/<group hex>/<kind>.<epoch>.bin`, written whole or not at all (mode 0600). In
+    the home's inbox (`prune`), older epochs of that (group, kind) are deleted: an old
+    state must not linger there beside the new one."""
     directory = out / snap.group_id.hex()
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = directory / f"{snap.kind}.{snap.mls_epoch}.bin"
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
     tmp.replace(path)
+    for old in directory.glob(f"{snap.kind}.*.bin") if prune else ():
+        epoch = old.name[len(snap.kind) + 1 : -len(".bin")]
+        if epoch.isdigit() and int(epoch) < snap.mls_epoch:
+            old.unlink(missing_ok=True)
     return path
+
+
+def _move_inbox(inbox: Path, out: Path) -> list[Path]:
+    """What earlier reads kept in the home, moved under `out` (same layout)."""
+    moved: list[Path] = []
+    if not inbox.is_dir():
+        return moved
+    for path in sorted(inbox.glob("*/*.bin")):
+        target = out / path.parent.name / path.name
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        shutil.move(path, target)
+        moved.append(target)
+    for directory in inbox.glob("*"):
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+    return moved

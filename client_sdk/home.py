@@ -45,6 +45,11 @@ class Home:
         return self.path / "state.json"
 
     @property
+    def inbox_path(self) -> Path:
+        """Snapshots a read delivered without `--out`, until a read with one moves them."""
+        return self.path / "inbox"
+
+    @property
     def admin_path(self) -> Path:
         return self.path / "admin.json"
 

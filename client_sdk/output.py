@@ -50,12 +50,18 @@ class Table:
     empty: str | None = "none"  # text shown for no rows; None leaves the table out
 
 
+# A read that finished but could not deliver everything (`"complete": false`): distinct
+# from 1, a command that failed, and 2, a usage error.
+EXIT_INCOMPLETE = 3
+
+
 @dataclass(frozen=True)
 class Result:
     fields: Mapping[str, Cell] = field(default_factory=dict)
     tables: Mapping[str, Table] = field(default_factory=dict)
     notes: Sequence[str] = ()  # hints for people; not in JSON
     nodes: Mapping[str, NodeOutcome] = field(default_factory=dict)  # each node's outcome
+    status: int = 0  # the exit status: 0, or EXIT_INCOMPLETE for a read that missed something
 
     def as_json(self) -> dict[str, object]:
         doc: dict[str, object] = dict(self.fields)

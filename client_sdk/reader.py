@@ -71,16 +71,6 @@ class Incomplete:
     label: str | None = None
     nodes: tuple[str, ...] = ()
 
-    def to_json(self) -> dict[str, object]:
-        return {
-            "group_id": None if self.group_id is None else self.group_id.hex(),
-            "kind": self.kind,
-            "mls_epoch": self.mls_epoch,
-            "label": self.label,
-            "reason": self.reason,
-            "nodes": list(self.nodes),
-        }
-
 
 @dataclass
 class ReadReport:
