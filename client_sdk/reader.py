@@ -162,11 +162,11 @@ class Reader:
             self.state.cursors.clear()
         directory = self._dir = await self._directory.load(manifest)
         self._now = self._session.now()
-        self._pool = ReceiptPool(
-            record.account_id,
-            frozenset(n.node_key for n in self._session.nodes if n.node_key is not None),
-            self._now,
-        )
+        # Receipts count from the nodes this device pinned and those the root-signed
+        # manifest names (a node down at first contact is still known by its key).
+        keys = {n.node_key for n in self._session.nodes if n.node_key is not None}
+        keys |= {n.node_key for n in manifest.nodes} if manifest is not None else set()
+        self._pool = ReceiptPool(record.account_id, frozenset(keys), self._now)
         # Every reachable node's metadata first: its receipts count for every snapshot of
         # this read, whichever node serves the bytes.
         listings = await self._listings()
