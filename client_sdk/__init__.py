@@ -36,7 +36,8 @@ from .keystore import Profile, load_profile, save_profile
 from .outcomes import LocalCode, NodeOutcome, NodeState
 from .policy import RetryPolicy
 from .publisher import ACCOUNT_LABEL, PublishReport, SnapshotInput
-from .reader import Incomplete, Opened, ReadReport
+from .read_report import Incomplete, ReadReport
+from .reader import Opened
 from .state import SyncState
 from .tree_sync import TreePolicy
 from .trees import OpenedTree, TreeInput

@@ -10,6 +10,10 @@ newer one that is not confirmed (yet), a label the device holds no key for, or t
 nodes read make the read incomplete (`ReadReport.incomplete`), and the (group, kind) is
 looked at again by the next read (`SyncState.pending`).
 
+The ratchet trees a read moved are rebuilt by `tree_reader.py`; the report is in
+`read_report.py`. What stays here is one read's flow (listings, primary, gaps, pending
+groups, reach), which shares the read's receipts, clock and state throughout.
+
 Nothing counts as delivered before the caller took it: what a yielded snapshot advances
 (what the device remembers, the cursor past its page) is recorded only once the caller asks
 for the next one."""
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -44,71 +48,19 @@ from .errors import (
 from .keyring import Keyring
 from .manifest_view import ManifestView
 from .node_client import NodeClient
-from .outcomes import NodeOutcome, NodeState, Outcomes
+from .outcomes import NodeState
 from .paging import check_page, metadata, pages
+from .read_report import Incomplete, ReadReport
 from .session import Session
 from .state import SyncState
-from .tree_sync import TREE_KINDS
-from .trees import OpenedTree, Pieces, TreeStore, add_pieces
-from .verify import Commitments, OpenedSnapshot, check_commitments, open_item, open_tree_piece
+from .tree_reader import TreeReader
+from .trees import OpenedTree, TreeStore
+from .verify import Commitments, OpenedSnapshot, check_commitments, open_item
 
 __all__ = ["Incomplete", "Opened", "ReadReport", "Reader"]
 
 Opened = OpenedSnapshot | OpenedTree
 """What a read yields: a snapshot as published, or a group's rebuilt ratchet tree."""
-
-
-@dataclass(frozen=True)
-class Incomplete:
-    """Something the read did not deliver: a (group, kind) whose newer snapshot is not
-    confirmed or could not be opened (`label` set when the device holds no key for it),
-    or, with no group, nodes that could not be read (`nodes`)."""
-
-    reason: str
-    group_id: bytes | None = None
-    kind: str | None = None
-    mls_epoch: int | None = None
-    label: str | None = None
-    nodes: tuple[str, ...] = ()
-
-
-@dataclass
-class ReadReport:
-    """What the last onboarding or sync saw: where it read, what it opened, what it could
-    not deliver (`incomplete`; `complete` when nothing) and what each node did (`nodes`,
-    the shared per-node schema)."""
-
-    primary: str = ""
-    opened: int = 0
-    unchanged: int = 0
-    trees: int = 0  # ratchet trees rebuilt (base and patches, verified)
-    outcomes: Outcomes = field(default_factory=lambda: Outcomes([]))
-    incomplete: list[Incomplete] = field(default_factory=list)
-
-    @property
-    def complete(self) -> bool:
-        return not self.incomplete
-
-    @property
-    def nodes(self) -> dict[str, NodeOutcome]:
-        return self.outcomes.snapshot()
-
-    @property
-    def suspects(self) -> dict[str, str]:
-        """Nodes that misbehaved or held less than others, and how."""
-        return {
-            url: o.message or str(o)
-            for url, o in self.nodes.items()
-            if o.state in (NodeState.SUSPECT, NodeState.BEHIND)
-        }
-
-    @property
-    def unavailable(self) -> dict[str, str]:
-        return {
-            url: o.message or str(o)
-            for url, o in self.nodes.items()
-            if o.state is NodeState.UNAVAILABLE
-        }
 
 
 class Reader:
@@ -206,7 +158,11 @@ class Reader:
             yield snap
         async for snap in self._recheck(directory, commitments):
             yield snap
-        async for tree in self._settle_trees(directory, commitments):
+        trees = TreeReader(
+            self._session, self._trees, self.state, self._keyring.keks, self._pool,
+            self._confirm, self._now, self._purges, self._blame,
+        )  # fmt: skip
+        async for tree in trees.settle(directory, commitments):
             self.report.trees += 1
             yield tree
         self._check_reach(read)
@@ -477,6 +433,13 @@ class Reader:
                 continue
             if any(e.group_id == group_id and e.kind == kind for e in self.report.incomplete):
                 continue  # this read saw it already
+            if group_id not in todo and len(todo) >= _MAX_RECHECKS:
+                # A liar can leave many groups pending; the rest wait for the next read.
+                self._incomplete(
+                    Incomplete(f"not looked at again in this read (more than {_MAX_RECHECKS})",
+                               group_id=group_id, kind=kind, mls_epoch=epoch)
+                )  # fmt: skip
+                continue
             todo.setdefault(group_id, set()).add(kind)
         fan = self._session.fan
         nodes = [n for n in self._session.nodes if n.base_url not in fan.command.down]
@@ -489,6 +452,10 @@ class Reader:
                     if item.kind in kinds:
                         found.append((node, item))
             found.sort(key=lambda f: -f[1].mls_epoch)
+            for kind in kinds:  # no node lists it any more: nothing to wait for
+                epoch = self.state.pending.get((group_id, kind), 0)
+                if not any(i.kind == kind and i.mls_epoch >= epoch for _, i in found):
+                    self.state.pending.pop((group_id, kind), None)
             done: set[str] = set()
             for node, item in found:
                 if item.kind in done:
@@ -523,98 +490,8 @@ class Reader:
             return []
         return page.items
 
-    # ratchet trees
 
-    async def _settle_trees(
-        self, directory: Directory, commitments: Mapping[bytes, Commitments] | None
-    ) -> AsyncIterator[OpenedTree]:
-        """Rebuild each group whose chain the read moved and yield its new tree, verified.
-        A group that fails keeps its pieces for the next read and, once every other group
-        is done, its failure is raised."""
-        failure: VerificationFailed | None = None
-        for group_id, pieces in self._trees.take_pending().items():
-            try:
-                opened = await self._settle(group_id, pieces, directory, commitments)
-            except ForkError:
-                raise
-            except VerificationFailed as exc:
-                self._trees.keep_pending(group_id, pieces)
-                failure = failure or exc
-                continue
-            if opened is not None:
-                yield opened
-        if failure is not None:
-            raise failure
-
-    async def _settle(
-        self,
-        group_id: bytes,
-        pieces: Pieces,
-        directory: Directory,
-        commitments: Mapping[bytes, Commitments] | None,
-    ) -> OpenedTree | None:
-        target = self._trees.target(group_id, pieces, self.state)
-        if target is None:
-            return None  # nothing newer than the tree this device holds
-        try:
-            version = self._trees.reach(group_id, pieces, target)
-        except VerificationFailed as first:
-            # The pieces the read brought fall short: add each node's whole chain in turn.
-            short: list[str] = []
-            for node in self._session.nodes:
-                if node.base_url in self._session.fan.command.down:
-                    continue
-                try:
-                    add_pieces(pieces, await self._tree_chain(node, group_id, directory))
-                except ForkError:
-                    raise
-                except StatecacheError as exc:
-                    self._blame(node.base_url, exc)
-                    continue
-                try:
-                    version = self._trees.reach(group_id, pieces, target)
-                except VerificationFailed:  # this node's chain does not complete it
-                    short.append(node.base_url)
-                    continue
-                break
-            else:
-                raise first from None
-            for url in short:
-                self._session.outcomes.note(
-                    url,
-                    RollbackError(
-                        f"its tree chain of group {group_id.hex()} does not reach epoch {target}",
-                        url,
-                    ).outcome(),
-                )
-        return self._trees.accept(group_id, version, pieces, commitments)
-
-    async def _tree_chain(
-        self, node: NodeClient, group_id: bytes, directory: Directory
-    ) -> list[OpenedSnapshot]:
-        chain: list[OpenedSnapshot] = []
-        async for page in pages(
-            self._session.fan, node, order="desc", start=None, limit=m.MAX_PAGE,
-            group_id=group_id,
-        ):  # fmt: skip
-            for item in page.items:
-                if item.kind not in TREE_KINDS:
-                    continue
-                self._pool.add(item.digest, item.receipts)
-                try:
-                    opened = open_tree_piece(
-                        item, node=node.base_url, directory=directory, keks=self._keyring.keks,
-                        state=self.state, confirm=self._confirm, now=self._now,
-                        purges=self._purges,
-                    )  # fmt: skip
-                except (Purged, Unconfirmed) as exc:
-                    if isinstance(exc, Purged):
-                        self._blame(node.base_url, exc)
-                    continue
-                if opened is not None:
-                    chain.append(opened)
-        return chain
-
-
-# A pending (group, kind) is looked for among its group's newest snapshots on each node.
+# A pending (group, kind) is looked for among its group's newest snapshots on each node,
+# for at most this many groups per read.
 _RECHECK_PAGE = 100
+_MAX_RECHECKS = 100

@@ -36,6 +36,7 @@ SIZES = {
     "quick": (1.5, 32, (10, 100, 1_000), 100, 100, 3),
     "smoke": (0.3, 4, (3,), 3, 5, 2),  # the test suite's check that the harness runs
 }
+CONFIRM_PUBLISHES = {"full": 300, "quick": 100, "smoke": 5}
 # mode: (group sizes, epochs of commits per group) for tree_patches; groups for tree_health
 TREE_SIZES = {
     "full": ((100, 1_000, 10_000), 100, 1_000),
@@ -47,6 +48,7 @@ TREE_SIZES = {
 async def run(base: Path, mode: str) -> dict[str, Any]:
     results: dict[str, Any] = {"machine": _machine(), "mode": mode, "started": time.time()}
     seconds, labels, groups_list, sync_groups, devices, per_device = SIZES[mode]
+    confirm_publishes = CONFIRM_PUBLISHES[mode]
 
     print("re-encryption throughput ...", flush=True)
     raw = await scenarios.raw_reencrypt_per_s(seconds)
@@ -80,6 +82,10 @@ async def run(base: Path, mode: str) -> dict[str, Any]:
 
     nodes = await start_bench_nodes(base / "publish", 3)  # the default: appendfsync always
     try:
+        print("what confirmation costs ...", flush=True)
+        results["confirmation"] = await scenarios.confirmation_costs(
+            [n.url for n in nodes], base / "confirm-home", publishes=confirm_publishes
+        )
         print("publishing under load ...", flush=True)
         results["publish"] = await scenarios.publish_under_load(
             [n.url for n in nodes], devices=devices, per_device=per_device

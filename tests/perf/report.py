@@ -38,6 +38,16 @@ def table(results: dict[str, Any]) -> str:
         f"publish, {p['concurrency']} devices: {p['per_s']:,.0f}/s, p50 {p['p50_ms']} ms, "
         f"p99 {p['p99_ms']} ms, errors {p['errors']}"
     )
+    c = results.get("confirmation")
+    if c:
+        lines.append(
+            f"confirmation, {c['publishes']} sequential publishes: {c['publish_ms_median']} ms"
+            f" each against a bare store's {c['bare_store_ms_median']} ms"
+            f" ({c['publish_over_bare_store']:.2f}x; outbox write+delete"
+            f" {c['outbox_write_and_delete_ms_median']} ms); a read checks receipts in"
+            f" {c['read_receipt_checks_ms_per_snapshot']} ms per snapshot, the author in"
+            f" {c['read_author_check_ms_per_snapshot']} ms"
+        )
     s = results["sync_after_update"]
     lines.append(
         f"sync after one update ({s['groups']:,} groups): {s['bytes']:,} B in {s['seconds']:.3f} s;"

@@ -287,3 +287,74 @@ def mode() -> str:
 
 def results_dir() -> Path:
     return Path(os.environ.get("BENCH_DIR", "bench-results"))
+
+
+# --- what confirmation costs ----------------------------------------------------------------
+
+
+async def confirmation_costs(urls: list[str], home: Path, *, publishes: int) -> dict[str, Any]:
+    """Side by side in one run, on the same nodes: a publish as built (seal, outbox on disk
+    with fsync, store on every node with receipts checked, then the confirmations round)
+    against the bare store it used to be (the same sealed bytes sent once to every node,
+    answers awaited), one snapshot per publish, one device, sequential; and, for a read,
+    the receipt checks against the author-signature checks over the same snapshots."""
+    from client_sdk.outbox import Outbox, OutboxEntry
+
+    profile = await create_account(urls, THRESHOLD)
+    async with Statecache(profile, state_path=home / "state.json") as sc:
+        await sc.load_keys()
+        full: list[float] = []
+        for epoch in range(1, publishes + 1):
+            item = SnapshotInput(b"confirm-cost", "group_state", epoch, os.urandom(4096))
+            started = time.perf_counter()
+            await sc.publish([item])
+            full.append(time.perf_counter() - started)
+        kek = sc._keyring.newest("account")  # the bench seals by hand
+        assert kek is not None
+        sealed = [
+            pre.seal_snapshot(kek, profile.device, group_id=b"bare-cost", kind="group_state",
+                              mls_epoch=e, plaintext=os.urandom(4096), now=int(time.time()))
+            for e in range(1, publishes + 1)
+        ]  # fmt: skip
+        bare: list[float] = []
+        for snap in sealed:
+            started = time.perf_counter()
+            await asyncio.gather(*(n.publish([snap]) for n in sc.nodes))
+            bare.append(time.perf_counter() - started)
+        outbox = Outbox(home / "outbox-cost")
+        disk: list[float] = []
+        for snap in sealed:
+            started = time.perf_counter()
+            entry = OutboxEntry(bytes(32), snap)
+            outbox.put([entry])
+            outbox.remove(entry.key)
+            disk.append(time.perf_counter() - started)
+        # a read's checks, per snapshot: M receipts against the author's signature
+        page = await sc.nodes[0].list_snapshots(order="desc", limit=publishes)
+        items = [i for i in page.items if i.snapshot is not None]
+        keys = {n.node_key for n in sc.nodes if n.node_key is not None}
+        started = time.perf_counter()
+        for item in items:
+            for data in item.receipts[:THRESHOLD]:
+                receipt = pre.SnapshotReceipt.from_bytes(data)
+                receipt.verify(receipt.node_key)
+                assert receipt.node_key in keys
+        receipts_s = time.perf_counter() - started
+        directory = await sc.directory()
+        started = time.perf_counter()
+        for item in items:
+            snap = pre.SealedSnapshot.from_bytes(item.snapshot or b"")
+            snap.verify(directory.certificates[snap.header.author])
+        author_s = time.perf_counter() - started
+    med = statistics.median
+    return {
+        "publishes": publishes,
+        "publish_ms_median": round(med(full) * 1000, 2),
+        "bare_store_ms_median": round(med(bare) * 1000, 2),
+        "publish_over_bare_store": round(med(full) / med(bare), 2),
+        "outbox_write_and_delete_ms_median": round(med(disk) * 1000, 3),
+        "read_snapshots": len(items),
+        "read_receipt_checks_ms_per_snapshot": round(receipts_s / len(items) * 1000, 4),
+        "read_author_check_ms_per_snapshot": round(author_s / len(items) * 1000, 4),
+        "receipts_per_snapshot_listed": round(sum(len(i.receipts) for i in items) / len(items), 2),
+    }

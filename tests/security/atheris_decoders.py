@@ -110,16 +110,24 @@ def seeds() -> dict[str, bytes]:
     purge_receipt = node.sign_purge_receipt(
         account_id=record.account_id, purge=purge.to_bytes(), deleted=1, now=now
     )
+    snapshot_receipt = node.sign_snapshot_receipt(
+        account_id=record.account_id, digest=sealed.digest, stored_at=now
+    )
     encodings: dict[str, bytes] = {
         type(r).__name__: r.to_bytes()
         for r in (account, record, device, device.public_keys, cert, capsule, share, fragment,
                   sealed, sealed.header, revocation, node, ref, receipt, manifest, update,
                   *manifest.nodes, *manifest.labels, *manifest.devices, *manifest.grants,
-                  *update.grants_removed, purge.entry, purge, purge_receipt)
+                  *update.grants_removed, purge.entry, purge, purge_receipt, snapshot_receipt)
     }  # fmt: skip
     encodings["_PassphraseBox"] = pre.seal_with_passphrase(b"secret", "pw", log2_n=10)
 
     item = {"label": "account", "key_epoch": 0}
+    confirm_item = {
+        "group_id": b64(sealed.header.group_id), "kind": sealed.header.kind,
+        "mls_epoch": sealed.header.mls_epoch, "digest": b64(sealed.digest),
+        "receipts": [b64(snapshot_receipt.to_bytes())],
+    }  # fmt: skip
     entry = {"device_id": "ab" * 16, "certificate": b64(cert.to_bytes())}
     capsule_entry = {**item, "current": True, "capsule": b64(capsule.to_bytes())}
     snapshot_item = {
@@ -161,6 +169,10 @@ def seeds() -> dict[str, bytes]:
                          "manifest": b64(manifest.to_bytes())},
         "PurgeBody": {"purge": b64(purge.to_bytes())},
         "PurgeReceiptBody": {"receipt": b64(purge_receipt.to_bytes())},
+        "ConfirmItem": confirm_item,
+        "ConfirmRequest": {"items": [confirm_item]},
+        "ConfirmResult": {"status": "stored"},
+        "ConfirmResponse": {"results": [{"status": "kept"}]},
     }  # fmt: skip
     out = {}
     for i, cls in enumerate(RECORDS):

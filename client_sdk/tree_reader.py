@@ -1,0 +1,145 @@
+"""Rebuilding the ratchet trees a read moved: from the pieces (a base and patches) the read
+collected, and when they fall short, from each node's whole chain of the group, every
+piece verified and confirmed like any snapshot."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+
+import pre
+from cache_service.protocol import models as m
+
+from .confirmations import ReceiptPool
+from .errors import (
+    ForkError,
+    Purged,
+    RollbackError,
+    StatecacheError,
+    Unconfirmed,
+    VerificationFailed,
+)
+from .node_client import NodeClient
+from .paging import pages
+from .session import Session
+from .state import SyncState
+from .tree_sync import TREE_KINDS
+from .trees import OpenedTree, Pieces, TreeStore, add_pieces
+from .verify import Commitments, Confirm, Directory, OpenedSnapshot, open_tree_piece
+
+__all__ = ["TreeReader"]
+
+
+class TreeReader:
+    """One read's tree rebuilding, with that read's receipts, clock and purges."""
+
+    def __init__(  # noqa: PLR0917  (one read's context, in one order)
+        self,
+        session: Session,
+        trees: TreeStore,
+        state: SyncState,
+        keks: Mapping[tuple[str, int], pre.Kek],
+        pool: ReceiptPool,
+        confirm: Confirm,
+        now: int,
+        purges: tuple[pre.PurgeEntry, ...],
+        blame: Callable[[str, StatecacheError], None],
+    ) -> None:
+        self._session = session
+        self._trees = trees
+        self.state = state
+        self._keks = keks
+        self._pool = pool
+        self._confirm = confirm
+        self._now = now
+        self._purges = purges
+        self._blame = blame
+
+    async def settle(
+        self, directory: Directory, commitments: Mapping[bytes, Commitments] | None
+    ) -> AsyncIterator[OpenedTree]:
+        """Rebuild each group whose chain the read moved and yield its new tree, verified.
+        A group that fails keeps its pieces for the next read and, once every other group
+        is done, its failure is raised."""
+        failure: VerificationFailed | None = None
+        for group_id, pieces in self._trees.take_pending().items():
+            try:
+                opened = await self._settle(group_id, pieces, directory, commitments)
+            except ForkError:
+                raise
+            except VerificationFailed as exc:
+                self._trees.keep_pending(group_id, pieces)
+                failure = failure or exc
+                continue
+            if opened is not None:
+                yield opened
+        if failure is not None:
+            raise failure
+
+    async def _settle(
+        self,
+        group_id: bytes,
+        pieces: Pieces,
+        directory: Directory,
+        commitments: Mapping[bytes, Commitments] | None,
+    ) -> OpenedTree | None:
+        target = self._trees.target(group_id, pieces, self.state)
+        if target is None:
+            return None  # nothing newer than the tree this device holds
+        try:
+            version = self._trees.reach(group_id, pieces, target)
+        except VerificationFailed as first:
+            # The pieces the read brought fall short: add each node's whole chain in turn.
+            short: list[str] = []
+            for node in self._session.nodes:
+                if node.base_url in self._session.fan.command.down:
+                    continue
+                try:
+                    add_pieces(pieces, await self._tree_chain(node, group_id, directory))
+                except ForkError:
+                    raise
+                except StatecacheError as exc:
+                    self._blame(node.base_url, exc)
+                    continue
+                try:
+                    version = self._trees.reach(group_id, pieces, target)
+                except VerificationFailed:  # this node's chain does not complete it
+                    short.append(node.base_url)
+                    continue
+                break
+            else:
+                raise first from None
+            for url in short:
+                self._session.outcomes.note(
+                    url,
+                    RollbackError(
+                        f"its tree chain of group {group_id.hex()} does not reach epoch {target}",
+                        url,
+                    ).outcome(),
+                )
+        return self._trees.accept(group_id, version, pieces, commitments)
+
+    async def _tree_chain(
+        self, node: NodeClient, group_id: bytes, directory: Directory
+    ) -> list[OpenedSnapshot]:
+        chain: list[OpenedSnapshot] = []
+        async for page in pages(
+            self._session.fan, node, order="desc", start=None, limit=m.MAX_PAGE,
+            group_id=group_id,
+        ):  # fmt: skip
+            for item in page.items:
+                if item.kind not in TREE_KINDS:
+                    continue
+                self._pool.add(item.digest, item.receipts)
+                try:
+                    opened = open_tree_piece(
+                        item, node=node.base_url, directory=directory, keks=self._keks,
+                        state=self.state, confirm=self._confirm, now=self._now,
+                        purges=self._purges,
+                    )  # fmt: skip
+                except (Purged, Unconfirmed) as exc:
+                    if isinstance(exc, Purged):
+                        self._blame(node.base_url, exc)
+                    continue
+                if opened is not None:
+                    chain.append(opened)
+        return chain
