@@ -307,10 +307,13 @@ class NodeClient:
         limit: int = 100,
         group_id: bytes | None = None,
         data: bool = True,
+        receipts: bool = True,
     ) -> m.SnapshotPage:
         query: dict[str, str | int] = {"order": order, "limit": limit}
         if not data:
             query["data"] = "false"
+        if not receipts:
+            query["receipts"] = "false"
         if after is not None:
             query["after"] = after
         if before is not None:

@@ -60,11 +60,12 @@ async def pages(
     limit: int,
     group_id: bytes | None = None,
     data: bool = True,
+    receipts: bool = True,
 ) -> AsyncIterator[m.SnapshotPage]:
     """Every page from `start` on, each checked; the caller keeps the cursors."""
     seen: set[bytes] = set()
     for _ in range(fan.policy.max_pages):
-        page = await fan.ask(node, _page_fetch(order, start, limit, group_id, data))
+        page = await fan.ask(node, _page_fetch(order, start, limit, group_id, data, receipts))
         check_page(page, node=node.base_url, order=order, start=start, limit=limit,
                    group_id=group_id)  # fmt: skip
         for item in page.items:
@@ -78,8 +79,13 @@ async def pages(
     raise BadAnswer(f"listed more than {fan.policy.max_pages:,} pages", node.base_url)
 
 
-def _page_fetch(
-    order: Order, start: int | None, limit: int, group_id: bytes | None, data: bool
+def _page_fetch(  # noqa: PLR0917  (a page's query, in the API's order)
+    order: Order,
+    start: int | None,
+    limit: int,
+    group_id: bytes | None,
+    data: bool,
+    receipts: bool,
 ) -> Callable[[NodeClient], Awaitable[m.SnapshotPage]]:
     return lambda n: n.list_snapshots(
         order=order,
@@ -88,16 +94,20 @@ def _page_fetch(
         limit=limit,
         group_id=group_id,
         data=data,
+        receipts=receipts,
     )
 
 
 async def metadata(
     fan: FanOut, node: NodeClient, *, after: int = 0
 ) -> tuple[list[m.SnapshotItem], int]:
-    """Every snapshot's metadata and digest after `after` (no data), and the head."""
+    """Every snapshot's metadata and digest after `after` (no data, no receipts: a snapshot
+    that needs another node's receipts is fetched whole from it), and the head."""
     items: list[m.SnapshotItem] = []
     head = after
-    async for page in pages(fan, node, order="asc", start=after, limit=m.MAX_PAGE, data=False):
+    async for page in pages(
+        fan, node, order="asc", start=after, limit=m.MAX_PAGE, data=False, receipts=False
+    ):
         items.extend(page.items)
         head = max(head, page.head)
     return items, head

@@ -1,11 +1,12 @@
 """Reading: onboarding (everything, newest first, resumable) and sync (what changed since
 the device's per-node cursors), verified and opened; then each group's ratchet tree.
 
-Every reachable node's metadata since its cursor is read first: its receipts join the
-read's pool (`confirmations.ReceiptPool`), and it is the second opinion. One node serves the
-listing with data (the first, in order, that serves a complete and valid one); a snapshot
-it left out or served at an older epoch is fetched from a node that lists it, and the
-primary is reported. Only a snapshot M nodes' receipts confirm becomes a group's state; a
+Every reachable node's metadata since its cursor is read first: the second opinion. One
+node serves the listing with data and receipts (the first, in order, that serves a complete
+and valid one); a snapshot it left out or served at an older epoch, or served without the
+receipts to confirm it, is fetched with its receipts from a node that lists it (receipts
+are pooled over the read: `confirmations.ReceiptPool`), and a primary that left it out is
+reported. Only a snapshot M nodes' receipts confirm becomes a group's state; a
 newer one that is not confirmed (yet), a label the device holds no key for, or too few
 nodes read make the read incomplete (`ReadReport.incomplete`), and the (group, kind) is
 looked at again by the next read (`SyncState.pending`).
@@ -85,6 +86,7 @@ class Reader:
         self._pool = ReceiptPool(b"", frozenset(), 0)
         self._dir: Directory | None = None
         self._now = 0
+        self._served: set[bytes] = set()  # digests some node served this read
 
     def _save(self) -> None:
         if self._state_path is not None:
@@ -119,8 +121,8 @@ class Reader:
         keys = {n.node_key for n in self._session.nodes if n.node_key is not None}
         keys |= {n.node_key for n in manifest.nodes} if manifest is not None else set()
         self._pool = ReceiptPool(record.account_id, frozenset(keys), self._now)
-        # Every reachable node's metadata first: its receipts count for every snapshot of
-        # this read, whichever node serves the bytes.
+        self._served = set()
+        # Every reachable node's metadata first (digests, no receipts): the second opinion.
         listings = await self._listings()
         primary: NodeClient | None = None
         rollback: RollbackError | None = None
@@ -218,6 +220,7 @@ class Reader:
         deliver: the device holds it, the admin purged it, or it is not confirmed or not
         openable (then recorded as incomplete and pending, when newer)."""
         self._pool.add(item.digest, item.receipts)
+        self._served.add(item.digest)
         try:
             opened = open_item(
                 item,
@@ -328,8 +331,6 @@ class Reader:
             if listing is None:
                 continue
             out[node.base_url] = listing
-            for item in listing[0]:
-                self._pool.add(item.digest, item.receipts)
         return out
 
     async def _cross_check(
@@ -405,8 +406,13 @@ class Reader:
                 continue  # this node is behind, or holds what the device holds
             # Newer, or another snapshot at a known epoch (a fork, if confirmed): fetched by
             # its own sequence number, and only believed verified.
+            served = item.digest in self._served  # without the receipts to confirm it
             opened = self._open(await self._fetch(other, item), url, directory, commitments)
             if opened is None:
+                continue
+            if served:
+                async for snap in self._deliver(opened):
+                    yield snap
                 continue
             self._session.outcomes.note(
                 primary.base_url,

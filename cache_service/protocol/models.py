@@ -232,6 +232,7 @@ class SnapshotQuery(_Model):
     limit: Annotated[int, Field(ge=1, le=MAX_PAGE)] = 100
     group: Annotated[bytes, Base64Url(MAX_GROUP_ID_SIZE, 1)] | None = None
     data: bool = True
+    receipts: bool = True  # false: items without their receipts (a cross-check's listing)
 
     @model_validator(mode="after")
     def _cursor_matches_order(self) -> SnapshotQuery:

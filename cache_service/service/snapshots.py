@@ -243,7 +243,7 @@ class SnapshotService:
                     mls_epoch=r.mls_epoch,
                     digest=r.digest,
                     snapshot=data,
-                    receipts=await self._receipts(caller, r),
+                    receipts=await self._receipts(caller, r) if query.receipts else [],
                 )
             )
         return m.SnapshotPage(items=items, next_cursor=cursor, head=head)

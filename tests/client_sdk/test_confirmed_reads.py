@@ -334,3 +334,23 @@ async def test_a_sync_with_the_only_up_to_date_node_down_is_incomplete(
         got = as_latest(await collect(lap.sync()))
         assert got[(GROUP, "group_state")] == (6, epoch6.plaintext)
         assert lap.report.complete
+
+
+async def test_snapshots_stored_before_receipts_existed_are_read(cluster: Cluster) -> None:
+    """A node from before receipts stored no `at`, `rc` or `cert`: each node now receipts
+    such a snapshot when it first lists it, so a fresh device confirms it from M nodes'
+    own receipts (fetching it from a second node), and reads it complete."""
+    profile = await cluster.account()
+    async with cluster.statecache(profile) as admin:
+        item = state(5)
+        await admin.publish([item])
+        laptop = await cluster.enrol(admin, "laptop")
+    account = profile.account_id.hex()
+    for node in cluster.nodes:
+        redis = node.storage._r  # rewinding records to the old format
+        for key in await redis.keys(f"sc:{{{account}}}:snap:*"):
+            await redis.hdel(key, "at", "rc", "cert")
+    async with cluster.statecache(laptop) as lap:
+        got = as_latest(await collect(lap.onboard()))
+        assert got[(GROUP, "group_state")] == (5, item.plaintext)
+        assert lap.report.complete
