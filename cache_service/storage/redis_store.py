@@ -224,6 +224,16 @@ redis.call('HSET', key, 'cert', ARGV[4])
 return 'stored'
 """
 
+# KEYS: snap:<seq>.  ARGV: stored at, receipt.
+# Gives a snapshot stored before receipts existed this node's receipt unless it has one;
+# returns the receipt in force (false if the snapshot is gone: no stray hash is created).
+_SET_RECEIPT = """
+if redis.call('HEXISTS', KEYS[1], 'digest') == 0 then return false end
+redis.call('HSETNX', KEYS[1], 'at', ARGV[1])
+redis.call('HSETNX', KEYS[1], 'rc', ARGV[2])
+return redis.call('HGET', KEYS[1], 'rc')
+"""
+
 # KEYS: feed (names the account's slot).  ARGV: snap key prefix, group:<g> key,
 # gk:<g>: key prefix, then sequence numbers. Deletes each snapshot still there from the
 # feed, its group and its (group, kind) index; returns how many.
@@ -259,6 +269,7 @@ class RedisStorage:
         self._put_manifest = client.register_script(_PUT_MANIFEST)
         self._delete_snapshots = client.register_script(_DELETE_SNAPSHOTS)
         self._put_receipts = client.register_script(_PUT_RECEIPTS)
+        self._set_receipt = client.register_script(_SET_RECEIPT)
 
     @classmethod
     def connect(
@@ -496,13 +507,10 @@ class RedisStorage:
     async def set_receipt(self, account_id: str, seq: int, stored_at: int, receipt: bytes) -> bytes:
         """Give a snapshot stored before receipts existed this node's receipt (unless one
         is there already); returns the receipt in force."""
-        key = self._k(account_id, "snap", str(seq))
-        async with self._r.pipeline(transaction=True) as p:
-            p.hsetnx(key, "at", stored_at)
-            p.hsetnx(key, "rc", receipt)
-            p.hget(key, "rc")
-            *_, held = await p.execute()
-        return bytes(held) if held is not None else receipt
+        held = await self._set_receipt(
+            keys=[self._k(account_id, "snap", str(seq))], args=[stored_at, receipt]
+        )  # a snapshot deleted since it was read keeps no stray hash of its receipt
+        return bytes(held) if held else receipt
 
     async def put_receipts(
         self, account_id: str, *, group_id: bytes, kind: str, mls_epoch: int, digest: bytes,

@@ -158,10 +158,15 @@ async def _set_up_account(local: LocalNode) -> tuple[Tenant, Corpus]:
                 {"device_id": device.id_hex},
                 {"revocation": b64(revocation.to_bytes())},
             )
-        # the manifest: version 1 stored, its identical retry and the update to version 2
+        # the manifest: version 1 stored, its identical retry and the update to version 2;
+        # both name two more nodes, whose receipts a confirmation may carry
         node_key = (await admin.node_info()).public_key
-        first = tenant.manifest(node_key)
-        second = tenant.manifest(node_key, base=first, devices=(account.device(now),))
+        witnesses = [pre.NodeSecrets.generate() for _ in range(2)]
+        keys = [node_key, *(w.public_key for w in witnesses)]
+        first = with_nodes(tenant, tenant.manifest(node_key), keys)
+        second = with_nodes(
+            tenant, tenant.manifest(node_key, base=first, devices=(account.device(now),)), keys
+        )
         await admin.put_manifest(first)
         corpus.add("get_manifest", {})
         corpus.add("put_manifest", {}, {"manifest": b64(first.to_bytes())})
@@ -220,10 +225,62 @@ async def _set_up_account(local: LocalNode) -> tuple[Tenant, Corpus]:
         for g in groups:
             corpus.add("list_snapshots", {}, query=f"group={b64(g)}&limit=2")
         corpus.add("list_snapshots", {}, query="order=desc&limit=1")
+        # confirmations: the witnesses' receipts (and the node's own) for what it holds, a
+        # snapshot it does not hold, and a receipt that does not verify
+        published = [
+            seal(tenant.kek, account.admin, group=secrets.token_bytes(8), epoch=1, now=now)
+            for _ in range(2)
+        ]
+        answers = (await admin.publish(published)).results
+        items = []
+        for snap, answer in zip(published, answers, strict=True):
+            assert answer.receipt is not None
+            theirs = [receipt_of(w, account.account_id, snap, now) for w in witnesses]
+            items.append(confirm_item(snap, [answer.receipt, *theirs]))
+            corpus.add("confirm_snapshots", {}, {"items": [confirm_item(snap, theirs[:1])]})
+        corpus.add("confirm_snapshots", {}, {"items": items})
+        unsent = pre.SealedSnapshot.from_bytes(snapshots[1][1])
+        unsent_receipt = receipt_of(witnesses[0], account.account_id, unsent, now)
+        tampered = unsent_receipt[:-1] + bytes([unsent_receipt[-1] ^ 1])
+        corpus.add(
+            "confirm_snapshots",
+            {},
+            {"items": [confirm_item(unsent, [unsent_receipt]), confirm_item(unsent, [tampered])]},
+        )
         corpus.add("reencrypt", {}, {"items": [{"label": "account", "key_epoch": 0}]})
         corpus.add("reencrypt", {}, {"items": [{"label": label, "key_epoch": 0}]})
         corpus.add("reencrypt", {}, {})
         return tenant, corpus
+
+
+def with_nodes(
+    tenant: Tenant, manifest: pre.AccountManifest, keys: list[bytes]
+) -> pre.AccountManifest:
+    """`manifest` naming these node keys (shares 1..N), signed again."""
+    nodes = tuple(
+        pre.ManifestNode(node_key=k, share_index=i, url="http://127.0.0.1", operator="")
+        for i, k in enumerate(keys, start=1)
+    )
+    return pre.sign_manifest(tenant.account.secrets, manifest.replace(nodes=nodes))
+
+
+def receipt_of(
+    node: pre.NodeSecrets, account_id: bytes, snap: pre.SealedSnapshot, now: int
+) -> bytes:
+    return node.sign_snapshot_receipt(
+        account_id=account_id, digest=snap.digest, stored_at=now
+    ).to_bytes()
+
+
+def confirm_item(snap: pre.SealedSnapshot, receipts: list[bytes]) -> dict[str, Any]:
+    h = snap.header
+    return {
+        "group_id": b64(h.group_id),
+        "kind": h.kind,
+        "mls_epoch": h.mls_epoch,
+        "digest": b64(snap.digest),
+        "receipts": [b64(r) for r in receipts],
+    }
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import secrets
 import statistics
 import time
@@ -125,7 +126,7 @@ async def arrange(node: Node) -> tuple[Victim, Tenant]:
             plaintext=b"team secrets", now=now,
         ),
     ]  # fmt: skip
-    await admin.publish(snapshots)
+    receipts = [r.receipt for r in (await admin.publish(snapshots)).results]
     await attacker.admin_client.publish([attacker.seal(group=groups[0], epoch=1)])
 
     records: list[Any] = [
@@ -146,14 +147,42 @@ async def arrange(node: Node) -> tuple[Victim, Tenant]:
     member_revocation = pre.revoke_device(account.secrets, victim.member.secrets.device_id, now=now)
     v.records += [newcomer.cert, rotation, fresh, member_revocation]
     node_key = (await admin.node_info()).public_key
-    manifest = victim.manifest(node_key)
+    # the victim's deployment has a second node, whose receipts the victim hands this one
+    witness = pre.NodeSecrets.generate()
+    manifest = pre.sign_manifest(
+        account.secrets,
+        victim.manifest(node_key).replace(
+            nodes=tuple(
+                pre.ManifestNode(node_key=k, share_index=i, url="http://127.0.0.1", operator="")
+                for i, k in enumerate((node_key, witness.public_key), start=1)
+            )
+        ),
+    )
     await admin.put_manifest(manifest)
+    witness_receipts = [
+        witness.sign_snapshot_receipt(account_id=account.account_id, digest=s.digest, stored_at=now)
+        for s in snapshots
+    ]
+    confirmation = {
+        "items": [
+            {
+                "group_id": b64(s.header.group_id),
+                "kind": s.header.kind,
+                "mls_epoch": s.header.mls_epoch,
+                "digest": b64(s.digest),
+                "receipts": [b64(r.to_bytes()), b64(own)],
+            }
+            for s, r, own in zip(snapshots, witness_receipts, receipts, strict=True)
+            if own is not None  # those the node holds
+        ]
+    }
+    assert confirmation["items"]
     next_manifest = victim.manifest(node_key, base=manifest, devices=(newcomer,))
     update = pre.manifest_update(manifest, next_manifest)
     purge = pre.purge_group(
         account.secrets, groups[0], revoked.secrets.device_id, from_epoch=0, now=now
     )
-    v.records += [manifest, next_manifest, update, purge]
+    v.records += [manifest, next_manifest, update, purge, *witness_receipts]
     member = victim.member.id_hex
     json_body = "application/json"
     v.requests = {
@@ -187,6 +216,7 @@ async def arrange(node: Node) -> tuple[Victim, Tenant]:
         "get_manifest": ({}, b"", None, ""),
         "put_manifest": ({}, update.to_bytes(), OCTETS, ""),
         "purge_snapshots": ({}, purge.to_bytes(), OCTETS, ""),
+        "confirm_snapshots": ({}, json.dumps(confirmation).encode(), json_body, ""),
     }
     assert set(v.requests) == {r.name for r in AUTHENTICATED}, "a new route needs its attacks"
     return v, attacker
@@ -282,9 +312,15 @@ async def victim_state(v: Victim) -> dict[str, Any]:
     return {
         "devices": (await admin.list_devices()).model_dump(),
         "capsules": (await admin.list_capsules()).model_dump(),
-        "snapshots": [(i.seq, i.digest) for i in (await admin.list_snapshots(limit=500)).items],
+        "snapshots": [
+            (i.seq, i.digest, i.receipts) for i in (await admin.list_snapshots(limit=500)).items
+        ],
         "member_fragments": [(r.label, r.key_epoch, r.code) for r in member.results],
     }
+
+
+def route_named(name: str) -> Route:
+    return next(r for r in ROUTES if r.name == name)
 
 
 def other_path(v: Victim, route: Route) -> str:
@@ -383,6 +419,12 @@ async def test_attacks_on_every_route(node: Node) -> None:
         )
     FIGURES.set(CHECK, "routes_attacked", len(attack.routes))
     assert after == before
+    # the detector again: the victim's own confirmation, refused above, changes its state
+    _, body, ctype, _ = v.requests["confirm_snapshots"]
+    resp = await node.send("POST", victim_path(v, route_named("confirm_snapshots")), body=body,
+                           content_type=ctype, device=a.account.admin)  # fmt: skip
+    assert {x["status"] for x in resp.json()["results"]} == {"stored"}, resp.body[:300]
+    assert await victim_state(v) != before
     assert FIGURES.get(CHECK, "successes") == 0, FIGURES.report(CHECK)["notes"]
 
 
@@ -465,6 +507,35 @@ async def attacks_from_inside_the_attacker_account(attack: Attack, v: Victim, b:
             content_type="application/json", device=device, must_refuse=False,
         )  # fmt: skip
         assert {x["status"] for x in resp.json()["results"]} == {"rejected"}
+    # receipts for the victim's snapshots kept on the attacker's account: the victim's own
+    # (they name the victim), and a node's of the attacker's choosing for the victim's
+    # snapshots named in either account (the attacker holds other bytes at groups[0] 1)
+    fake = pre.NodeSecrets.generate()
+    forged = [
+        {
+            "group_id": b64(snap.header.group_id),
+            "kind": snap.header.kind,
+            "mls_epoch": snap.header.mls_epoch,
+            "digest": b64(snap.digest),
+            "receipts": [b64(fake.sign_snapshot_receipt(
+                account_id=account_id, digest=snap.digest, stored_at=now
+            ).to_bytes())],
+        }
+        for snap in snapshots
+        for account_id in (a.account.account_id, b.account.account_id)
+    ]  # fmt: skip
+    for body, statuses in (
+        (v.requests["confirm_snapshots"][1], {"rejected"}),
+        (json.dumps({"items": forged}).encode(), {"rejected", "not_found"}),
+    ):
+        for device in (admin, b.member):
+            resp = await attack.attempt(
+                "keep receipts of the victim's snapshots", route["confirm_snapshots"], "POST",
+                path("confirm_snapshots"), body=body, content_type="application/json",
+                device=device, must_refuse=False,
+            )  # fmt: skip
+            assert resp.status == 200, resp.body[:200]
+            assert {x["status"] for x in resp.json()["results"]} == statuses, resp.body[:300]
 
     # account registration with the victim's record and the attacker's certificate, and back
     register = route["register_account"]
