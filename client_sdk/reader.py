@@ -87,6 +87,8 @@ class Reader:
         self._dir: Directory | None = None
         self._now = 0
         self._served: set[bytes] = set()  # digests some node served this read
+        self._accepted: set[bytes] = set()  # and those verified and confirmed
+        self._pieces: dict[bytes, list[OpenedSnapshot]] = {}  # tree pieces not yet delivered
 
     def _save(self) -> None:
         if self._state_path is not None:
@@ -121,7 +123,8 @@ class Reader:
         keys = {n.node_key for n in self._session.nodes if n.node_key is not None}
         keys |= {n.node_key for n in manifest.nodes} if manifest is not None else set()
         self._pool = ReceiptPool(record.account_id, frozenset(keys), self._now)
-        self._served = set()
+        self._served, self._accepted = set(), set()
+        self._pieces = {}
         # Every reachable node's metadata first (digests, no receipts): the second opinion.
         listings = await self._listings()
         primary: NodeClient | None = None
@@ -162,7 +165,7 @@ class Reader:
             yield snap
         trees = TreeReader(
             self._session, self._trees, self.state, self._keyring.keks, self._pool,
-            self._confirm, self._now, self._purges, self._blame,
+            self._confirm, self._now, self._purges, self._blame, self._settled,
         )  # fmt: skip
         async for tree in trees.settle(directory, commitments):
             self.report.trees += 1
@@ -242,6 +245,8 @@ class Reader:
             return None
         if opened is None:
             self.report.unchanged += 1
+        else:
+            self._accepted.add(opened.digest)
         return opened
 
     def _pending(self, item: m.SnapshotItem, node: str, exc: VerificationFailed) -> None:
@@ -279,12 +284,19 @@ class Reader:
         self.report.opened += 1
 
     async def _deliver(self, opened: OpenedSnapshot) -> AsyncIterator[OpenedSnapshot]:
-        """Yield a snapshot, or collect a tree piece (delivered with its rebuilt tree)."""
+        """Yield a snapshot, or collect a tree piece: delivered with its rebuilt tree, and
+        pending meanwhile (its cursor may pass it before the caller takes the tree)."""
         if self._trees.collect(opened):
-            self._delivered(opened)
+            key = (opened.group_id, opened.kind)
+            self.state.pending[key] = max(opened.mls_epoch, self.state.pending.get(key, 0))
+            self._pieces.setdefault(opened.group_id, []).append(opened)
             return
         yield opened
         self._delivered(opened)
+
+    def _settled(self, group_id: bytes) -> None:
+        for piece in self._pieces.pop(group_id, []):
+            self._delivered(piece)
 
     async def _read_from(
         self,
@@ -402,8 +414,10 @@ class Reader:
         url = other.base_url
         for item in items:
             have = self.state.known.get((item.group_id, item.kind))
-            if have is not None and (item.mls_epoch < have.mls_epoch or item.digest == have.digest):
-                continue  # this node is behind, or holds what the device holds
+            if item.digest in self._accepted or (
+                have is not None and (item.mls_epoch < have.mls_epoch or item.digest == have.digest)
+            ):
+                continue  # this node is behind, or holds what the device holds or this read took
             # Newer, or another snapshot at a known epoch (a fork, if confirmed): fetched by
             # its own sequence number, and only believed verified.
             served = item.digest in self._served  # without the receipts to confirm it

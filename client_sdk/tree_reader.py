@@ -43,6 +43,7 @@ class TreeReader:
         now: int,
         purges: tuple[pre.PurgeEntry, ...],
         blame: Callable[[str, StatecacheError], None],
+        settled: Callable[[bytes], None],
     ) -> None:
         self._session = session
         self._trees = trees
@@ -53,13 +54,15 @@ class TreeReader:
         self._now = now
         self._purges = purges
         self._blame = blame
+        self._settled = settled  # a group's pieces are delivered (the caller took its tree)
 
     async def settle(
         self, directory: Directory, commitments: Mapping[bytes, Commitments] | None
     ) -> AsyncIterator[OpenedTree]:
-        """Rebuild each group whose chain the read moved and yield its new tree, verified.
-        A group that fails keeps its pieces for the next read and, once every other group
-        is done, its failure is raised."""
+        """Rebuild each group whose chain the read moved and yield its new tree, verified;
+        once the caller took it (or no newer tree was due), its pieces are delivered. A
+        group that fails keeps its pieces for the next read and, once every other group is
+        done, its failure is raised."""
         failure: VerificationFailed | None = None
         for group_id, pieces in self._trees.take_pending().items():
             try:
@@ -72,6 +75,7 @@ class TreeReader:
                 continue
             if opened is not None:
                 yield opened
+            self._settled(group_id)
         if failure is not None:
             raise failure
 

@@ -354,3 +354,32 @@ async def test_snapshots_stored_before_receipts_existed_are_read(cluster: Cluste
         got = as_latest(await collect(lap.onboard()))
         assert got[(GROUP, "group_state")] == (5, item.plaintext)
         assert lap.report.complete
+
+
+async def test_a_tree_the_caller_did_not_take_is_rebuilt_by_the_next_read(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Tree pieces pass under the cursor before their tree is handed over: had they counted
+    as held then, a caller that failed on the tree would never get it again."""
+    from client_sdk.trees import OpenedTree, TreeInput
+    from tests.client_sdk.test_tree_sync import tree_group
+
+    profile = await cluster.account()
+    group_id, group = tree_group("undelivered tree", 20)
+    home = tmp_path / "laptop.json"
+    async with cluster.statecache(profile) as admin:
+        await admin.publish([TreeInput(group_id, 1, group.tree, group.suite)])
+        group.commit()
+        laptop = await cluster.enrol(admin, "laptop")
+        async with cluster.statecache(laptop, state_path=home) as lap:
+            await collect(lap.onboard())  # a complete read: cursors and labels saved
+        await admin.publish([TreeInput(group_id, 2, group.tree, group.suite)])
+    async with cluster.statecache(laptop, state_path=home) as lap:
+        with pytest.raises(OSError):
+            async for snap in lap.sync():
+                if isinstance(snap, OpenedTree):
+                    raise OSError("disk full")
+    async with cluster.statecache(laptop, state_path=home) as lap:
+        trees = [t for t in await collect(lap.sync()) if isinstance(t, OpenedTree)]
+        assert [(t.group_id, t.mls_epoch) for t in trees] == [(group_id, 2)]
+        assert lap.report.complete and not lap.state.pending
