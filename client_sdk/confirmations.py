@@ -20,11 +20,16 @@ import pre
 
 from .errors import VerificationFailed
 
-__all__ = ["CLOCK_SKEW", "ReceiptPool"]
+__all__ = ["CLOCK_SKEW", "RECEIPT_REVOCATION_GRACE", "ReceiptPool"]
 
 # How far ahead of this device's clock a node's receipt or an author's snapshot may be
 # dated (the nodes' default request window).
 CLOCK_SKEW = 300
+# How long after a revocation (the admin's clock) a receipt (a node's clock) still counts
+# for the revoked author: the two clocks' skew. A node that missed the revocation stores
+# what the revoked device sends, so this is the window a revoked device and M - 1 such or
+# lying nodes have; longer than the clocks' real skew only makes that window longer.
+RECEIPT_REVOCATION_GRACE = 30
 
 
 @dataclass

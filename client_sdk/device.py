@@ -136,8 +136,9 @@ class Statecache:
         self._admin = Admin(self._session, self._keyring, self._directory)
         outbox = Outbox(None if state_path is None else state_path.parent / "outbox")
         self._publisher = Publisher(
-            self._session, self._keyring, self._directory, self._trees, state, outbox=outbox
-        )
+            self._session, self._keyring, self._directory, self._trees, state,
+            outbox=outbox, save=self._save_state,
+        )  # fmt: skip
         self._reader = Reader(
             self._session, self._keyring, self._directory, self._trees, state, state_path
         )

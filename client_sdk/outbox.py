@@ -44,8 +44,10 @@ class Outbox:
                 tmp.unlink(missing_ok=True)
             for path in sorted(directory.glob("*.snap")):
                 entry = _load(path)
-                if entry is None:  # torn by a crash before its fsync: never sent
-                    path.unlink(missing_ok=True)
+                if entry is None:  # written whole before any send: damaged since. Kept
+                    # aside, not deleted, and the content is sealed again if published
+                    # again (readers take two seals of one content as one publication).
+                    path.replace(path.with_suffix(".corrupt"))
                 elif path.name == _name(entry.key):
                     self._entries[entry.key] = entry
 

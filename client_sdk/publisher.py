@@ -96,6 +96,7 @@ class Publisher:
         state: SyncState,
         *,
         outbox: Outbox | None = None,
+        save: Callable[[], None] = lambda: None,
     ) -> None:
         self._session = session
         self._keyring = keyring
@@ -104,7 +105,9 @@ class Publisher:
         self.state = state
         # Sealed but not yet confirmed on M nodes: a retry sends these same bytes.
         self.outbox = outbox if outbox is not None else Outbox(None)
+        self._save = save  # the device's state, durable before the outbox lets an entry go
         self._manifests = ManifestView(session)
+        self._own: pre.DeviceCertificate | None = None  # this device's, once loaded
 
     async def publish(self, items: Sequence[SnapshotInput | TreeInput]) -> PublishReport:
         try:
@@ -153,8 +156,9 @@ class Publisher:
             # Every node is waited for, but for no more than half the time left once M
             # answered: the confirmations that follow need the rest.
             fan = self._session.fan
+            own = await self._own_certificate()
             answers = await fan.call(
-                _publish_chunk(snaps, self._session),
+                _publish_chunk(snaps, self._session, own),
                 quorum=threshold,
                 grace=fan.command.remaining() / 2,
             )
@@ -195,8 +199,6 @@ class Publisher:
                 raise ThresholdNotMet("publish", threshold, nodes_seen)
             for entry, fresh in zip(chunk, new, strict=True):
                 h = entry.snapshot.header
-                self.outbox.remove(entry.key)
-                self.outbox.supersede(h.group_id, h.kind, h.mls_epoch)
                 stored, duplicates = stored + fresh, duplicates + (not fresh)
                 self.state.remember(
                     h.group_id, h.kind, h.mls_epoch, entry.snapshot.digest,
@@ -206,6 +208,13 @@ class Publisher:
                 if planned is not None:
                     self._trees.commit(h.group_id, planned[0])
                     counts.add(h.kind, *planned)
+            # Remembered durably first: a crash in between resends from the outbox (a
+            # duplicate), never seals that epoch again.
+            self._save()
+            for entry in chunk:
+                h = entry.snapshot.header
+                self.outbox.remove(entry.key)
+                self.outbox.supersede(h.group_id, h.kind, h.mls_epoch)
         return PublishReport(
             stored,
             duplicates,
@@ -215,6 +224,17 @@ class Publisher:
             tree_patch_bytes=counts.patch_bytes,
             tree_patched_bytes=counts.patched_bytes,
         )
+
+    async def _own_certificate(self) -> pre.DeviceCertificate:
+        """This device's certificate (verified, from M nodes' listings), once per session:
+        a receipt counts only at a time readers will find it valid."""
+        if self._own is None:
+            directory = await self._directory.load()
+            own = directory.certificates.get(self._session.profile.device.device_id)
+            if own is None:
+                raise ThresholdNotMet("this device's certificate", self._session.threshold, {})
+            self._own = own
+        return self._own
 
     async def _confirm(
         self, chunk: list[OutboxEntry], receipts: list[dict[str, bytes]]
@@ -311,7 +331,7 @@ def _conflict(item: SnapshotInput, what: str) -> ContentConflict:
 
 
 def _publish_chunk(
-    chunk: list[pre.SealedSnapshot], session: Session
+    chunk: list[pre.SealedSnapshot], session: Session, own: pre.DeviceCertificate
 ) -> Callable[[NodeClient], Awaitable[list[m.PublishResult]]]:
     async def send(node: NodeClient) -> list[m.PublishResult]:
         answer = await node.publish(chunk)
@@ -322,29 +342,36 @@ def _publish_chunk(
             )
         for snap, result in zip(chunk, answer.results, strict=True):
             if result.status is not PublishStatus.REJECTED:
-                _check_receipt(result.receipt, snap, node, session)
+                _check_receipt(result.receipt, snap, node, session, own)
         return answer.results
 
     return send
 
 
 def _check_receipt(
-    data: bytes | None, snap: pre.SealedSnapshot, node: NodeClient, session: Session
+    data: bytes | None,
+    snap: pre.SealedSnapshot,
+    node: NodeClient,
+    session: Session,
+    own: pre.DeviceCertificate,
 ) -> None:
-    """An accepted snapshot's receipt: this node's, for this account and snapshot, and
-    not dated ahead of this device's clock."""
+    """An accepted snapshot's receipt: this node's, for this account and snapshot, at a
+    time every reader will count (`confirmations.ReceiptPool`): within the author's
+    certificate, not before the snapshot's own time less the skew, not ahead of now."""
     try:
         if data is None or node.node_key is None:
             raise BadAnswer("accepted a snapshot without its receipt", node.base_url)
         receipt = pre.SnapshotReceipt.from_bytes(data).verify(node.node_key)
     except pre.PreError as exc:
         raise BadAnswer("its receipt does not verify", node.base_url) from exc
-    if (
-        receipt.account_id != snap.header.account_id
-        or receipt.digest != snap.digest
-        or receipt.stored_at > session.now() + CLOCK_SKEW
+    if receipt.account_id != snap.header.account_id or receipt.digest != snap.digest:
+        raise BadAnswer("its receipt names another snapshot", node.base_url)
+    at = receipt.stored_at
+    if not (
+        own.not_before <= at < own.not_after
+        and snap.header.created_at - CLOCK_SKEW <= at <= session.now() + CLOCK_SKEW
     ):
-        raise BadAnswer("its receipt names another snapshot or a future time", node.base_url)
+        raise BadAnswer(f"its receipt is dated at {at}, a time readers refuse", node.base_url)
 
 
 def _confirm_chunk(

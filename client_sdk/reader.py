@@ -31,7 +31,7 @@ import pre
 from cache_service.protocol import models as m
 from cache_service.protocol.b64 import encode_b64url
 
-from .confirmations import ReceiptPool
+from .confirmations import RECEIPT_REVOCATION_GRACE, ReceiptPool
 from .directory import DeviceDirectory, Directory
 from .errors import (
     BadAnswer,
@@ -56,7 +56,7 @@ from .session import Session
 from .state import SyncState
 from .tree_reader import TreeReader
 from .trees import OpenedTree, TreeStore
-from .verify import Commitments, OpenedSnapshot, check_commitments, open_item
+from .verify import Commitments, OpenedSnapshot, check_commitments, content_of, open_item
 
 __all__ = ["Incomplete", "Opened", "ReadReport", "Reader"]
 
@@ -208,9 +208,16 @@ class Reader:
     def _confirm(self, header: pre.SnapshotHeader, digest: bytes) -> bool:
         assert self._dir is not None
         needed = self._session.threshold
-        return len(self._pool.confirmations(header, digest, self._dir.certificate_at, needed)) >= (
-            needed
-        )
+        # A receipt is a node's clock, the revocation the admin's: a short grace for their
+        # skew, not the author's 600 s (a node that had not yet heard of the revocation is
+        # exactly what a long grace lets through).
+        directory = self._dir
+        nodes = self._pool.confirmations(
+            header, digest,
+            lambda a, t: directory.certificate_at(a, t, grace=RECEIPT_REVOCATION_GRACE),
+            needed,
+        )  # fmt: skip
+        return len(nodes) >= needed
 
     def _open(
         self,
@@ -239,8 +246,11 @@ class Reader:
         except Purged as exc:  # the node missed the purge: skip what it voided
             self._blame(node, exc)
             return None
-        except (Unconfirmed, NoKey) as exc:
-            if isinstance(exc, NoKey) or exc.newer:
+        except (Unconfirmed, NoKey, ForkError) as exc:
+            # Not the node's fault: a publish under way or failed, a key this device lacks
+            # (both looked at again by the next read), or an author that signed two states
+            # for one epoch (named; the state the device holds stands).
+            if not isinstance(exc, Unconfirmed) or exc.newer:
                 self._pending(item, node, exc)
             return None
         if opened is None:
@@ -266,9 +276,7 @@ class Reader:
     def _delivered(self, opened: OpenedSnapshot) -> None:
         """The caller took it: the device now holds it, and no longer misses it."""
         h = opened.header
-        content = pre.content_hash(
-            h.label, opened.plaintext, h.tree_hash, h.epoch_authenticator_hash
-        )
+        content = content_of(opened)
         self.state.remember(
             opened.group_id, opened.kind, opened.mls_epoch, opened.digest,
             author=h.author, content=content,

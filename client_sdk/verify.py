@@ -24,6 +24,7 @@ __all__ = [
     "OpenedSnapshot",
     "check_account",
     "check_commitments",
+    "content_of",
     "open_item",
     "open_tree_piece",
 ]
@@ -178,9 +179,9 @@ def open_item(
         raise RollbackError(
             f"epoch {h.mls_epoch} is below the delivery service's {expected.min_epoch}", node
         )
-    _check_confirmed(snapshot, known, confirm, node)
+    other_copy = _check_confirmed(snapshot, known, confirm, node)
     at_ds_epoch = expected is not None and h.mls_epoch == expected.min_epoch
-    return _decrypt(
+    opened = _decrypt(
         item,
         snapshot,
         author,
@@ -189,6 +190,12 @@ def open_item(
         tree_hash=expected.tree_hash if at_ds_epoch and expected and not piece else None,
         epoch_authenticator=expected.epoch_authenticator if at_ds_epoch and expected else None,
     )
+    if other_copy:
+        assert known is not None
+        if known.content is not None and content_of(opened) == known.content:
+            return None  # one publication sealed twice (a retry, a rotation): not a fork
+        raise _fork(h, node)
+    return opened
 
 
 def open_tree_piece(
@@ -210,13 +217,22 @@ def open_tree_piece(
     if not is_tree_snapshot(h.kind, h.tree_hash):
         return None
     author = _check_signature(snapshot, directory, node, now)
-    _check_confirmed(snapshot, state.known.get((h.group_id, h.kind)), confirm, node)
-    return _decrypt(item, snapshot, author, node, keks)
+    known = state.known.get((h.group_id, h.kind))
+    other_copy = _check_confirmed(snapshot, known, confirm, node)
+    opened = _decrypt(item, snapshot, author, node, keks)
+    if other_copy:
+        assert known is not None
+        if known.content is not None and content_of(opened) == known.content:
+            return None
+        raise _fork(h, node)
+    return opened
 
 
 def _check_confirmed(
     snapshot: pre.SealedSnapshot, known: Known | None, confirm: Confirm, node: str
-) -> None:
+) -> bool:
+    """Raises Unconfirmed unless M receipts back it; True when it is another confirmed
+    snapshot at the epoch the device holds (a fork, unless it says the same)."""
     h = snapshot.header
     if not confirm(h, snapshot.digest):
         newer = known is None or h.mls_epoch > known.mls_epoch
@@ -225,12 +241,21 @@ def _check_confirmed(
             node,
             newer=newer,
         )
-    if known is not None and h.mls_epoch == known.mls_epoch and snapshot.digest != known.digest:
-        raise ForkError(
-            f"two confirmed snapshots claim MLS epoch {h.mls_epoch} "
-            f"(author {h.author.hex()} signed both)",
-            node,
-        )
+    return known is not None and h.mls_epoch == known.mls_epoch and snapshot.digest != known.digest
+
+
+def _fork(h: pre.SnapshotHeader, node: str) -> ForkError:
+    return ForkError(
+        f"two confirmed snapshots with different content claim MLS epoch {h.mls_epoch} "
+        f"(author {h.author.hex()})",
+        node,
+    )
+
+
+def content_of(opened: OpenedSnapshot) -> bytes:
+    """What the snapshot says (`pre.content_hash`): equal for two seals of one publication."""
+    h = opened.header
+    return pre.content_hash(h.label, opened.plaintext, h.tree_hash, h.epoch_authenticator_hash)
 
 
 def check_commitments(state: SyncState, commitments: Mapping[bytes, Commitments] | None) -> None:

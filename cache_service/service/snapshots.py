@@ -171,13 +171,18 @@ class SnapshotService:
     def _checked_receipts(
         self, caller: Caller, item: m.ConfirmItem, keys: frozenset[bytes] | None
     ) -> bytes:
-        by_node: dict[bytes, bytes] = {}
-        for data in item.receipts:
+        """Every distinct receipt of the item must hold, or the item is refused; the cheap
+        checks run on all before any signature (copies of one receipt are checked once)."""
+        receipts: dict[bytes, pre.SnapshotReceipt] = {}
+        for data in dict.fromkeys(item.receipts):
             receipt = decode(pre.SnapshotReceipt.from_bytes, data, "snapshot receipt")
             if receipt.account_id != caller.account.account_id or receipt.digest != item.digest:
                 raise ServiceError(Code.INVALID_RECORD, "a receipt names another snapshot")
             if keys is not None and receipt.node_key not in keys:
                 raise ServiceError(Code.INVALID_RECORD, "a receipt of a node not in the manifest")
+            receipts[data] = receipt
+        by_node: dict[bytes, bytes] = {}
+        for data, receipt in receipts.items():
             with verifying("snapshot receipt"):
                 receipt.verify(receipt.node_key)
             if receipt.node_key != self._node.public_key:  # its own is kept apart

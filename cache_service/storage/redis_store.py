@@ -218,6 +218,7 @@ local seqs = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[1])
 if not seqs[1] then return 'not_found' end
 local key = ARGV[3] .. seqs[1]
 if redis.call('HGET', key, 'digest') ~= ARGV[2] then return 'not_found' end
+if #ARGV[4] == 0 then return 'kept' end
 local held = redis.call('HGET', key, 'cert')
 if held and #held >= #ARGV[4] then return 'kept' end
 redis.call('HSET', key, 'cert', ARGV[4])

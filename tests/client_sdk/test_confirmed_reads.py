@@ -383,3 +383,48 @@ async def test_a_tree_the_caller_did_not_take_is_rebuilt_by_the_next_read(
         trees = [t for t in await collect(lap.sync()) if isinstance(t, OpenedTree)]
         assert [(t.group_id, t.mls_epoch) for t in trees] == [(group_id, 2)]
         assert lap.report.complete and not lap.state.pending
+
+
+async def test_an_author_equivocating_is_named_and_the_read_goes_on(cluster: Cluster) -> None:
+    """The admin device signs two different states for epoch 5; one lying node helps the
+    second to M receipts. Two confirmed snapshots that say different things at one epoch:
+    the group is incomplete, naming the author, the device keeps the state it holds, and
+    every other group is still read (a fork used to stop the whole read)."""
+    profile = await cluster.account()
+    other = hashlib.sha256(b"another group").digest()[:16]
+    async with cluster.statecache(profile) as admin:
+        await admin.publish([state(5), SnapshotInput(other, "group_state", 1, b"other")])
+        laptop = await cluster.enrol(admin, "laptop")
+        kek = admin._keyring.newest("account")  # the author's own key: it may seal anything
+    assert kek is not None
+    now = int(cluster.clock())
+    second = pre.seal_snapshot(
+        kek, profile.device, group_id=GROUP, kind="group_state", mls_epoch=5,
+        plaintext=b"a second state for epoch 5", now=now,
+    )  # fmt: skip
+    await cluster.nodes[2].storage.delete_snapshots(
+        profile.account_id.hex(), GROUP,
+        [i.seq for i in (await _listing(cluster.nodes[2], profile)) if i.group_id == GROUP],
+    )  # fmt: skip
+    await plant(cluster.nodes[2], profile, second, stored_at=now)
+    liar = load_or_create_identity(cluster.nodes[0].data_dir)
+    await cluster.nodes[2].storage.put_receipts(
+        profile.account_id.hex(), group_id=GROUP, kind="group_state", mls_epoch=5,
+        digest=second.digest,
+        receipts=liar.sign_snapshot_receipt(
+            account_id=profile.account_id, digest=second.digest, stored_at=now
+        ).to_bytes(),
+    )  # fmt: skip
+    async with cluster.statecache(laptop) as lap:
+        got = as_latest(await collect(lap.onboard()))
+        assert got[(other, "group_state")] == (1, b"other")
+        assert got[(GROUP, "group_state")][0] == 5
+        [fork] = [g for g in lap.report.incomplete if g.group_id == GROUP]
+        assert profile.device.device_id.hex() in fork.reason and "different content" in fork.reason
+
+
+async def _listing(node: Node, profile: Profile) -> list[object]:
+    rows, _, _ = await node.storage.list_snapshots(
+        profile.account_id.hex(), descending=False, start=None, limit=100, group_id=None
+    )
+    return rows
