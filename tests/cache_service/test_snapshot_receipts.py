@@ -207,6 +207,10 @@ async def test_listings_serve_the_receipt_first_with_data_and_without(
         }
     items, _ = await tenant.admin_client.list_metadata()
     assert [i.receipts for i in items] == [[a.receipt] for a in answers]
+    # a listing that asks for none (a reader's cross-check) gets none
+    for data in (True, False):
+        page = await tenant.admin_client.list_snapshots(data=data, receipts=False)
+        assert [(i.digest, i.receipts) for i in page.items] == [(s.digest, []) for s in snaps]
 
 
 # confirmations
@@ -429,6 +433,8 @@ async def test_a_legacy_snapshot_is_receipted_when_first_listed(
     snaps = [tenant.seal(group=b"legacy", kind=k, epoch=2) for k in ("group_state", "ratchet_tree")]
     seqs = [await store_legacy(tenant, redis, s) for s in snaps]
     clock.advance(600)
+    page = await tenant.admin_client.list_snapshots(group_id=b"legacy", receipts=False)
+    assert [(i.seq, i.receipts) for i in page.items] == [(seq, []) for seq in seqs]
     listed_at = int(clock.now)
     page = await tenant.admin_client.list_snapshots(group_id=b"legacy", data=False)
     assert [i.seq for i in page.items] == seqs
