@@ -20,7 +20,7 @@ from cache_service.protocol import models as m
 from cache_service.protocol.codes import Code, PublishStatus
 
 from .confirmations import CLOCK_SKEW
-from .directory import DeviceDirectory
+from .directory import DeviceDirectory, verify_listing
 from .errors import BadAnswer, ContentConflict, ThresholdNotMet
 from .keyring import Keyring
 from .manifest_view import ManifestView
@@ -226,13 +226,21 @@ class Publisher:
         )
 
     async def _own_certificate(self) -> pre.DeviceCertificate:
-        """This device's certificate (verified, from M nodes' listings), once per session:
-        a receipt counts only at a time readers will find it valid."""
+        """This device's certificate, once per session, from any one node (it verifies
+        against the account root; an older one served only makes receipts look late): a
+        receipt counts only at a time readers will find it valid."""
         if self._own is None:
-            directory = await self._directory.load()
-            own = directory.certificates.get(self._session.profile.device.device_id)
-            if own is None:
-                raise ThresholdNotMet("this device's certificate", self._session.threshold, {})
+            record = await self._directory.record()
+            device_id = self._session.profile.device.device_id
+
+            async def fetch(node: NodeClient) -> pre.DeviceCertificate:
+                listed = verify_listing(record, await node.list_devices(), node.base_url)
+                cert = listed.certificates.get(device_id)
+                if cert is None:
+                    raise BadAnswer("does not list this device", node.base_url)
+                return cert
+
+            _, own = await self._session.fan.first(fetch, "this device's certificate")
             self._own = own
         return self._own
 
