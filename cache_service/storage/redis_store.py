@@ -211,7 +211,8 @@ return {'stored', tonumber(ARGV[2])}
 
 # KEYS: gk:<g>:<kind>.  ARGV: MLS epoch, digest, snap key prefix, receipts.
 # Stores other nodes' receipts for the snapshot at that epoch if it has that digest and
-# they are more than the stored ones (the caller merged those in). Returns 'stored',
+# they are more than the stored ones (a longer set replaces a shorter one: every set
+# comes whole from a publisher, each receipt checked). Returns 'stored',
 # 'kept' (as many or more already) or 'not_found'.
 _PUT_RECEIPTS = """
 local seqs = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[1])
