@@ -461,6 +461,8 @@ class Reader:
                 continue
             if any(e.group_id == group_id and e.kind == kind for e in self.report.incomplete):
                 continue  # this read saw it already
+            if any(p.kind == kind for p in self._pieces.get(group_id, ())):
+                continue  # a tree piece this read collected: delivered with its tree
             if group_id not in todo and len(todo) >= _MAX_RECHECKS:
                 # A liar can leave many groups pending; the rest wait for the next read.
                 self._incomplete(

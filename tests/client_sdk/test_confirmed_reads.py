@@ -428,3 +428,24 @@ async def _listing(node: Node, profile: Profile) -> list[object]:
         profile.account_id.hex(), descending=False, start=None, limit=100, group_id=None
     )
     return rows
+
+
+async def test_an_onboarding_downloads_each_snapshot_about_once(cluster: Cluster) -> None:
+    """Tree pieces wait, pending, for their tree; a pending (group, kind) is looked for
+    again on every node. Looking for the pieces the same read had just collected cost an
+    onboarding each tree group's newest page from every node again (4x the bytes)."""
+    from client_sdk.trees import TreeInput
+    from tests.client_sdk.test_tree_sync import tree_group
+
+    profile = await cluster.account()
+    trees = [tree_group(f"once {i}", 30) for i in range(8)]
+    async with cluster.statecache(profile) as admin:
+        await admin.publish([TreeInput(g, 1, t.tree, t.suite) for g, t in trees])
+        laptop = await cluster.enrol(admin, "laptop")
+        published = sum(
+            len(i.snapshot or b"") for i in (await admin.nodes[0].list_snapshots()).items
+        )
+    async with cluster.statecache(laptop) as lap:
+        await collect(lap.onboard())
+        assert lap.report.trees == len(trees)
+        assert lap.bytes_received < 2 * published, (lap.bytes_received, published)
