@@ -88,6 +88,9 @@ class Reader:
         self._now = 0
         self._served: set[bytes] = set()  # digests some node served this read
         self._accepted: set[bytes] = set()  # and those verified and confirmed
+        # (group, kind) some node served older than the device holds / served as it holds
+        self._rolled_back: dict[tuple[bytes, str], set[str]] = {}
+        self._vouched: set[tuple[bytes, str]] = set()
         self._pieces: dict[bytes, list[OpenedSnapshot]] = {}  # tree pieces not yet delivered
 
     def _save(self) -> None:
@@ -124,11 +127,11 @@ class Reader:
         keys |= {n.node_key for n in manifest.nodes} if manifest is not None else set()
         self._pool = ReceiptPool(record.account_id, frozenset(keys), self._now)
         self._served, self._accepted = set(), set()
+        self._rolled_back, self._vouched = {}, set()
         self._pieces = {}
         # Every reachable node's metadata first (digests, no receipts): the second opinion.
         listings = await self._listings()
         primary: NodeClient | None = None
-        rollback: RollbackError | None = None
         for node in self._session.nodes:  # the first node that serves a valid listing
             if node.base_url in self._session.fan.command.down:
                 continue
@@ -148,14 +151,10 @@ class Reader:
                 # which an honest node that missed a publication also serves): never
                 # accepted, reported, and read from the next node.
                 self._blame(node.base_url, exc)
-                if isinstance(exc, RollbackError) and rollback is None:
-                    rollback = exc
                 continue
             primary = node
             break
         if primary is None:
-            if rollback is not None:
-                raise rollback
             raise ThresholdNotMet("snapshot listing", 1, self.report.nodes)
         self.report.primary = primary.base_url
         read = {primary.base_url}
@@ -171,10 +170,27 @@ class Reader:
             self.report.trees += 1
             yield tree
         self._check_reach(read)
+        self._check_held_back({primary.base_url} | set(listings))
         if order == "desc":
             self.state.onboarded = True
         self.state.labels = sorted(self._keyring.labels)
         check_commitments(self.state, commitments)
+
+    def _check_held_back(self, read: set[str]) -> None:
+        """A (group, kind) some node served older than the device holds is fine while a
+        node of this read served what the device holds, or did not list it at all (it lies
+        behind that node's cursor): honest nodes that each missed a different publication.
+        Served older by every node read, it is a rollback."""
+        stale = sorted(
+            key for key, nodes in self._rolled_back.items()
+            if key not in self._vouched and read <= nodes
+        )  # fmt: skip
+        if stale:
+            group_id, kind = stale[0]
+            raise RollbackError(
+                f"no node read serves {kind} of group {group_id.hex()} at the epoch this "
+                f"device holds ({len(stale)} such)"
+            )
 
     def _check_reach(self, read: set[str]) -> None:
         """Every M-acknowledged snapshot is on at least one of any N - M + 1 nodes: fewer
@@ -246,6 +262,12 @@ class Reader:
         except Purged as exc:  # the node missed the purge: skip what it voided
             self._blame(node, exc)
             return None
+        except RollbackError as exc:
+            # Older than the device holds (or than the delivery service says): this node is
+            # behind on this group, which an honest node that missed a publish also is.
+            self._blame(node, exc)
+            self._rolled_back.setdefault((item.group_id, item.kind), set()).add(node)
+            return None
         except (Unconfirmed, NoKey, ForkError) as exc:
             # Not the node's fault: a publish under way or failed, a key this device lacks
             # (both looked at again by the next read), or an author that signed two states
@@ -257,6 +279,7 @@ class Reader:
             self.report.unchanged += 1
         else:
             self._accepted.add(opened.digest)
+        self._vouched.add((item.group_id, item.kind))
         return opened
 
     def _pending(self, item: m.SnapshotItem, node: str, exc: VerificationFailed) -> None:
@@ -422,10 +445,14 @@ class Reader:
         url = other.base_url
         for item in items:
             have = self.state.known.get((item.group_id, item.kind))
-            if item.digest in self._accepted or (
-                have is not None and (item.mls_epoch < have.mls_epoch or item.digest == have.digest)
-            ):
-                continue  # this node is behind, or holds what the device holds or this read took
+            if have is not None and item.digest == have.digest:
+                self._vouched.add((item.group_id, item.kind))
+                continue  # this node holds what the device holds
+            if have is not None and item.mls_epoch < have.mls_epoch:
+                self._rolled_back.setdefault((item.group_id, item.kind), set()).add(url)
+                continue  # this node is behind
+            if item.digest in self._accepted:
+                continue  # this read took it
             # Newer, or another snapshot at a known epoch (a fork, if confirmed): fetched by
             # its own sequence number, and only believed verified.
             served = item.digest in self._served  # without the receipts to confirm it
