@@ -37,6 +37,9 @@ class Sizes:
     fault_page: int
     fault_every_position: bool
     fault_repeats: int
+    # 4. the lying-nodes machine, per (M, N): examples, steps per example
+    liar_examples: int
+    liar_steps: int
 
 
 CI = Sizes(
@@ -52,6 +55,8 @@ CI = Sizes(
     fault_page=4,
     fault_every_position=False,
     fault_repeats=1,
+    liar_examples=12,
+    liar_steps=20,
 )
 
 FULL = Sizes(
@@ -67,6 +72,8 @@ FULL = Sizes(
     fault_page=25,
     fault_every_position=True,
     fault_repeats=3,
+    liar_examples=150,
+    liar_steps=40,
 )
 
 SIZES = FULL if SOAK else CI
