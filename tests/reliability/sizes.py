@@ -55,8 +55,8 @@ CI = Sizes(
     fault_page=4,
     fault_every_position=False,
     fault_repeats=1,
-    liar_examples=12,
-    liar_steps=20,
+    liar_examples=20,
+    liar_steps=25,
 )
 
 FULL = Sizes(
