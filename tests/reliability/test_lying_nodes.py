@@ -1103,7 +1103,7 @@ async def revoked_phone_and_a_liar(cluster: Cluster, *, told_after: int) -> bool
 @pytest.mark.xfail(
     strict=True,
     raises=AssertionError,
-    reason="client_sdk/reader.py:217 judges the author at each receipt's time with "
+    reason="client_sdk/reader.py (Reader._confirm) judges the author at each receipt's time with "
     "RECEIPT_REVOCATION_GRACE (30 s, client_sdk/confirmations.py:32): the receipt of a node "
     "that missed the revocation, dated within 30 s after it, counts, so one liar's "
     "backdated receipt makes M (docs/SECURITY.md lists it as still open)",
