@@ -92,6 +92,7 @@ class Reader:
         self._rolled_back: dict[tuple[bytes, str], set[str]] = {}
         self._vouched: set[tuple[bytes, str]] = set()
         self._pieces: dict[bytes, list[OpenedSnapshot]] = {}  # tree pieces not yet delivered
+        self._was_pending: dict[tuple[bytes, str], int] = {}
 
     def _save(self) -> None:
         if self._state_path is not None:
@@ -129,6 +130,8 @@ class Reader:
         self._served, self._accepted = set(), set()
         self._rolled_back, self._vouched = {}, set()
         self._pieces = {}
+        # What earlier reads saw unconfirmed: the cursors passed it then (see _fill_gaps).
+        self._was_pending = dict(self.state.pending)
         # Every reachable node's metadata first (digests, no receipts): the second opinion.
         listings = await self._listings()
         primary: NodeClient | None = None
@@ -459,7 +462,10 @@ class Reader:
             opened = self._open(await self._fetch(other, item), url, directory, commitments)
             if opened is None:
                 continue
-            if served:
+            earlier = self._was_pending.get((item.group_id, item.kind))
+            if served or (earlier is not None and item.mls_epoch <= earlier):
+                # Not left out: the primary served it unconfirmed, in this read or in an
+                # earlier one whose cursor passed it (so it is not listed again).
                 async for snap in self._deliver(opened):
                     yield snap
                 continue

@@ -41,8 +41,8 @@ read time:
 Three bugs the machine found are told by their smallest stories at the end: the lagging
 nodes' rollback (fixed; `ROLLBACK_BUG_OPEN` is False), the 30 s revocation window (open,
 xfail; the machine steers clear of it while `GRACE_BUG_OPEN`) and an honest node blamed as
-behind for a snapshot it listed before it was confirmed (open, xfail; the machine counts
-such nodes as lagging while `PENDING_BLAME_BUG_OPEN`). Sizes:
+behind for a snapshot it listed before it was confirmed (fixed; `PENDING_BLAME_BUG_OPEN`
+is False). Sizes:
 `SIZES.liar_examples` and `SIZES.liar_steps` per (M, N) (tests/reliability/sizes.py: small
 in `make test`, large with SOAK=1).
 
@@ -131,11 +131,10 @@ GRACE_BUG_OPEN = True
 #   raised RollbackError, delivering nothing, when every node it could read listed some
 #   group older than the device held (honest nodes that missed different publications).
 ROLLBACK_BUG_OPEN = False
-# - test_a_node_that_held_a_snapshot_before_it_was_confirmed_is_not_behind: a node that
-#   listed a snapshot while it was unconfirmed (the device's cursor passed it) is blamed as
-#   `behind` once another node serves it confirmed, and the read may be incomplete for too
-#   few nodes read without fault. The machine counts such nodes as lagging.
-PENDING_BLAME_BUG_OPEN = True
+# - (fixed) test_a_node_that_held_a_snapshot_before_it_was_confirmed_is_not_behind: a
+#   node that listed a snapshot while it was unconfirmed (the device's cursor passed it)
+#   was blamed as `behind` once another node served it confirmed.
+PENDING_BLAME_BUG_OPEN = False
 
 Key = tuple[bytes, str]  # (group id, kind)
 STATS: Counter[str] = Counter()
@@ -1163,14 +1162,6 @@ async def test_a_sync_delivers_when_every_reachable_node_lags_on_some_group(
         assert got == [(C, 1)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="client_sdk/reader.py Reader._fill_gaps notes MissingSnapshot (behind) on the "
-    "primary for a snapshot another node serves confirmed, though the primary listed it in "
-    "an earlier read (unconfirmed then: pending, and the cursor passed it); the honest node "
-    "is not counted as read without fault and _check_reach makes the read incomplete",
-)
 async def test_a_node_that_held_a_snapshot_before_it_was_confirmed_is_not_behind(
     cluster: Cluster,
 ) -> None:
@@ -1180,8 +1171,10 @@ async def test_a_node_that_held_a_snapshot_before_it_was_confirmed_is_not_behind
     answers duplicate, node 2 stores it, both get the receipts. The admin syncs with node 3
     still down (u = 1 <= M - 1): it takes epoch 2 from node 2 and blames node 1, which
     holds it, for leaving it out (`behind`); that leaves one node read without fault, fewer
-    than N - M + 1 = 2, so the read is incomplete. Should: complete, node 1 ok (it was read
-    in full and holds everything)."""
+    than N - M + 1 = 2, so the read was incomplete (fixed: `Reader._fill_gaps` does not
+    blame the primary for what an earlier read saw unconfirmed). Complete, node 1 ok (it
+    was read in full and holds everything); a later epoch node 1 misses is still its
+    fault."""
     n1, n2, n3 = cluster.nodes
     profile = await cluster.account()
     async with cluster.statecache(profile) as admin:
@@ -1201,3 +1194,11 @@ async def test_a_node_that_held_a_snapshot_before_it_was_confirmed_is_not_behind
         assert got == [(A, 2)]
         assert admin.report.nodes[n1.url].state is NodeState.OK, admin.report.nodes[n1.url]
         assert admin.report.complete, admin.report.incomplete
+        await n3.start()
+        await n1.stop()
+        async with cluster.statecache(phone_profile) as phone:
+            await phone.publish([state(A, 3)])
+        await n1.start()
+        got = [(s.group_id, s.mls_epoch) for s in await collect(admin.sync())]
+        assert got == [(A, 3)]
+        assert admin.report.nodes[n1.url].state is NodeState.BEHIND, admin.report.nodes
