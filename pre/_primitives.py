@@ -43,7 +43,26 @@ def ed25519_sign(key: Ed25519PrivateKey, context: str, message: bytes) -> bytes:
     return key.sign(DOMAIN + context.encode() + b"\x00" + message)
 
 
+# Ed25519 public keys of small order, by y-coordinate with the sign bit ignored (libsodium's
+# blocklist: the identity, the points of order 2, 4 and 8, and the non-canonical p and p + 1).
+# OpenSSL verifies a signature (R = identity, S = 0) under such a key for any message, so a
+# record naming one would be "signed" by nobody: refused before verifying.
+_P25519 = 2**255 - 19
+_ORDER_8_Y = int.from_bytes(
+    bytes.fromhex("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"), "little"
+)
+_SMALL_ORDER_Y = frozenset(
+    {0, 1, _P25519 - 1, _P25519, _P25519 + 1, _ORDER_8_Y, _P25519 - _ORDER_8_Y}
+)
+
+
+def _check_ed25519_key(public: bytes) -> None:
+    if int.from_bytes(public, "little") & ((1 << 255) - 1) in _SMALL_ORDER_Y:
+        raise SignatureError("Ed25519 key of small order")
+
+
 def ed25519_verify(public: bytes, context: str, message: bytes, signature: bytes) -> None:
+    _check_ed25519_key(public)
     with translate(SignatureError, f"{context} signature does not verify"):
         Ed25519PublicKey.from_public_bytes(public).verify(
             signature, DOMAIN + context.encode() + b"\x00" + message
@@ -56,6 +75,7 @@ def ed25519_sign_raw(key: Ed25519PrivateKey, message: bytes) -> bytes:
 
 
 def ed25519_verify_raw(public: bytes, message: bytes, signature: bytes) -> None:
+    _check_ed25519_key(public)
     with translate(SignatureError, "signature does not verify"):
         Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
 
