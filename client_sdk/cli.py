@@ -104,6 +104,13 @@ def _int_at_least(low: int) -> Callable[[str], int]:
     return parse
 
 
+def _fingerprint(text: str) -> str:
+    digits = re.sub(r"[\s-]", "", text)
+    if not re.fullmatch(r"[0-9]{30}", digits):
+        raise argparse.ArgumentTypeError("a fingerprint is 30 digits (six groups of five)")
+    return text
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -252,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     approve.add_argument(
         "--expect",
         metavar="FINGERPRINT",
+        type=_fingerprint,
         help="refuse unless the device's fingerprint is this one, as the new device shows it "
         "(spaces and dashes ignored; quote it)",
     )
