@@ -16,7 +16,7 @@ import pre
 
 from .admin_records import AdminRecords, record_id
 from .directory import DeviceDirectory
-from .enrolment import check_enrollment, check_fingerprint, parse_enrollment
+from .enrolment import check_request, parse_enrollment
 from .errors import AdminRequired, BadAnswer, ThresholdNotMet, VerificationFailed
 from .keyring import Keyring
 from .outcomes import OK, NodeOutcome, NodeState
@@ -206,15 +206,7 @@ class Admin:
         never through the nodes, so approval only makes members."""
         account = self._account()
         request = parse_enrollment(blob)
-        if expect is not None:
-            check_fingerprint(request, expect)
-        profile = self._session.profile
-        check_enrollment(
-            request,
-            account_id=profile.account_id,
-            nodes=profile.nodes,
-            threshold=self._session.threshold,
-        )
+        check_request(request, self._session.profile, expect)
         keys, name = request.keys, request.name
         records = await self.records()
         current = _current(records)

@@ -25,7 +25,8 @@ from .device import (
     enrollment_request,
     parse_enrollment,
 )
-from .enrolment_view import ALREADY_REVOKED, approval_result, check_request
+from .enrolment import check_request
+from .enrolment_view import ALREADY_REVOKED, approval_result
 from .errors import EnrolmentRefused
 from .home import Home
 from .keystore import Profile

@@ -22,11 +22,13 @@ import pre
 from cache_service.protocol.b64 import decode_b64url, encode_b64url
 
 from .errors import EnrolmentRefused
+from .keystore import Profile
 
 __all__ = [
     "PREFIX",
     "check_enrollment",
     "check_fingerprint",
+    "check_request",
     "encode_enrollment",
     "enrollment_request",
     "parse_enrollment",
@@ -133,3 +135,13 @@ def check_enrollment(
             + "; ".join(differences)
             + " (enrol the device again with this account's values)",
         )
+
+
+def check_request(request: pre.EnrollmentRequest, profile: Profile, expect: str | None) -> None:
+    """The fingerprint the admin expects, if given, then the request's account, node list
+    and threshold against the admin's `profile`."""
+    if expect is not None:
+        check_fingerprint(request, expect)
+    check_enrollment(
+        request, account_id=profile.account_id, nodes=profile.nodes, threshold=profile.threshold
+    )

@@ -1,32 +1,18 @@
-"""What `statecache device approve` checks before it asks any node, and what it prints."""
+"""What `statecache device approve` and `device revoke` print beyond their fields."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import pre
-
 from .admin import Approval
-from .enrolment import check_enrollment, check_fingerprint
-from .keystore import Profile
 from .output import Result, timestamp
 
-__all__ = ["ALREADY_REVOKED", "approval_result", "check_request"]
+__all__ = ["ALREADY_REVOKED", "approval_result"]
 
 ALREADY_REVOKED = (
     "Already revoked: nothing was rotated (its revocation was only re-sent to any node "
     "that missed it). --force rotates every label again."
 )
-
-
-def check_request(request: pre.EnrollmentRequest, profile: Profile, expect: str | None) -> None:
-    """The fingerprint the admin expects, then the request's account, node list and
-    threshold against this admin's (`EnrolmentRefused` naming what differs)."""
-    if expect is not None:
-        check_fingerprint(request, expect)
-    check_enrollment(
-        request, account_id=profile.account_id, nodes=profile.nodes, threshold=profile.threshold
-    )
 
 
 def approval_result(approval: Approval, labels: Sequence[str], *, checked: bool) -> Result:
