@@ -16,7 +16,7 @@ import pre
 
 from .admin_records import AdminRecords, record_id
 from .directory import DeviceDirectory
-from .enrolment import parse_enrollment
+from .enrolment import check_request, parse_enrollment
 from .errors import AdminRequired, BadAnswer, ThresholdNotMet, VerificationFailed
 from .keyring import Keyring
 from .outcomes import OK, NodeOutcome, NodeState
@@ -35,6 +35,11 @@ class Approval:
     upload_bytes: int  # what the admin sent all nodes to certify and authorise the device
     nodes: dict[str, NodeOutcome] = field(default_factory=dict)
     renewed: bool = False  # the device was approved before: certificate and grants renewed
+    grants_until: int = 0  # when the grants made now expire
+
+    @property
+    def fingerprint(self) -> str:
+        return pre.device_fingerprint(self.certificate.keys)
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,7 @@ class RevokeReport:
     rotated: dict[str, int]  # label -> new key epoch
     regranted: list[bytes]  # device ids
     nodes: dict[str, NodeOutcome] = field(default_factory=dict)
+    already_revoked: bool = False  # revoked before: re-delivered only, nothing rotated
 
 
 @dataclass(frozen=True)
@@ -188,13 +194,20 @@ class Admin:
         labels: Sequence[str] = (ACCOUNT_LABEL,),
         valid_for: int = YEAR,
         grant_for: int = 30 * 86_400,
+        expect: str | None = None,
     ) -> Approval:
         """Certify an enrolling device (a member) on every node and grant it `labels`.
 
+        The request must carry its checksum and the device's signature, and name this
+        account's id, node list and threshold; with `expect`, the device's fingerprint
+        must be that one (`EnrolmentRefused` otherwise, before anything is sent).
+        Approving a device again renews its certificate and grants (`renewed`).
         An admin device is one holding the account seed; that is moved with the keystore,
         never through the nodes, so approval only makes members."""
         account = self._account()
-        keys, name = parse_enrollment(blob)
+        request = parse_enrollment(blob)
+        check_request(request, self._session.profile, expect)
+        keys, name = request.keys, request.name
         records = await self.records()
         current = _current(records)
         missing = sorted(set(labels) - set(current))
@@ -215,7 +228,11 @@ class Admin:
         result = await self._converge(records)
         self._require(result, records, ids, "approval")
         return Approval(
-            cert, _sent(self._session) - before, self._session.outcomes.snapshot(), renewed
+            cert,
+            _sent(self._session) - before,
+            self._session.outcomes.snapshot(),
+            renewed,
+            now + grant_for,
         )
 
     def _grant(
@@ -250,12 +267,17 @@ class Admin:
         result = await self._converge(records)
         self._require(result, records, ids, "grant")
 
-    async def revoke(self, device_id: bytes, *, grant_for: int = 30 * 86_400) -> RevokeReport:
+    async def revoke(
+        self, device_id: bytes, *, grant_for: int = 30 * 86_400, force: bool = False
+    ) -> RevokeReport:
         """Revoke on every node (each answers a signed receipt), rotate every label the
         manifest lists, and re-grant each remaining member the labels it held, under the
         new key epochs, until the same expiry (at most `grant_for` from now). Refused for
         the admin device and for this device: every label key derives from the seed they
-        hold, so revoking them protects nothing."""
+        hold, so revoking them protects nothing.
+
+        A device revoked before (`already_revoked`) is not rotated again unless `force`:
+        its revocation is only re-delivered to nodes that missed it."""
         account = self._account()
         records = await self.records()
         raw = records.certificates.get(device_id)
@@ -269,9 +291,41 @@ class Admin:
             )
         now = self._session.now()
         revocation = records.revocations.get(device_id)
+        already = revocation is not None
         if revocation is None:
             revocation = pre.revoke_device(account, device_id, now=now).to_bytes()
             records.revocations[device_id] = revocation
+        rotated: dict[str, int] = {}
+        regranted: set[bytes] = set()
+        if force or not already:
+            rotated, regranted = self._rotate_all(records, device_id, now, grant_for)
+        result = await self._converge(records)
+        rev_id = record_id("revocation", revocation)
+        receipts: dict[str, pre.RevocationReceipt] = {}
+        failures: dict[str, NodeOutcome] = {}
+        for node in self._session.nodes:
+            answer = result.answers.get(node.base_url, {}).get(rev_id)
+            if isinstance(answer, pre.RevocationReceipt):
+                try:
+                    receipts[node.base_url] = _check_receipt(node.node_key, answer, revocation)
+                except VerificationFailed as exc:
+                    failures[node.base_url] = exc.outcome()
+            elif result.nodes.get(node.base_url, OK) is not OK:
+                failures[node.base_url] = result.nodes[node.base_url]
+        self._require(result, records, [rev_id], "revocation")
+        return RevokeReport(
+            receipts,
+            failures,
+            rotated,
+            sorted(regranted),
+            self._session.outcomes.snapshot(),
+            already_revoked=already,
+        )
+
+    def _rotate_all(
+        self, records: AdminRecords, device_id: bytes, now: int, grant_for: int
+    ) -> tuple[dict[str, int], set[bytes]]:
+        """Drop the device's grants, rotate every label, re-grant the other members."""
         # what the others held, before the rotation replaces it
         held = {k: pre.GrantShare.from_bytes(v[0]).expires_at for k, v in records.grants.items()}
         for key in [k for k in records.grants if k[0] == device_id]:
@@ -288,23 +342,7 @@ class Admin:
                 regranted.add(member)
             else:
                 records.grants.pop((member, label), None)
-        result = await self._converge(records)
-        rev_id = record_id("revocation", revocation)
-        receipts: dict[str, pre.RevocationReceipt] = {}
-        failures: dict[str, NodeOutcome] = {}
-        for node in self._session.nodes:
-            answer = result.answers.get(node.base_url, {}).get(rev_id)
-            if isinstance(answer, pre.RevocationReceipt):
-                try:
-                    receipts[node.base_url] = _check_receipt(node.node_key, answer, revocation)
-                except VerificationFailed as exc:
-                    failures[node.base_url] = exc.outcome()
-            elif result.nodes.get(node.base_url, OK) is not OK:
-                failures[node.base_url] = result.nodes[node.base_url]
-        self._require(result, records, [rev_id], "revocation")
-        return RevokeReport(
-            receipts, failures, rotated, sorted(regranted), self._session.outcomes.snapshot()
-        )
+        return rotated, regranted
 
     # labels
 

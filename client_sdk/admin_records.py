@@ -70,6 +70,15 @@ class AdminRecords:
             raise ValueError("manifest versions are kept in order")
         self.manifests.append(manifest.to_bytes())
 
+    def grants_until(self) -> dict[bytes, int]:
+        """Each device's earliest grant expiry, over the labels it holds grants for: when
+        it first loses a label unless the admin renews (`device approve` again)."""
+        until: dict[bytes, int] = {}
+        for (device_id, _), shares in self.grants.items():
+            expires_at = pre.GrantShare.from_bytes(shares[0]).expires_at
+            until[device_id] = min(until.get(device_id, expires_at), expires_at)
+        return until
+
     # what each node still lacks
 
     def outbox(self, node_key: bytes, share_index: int) -> list[Delivery]:

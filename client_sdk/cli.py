@@ -4,7 +4,7 @@
     statecache account init --node URL --node URL --node URL --threshold 2 --name phone
     statecache device enroll --account ID --node URL ... --threshold 2 --name laptop
     statecache account repair | replace-node --index I --node URL
-    statecache device approve BLOB | list | revoke DEVICE_ID
+    statecache device approve [--expect FINGERPRINT] BLOB | list | revoke DEVICE_ID
     statecache group purge --group HEX --author DEVICE_ID [--from-epoch N]
     statecache publish --group HEX --kind group_state --epoch N --file PATH
     statecache onboard --out DIR
@@ -36,9 +36,11 @@ from .commands import CommandError, Context
 from .errors import (
     AdminRequired,
     ContentConflict,
+    EnrolmentRefused,
     KeystoreError,
     NodeError,
     NodeUnavailable,
+    NotApproved,
     StatecacheError,
     ThresholdNotMet,
     VerificationFailed,
@@ -100,6 +102,13 @@ def _int_at_least(low: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def _fingerprint(text: str) -> str:
+    digits = re.sub(r"[\s-]", "", text)
+    if not re.fullmatch(r"[0-9]{30}", digits):
+        raise argparse.ArgumentTypeError("a fingerprint is 30 digits (six groups of five)")
+    return text
 
 
 def _seconds(text: str) -> float:
@@ -248,6 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
     approve = add(device_cmds, "approve", _device_approve, "certify and authorise a device")
     approve.add_argument("blob", metavar="BLOB", help="the enrolment request (- reads stdin)")
     approve.add_argument(
+        "--expect",
+        metavar="FINGERPRINT",
+        type=_fingerprint,
+        help="refuse unless the device's fingerprint is this one, as the new device shows it "
+        "(spaces and dashes ignored; quote it)",
+    )
+    approve.add_argument(
         "--label",
         dest="labels",
         metavar="LABEL",
@@ -272,6 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=30,
         help="longest validity of the grants remade for the other devices, which keep "
         "their labels and expiry (default 30)",
+    )
+    revoke.add_argument(
+        "--force",
+        action="store_true",
+        help="for a device revoked before: rotate every label again (without it, an "
+        "already revoked device is only reported, exit 0)",
     )
 
     publish = add(commands_, "publish", _publish, "publish one snapshot")
@@ -325,6 +347,7 @@ def _device_approve(ctx: Context, a: argparse.Namespace) -> Pending:
         labels=a.labels or [ACCOUNT_LABEL],
         valid_days=a.valid_days,
         grant_days=a.grant_days,
+        expect=a.expect,
     )
 
 
@@ -333,7 +356,9 @@ def _device_list(ctx: Context, a: argparse.Namespace) -> Pending:
 
 
 def _device_revoke(ctx: Context, a: argparse.Namespace) -> Pending:
-    return commands.device_revoke(ctx, device_id=a.device_id, grant_days=a.grant_days)
+    return commands.device_revoke(
+        ctx, device_id=a.device_id, grant_days=a.grant_days, force=a.force
+    )
 
 
 def _publish(ctx: Context, a: argparse.Namespace) -> Pending:
@@ -389,8 +414,12 @@ def _error_code(exc: BaseException) -> str:
     if isinstance(exc, NodeError | NodeUnavailable | VerificationFailed):
         code = exc.outcome().code
         return code.value if code is not None else "node_error"
+    if isinstance(exc, NotApproved):
+        return "not_approved"
     if isinstance(exc, ThresholdNotMet):
         return "threshold_not_met"
+    if isinstance(exc, EnrolmentRefused):
+        return exc.code
     if isinstance(exc, ContentConflict):
         return "conflict"
     if isinstance(exc, KeystoreError):

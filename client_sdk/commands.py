@@ -25,6 +25,9 @@ from .device import (
     enrollment_request,
     parse_enrollment,
 )
+from .enrolment import check_request
+from .enrolment_view import ALREADY_REVOKED, approval_result
+from .errors import EnrolmentRefused
 from .home import Home
 from .keystore import Profile
 from .output import EXIT_INCOMPLETE, Cell, Progress, Result, Table, timestamp
@@ -117,18 +120,29 @@ async def account_init(ctx: Context, *, nodes: Sequence[str], threshold: int, na
 async def device_enroll(
     ctx: Context, *, account_id: bytes, nodes: Sequence[str], threshold: int, name: str
 ) -> Result:
+    try:
+        device, blob = enrollment_request(
+            name, account_id=account_id, nodes=nodes, threshold=threshold
+        )
+    except ValueError as exc:  # a name with invisible characters, say
+        raise CommandError(str(exc)) from exc
     ctx.home.ensure_new()
-    device, blob = enrollment_request(name)
     ctx.home.save(Profile(account_id, device, list(nodes), threshold))
+    fingerprint = pre.device_fingerprint(device.public_keys)
     return Result(
         fields={
             "device_id": device.device_id.hex(),
             "account_id": account_id.hex(),
             "name": name,
+            "fingerprint": fingerprint,
             "enrolment": blob,
             "home": str(ctx.home.path),
         },
-        notes=[f"An admin approves this device with:\n  statecache device approve {blob}"],
+        notes=[
+            f"An admin approves this device with:\n  statecache device approve {blob}",
+            f"Tell the admin this fingerprint another way (read it aloud): {fingerprint}\n"
+            "They approve with --expect and it, or compare it with the one they see.",
+        ],
     )
 
 
@@ -139,36 +153,29 @@ async def device_approve(
     labels: Sequence[str],
     valid_days: int,
     grant_days: int,
+    expect: str | None = None,
 ) -> Result:
     profile = ctx.home.load()
     _require_admin(profile)
-    try:
-        keys, name = parse_enrollment(blob)
-    except ValueError as exc:
-        raise CommandError(str(exc)) from exc
+    check_request(parse_enrollment(blob), profile, expect)  # before any node is asked
     async with connect(ctx, profile) as sc:
         held = {label for label, _ in await sc.load_keys()}
         missing = sorted(set(labels) - held)
         if missing:
             raise CommandError(f"no key capsule for label(s): {', '.join(missing)}")
-        approval = await sc.approve(
-            blob,
-            labels=labels,
-            valid_for=valid_days * DAY,
-            grant_for=grant_days * DAY,
-        )
-    cert = approval.certificate
-    return Result(
-        nodes=approval.nodes,
-        fields={
-            "device_id": keys.device_id.hex(),
-            "name": name,
-            "role": _role(cert.role),
-            "labels": sorted(labels),
-            "valid_until": timestamp(cert.not_after),
-            "upload_bytes": approval.upload_bytes,
-        },
-    )
+        try:
+            approval = await sc.approve(
+                blob,
+                labels=labels,
+                valid_for=valid_days * DAY,
+                grant_for=grant_days * DAY,
+                expect=expect,
+            )
+        except EnrolmentRefused:
+            raise
+        except ValueError as exc:  # a revoked device's keys
+            raise CommandError(str(exc)) from exc
+    return approval_result(approval, labels, checked=expect is not None)
 
 
 async def device_list(ctx: Context) -> Result:
@@ -177,22 +184,29 @@ async def device_list(ctx: Context) -> Result:
         devices = await sc.list_devices()
         nodes = sc.outcomes
     me = profile.device.device_id
+    # An admin knows each device's grants (its own records); a member does not.
+    until = profile.records.grants_until() if profile.records is not None else {}
     rows: list[dict[str, Cell]] = [
         {
             "device_id": cert.device_id.hex(),
             "name": cert.name,
             "role": _role(cert.role),
             "valid_until": timestamp(cert.not_after),
+            "grants_until": timestamp(until.get(cert.device_id)),
             "revoked": timestamp(revoked_at),
             "this_device": cert.device_id == me,
         }
         for cert, revoked_at in devices
     ]
-    columns = ("device_id", "name", "role", "valid_until", "revoked", "this_device")
+    columns = (
+        "device_id", "name", "role", "valid_until", "grants_until", "revoked", "this_device"
+    )  # fmt: skip
     return Result(tables={"devices": Table(columns, rows)}, nodes=nodes)
 
 
-async def device_revoke(ctx: Context, *, device_id: bytes, grant_days: int) -> Result:
+async def device_revoke(
+    ctx: Context, *, device_id: bytes, grant_days: int, force: bool = False
+) -> Result:
     profile = ctx.home.load()
     _require_admin(profile)
     if device_id == profile.device.device_id:
@@ -201,7 +215,7 @@ async def device_revoke(ctx: Context, *, device_id: bytes, grant_days: int) -> R
         known = {cert.device_id for cert, _ in await sc.list_devices()}
         if device_id not in known:
             raise CommandError(f"no device {device_id.hex()} in this account")
-        report = await sc.revoke(device_id, grant_for=grant_days * DAY)
+        report = await sc.revoke(device_id, grant_for=grant_days * DAY, force=force)
     receipts: list[dict[str, Cell]] = [
         {
             "node": url,
@@ -217,8 +231,10 @@ async def device_revoke(ctx: Context, *, device_id: bytes, grant_days: int) -> R
     return Result(
         fields={
             "device_id": device_id.hex(),
+            "already_revoked": report.already_revoked,
             "regranted": [d.hex() for d in report.regranted],
         },
+        notes=[ALREADY_REVOKED] if report.already_revoked and not force else [],
         tables={
             "receipts": Table(("node", "node_id", "shares_deleted", "processed_at"), receipts),
             "rotated": Table(("label", "key_epoch"), rotated),

@@ -248,9 +248,12 @@ class Demo:
         return published
 
     async def enrol(self, admin: Statecache, name: str) -> tuple[Profile, pre.DeviceCertificate]:
-        device, blob = enrollment_request(name)
-        print(f"{name} asks to enrol: {blob}", flush=True)
-        approval = await admin.approve(blob)
+        device, blob = enrollment_request(
+            name, account_id=admin.profile.account_id, nodes=self.urls, threshold=THRESHOLD
+        )
+        shown = pre.device_fingerprint(device.public_keys)  # what the new device displays
+        print(f"{name} asks to enrol (fingerprint {shown}): {blob}", flush=True)
+        approval = await admin.approve(blob, expect=shown)  # the admin compares it
         if name == "laptop":
             self.note("admin upload to authorise the laptop", f"{approval.upload_bytes:,} B")
         return Profile(admin.profile.account_id, device, self.urls, THRESHOLD), approval.certificate

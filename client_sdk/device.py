@@ -264,10 +264,13 @@ class Statecache:
         labels: Sequence[str] = (ACCOUNT_LABEL,),
         valid_for: int = YEAR,
         grant_for: int = 30 * 86_400,
+        expect: str | None = None,
     ) -> Approval:
+        """Admin: certify the device of an enrolment request and grant it `labels`;
+        `expect`, its fingerprint as the new device shows it."""
         async with self._session.command():
             return await self._admin.approve(
-                blob, labels=labels, valid_for=valid_for, grant_for=grant_for
+                blob, labels=labels, valid_for=valid_for, grant_for=grant_for, expect=expect
             )
 
     async def authorise(
@@ -288,9 +291,11 @@ class Statecache:
         async with self._session.command():
             return await self._admin.rotate(label)
 
-    async def revoke(self, device_id: bytes, *, grant_for: int = 30 * 86_400) -> RevokeReport:
+    async def revoke(
+        self, device_id: bytes, *, grant_for: int = 30 * 86_400, force: bool = False
+    ) -> RevokeReport:
         async with self._session.command():
-            return await self._admin.revoke(device_id, grant_for=grant_for)
+            return await self._admin.revoke(device_id, grant_for=grant_for, force=force)
 
     # publishing
 

@@ -6,7 +6,8 @@
     ├── NodeUnavailable      a node could not be reached (also OSError)
     │   └── NodeTimeout      ... in time (also TimeoutError / asyncio.TimeoutError)
     ├── ThresholdNotMet      fewer than M nodes gave a valid answer (`nodes`: each node's
-    │                        typed `NodeOutcome`)
+    │   │                    typed `NodeOutcome`)
+    │   └── NotApproved      ... because no node knows this device: not approved yet
     ├── VerificationFailed   a node's answer failed verification (wraps a pre.PreError)
     │   ├── BadAnswer        an answer off the API: shape, size, count, paging, identity
     │   ├── RollbackError    a snapshot's MLS epoch is below one this device already knows
@@ -17,6 +18,8 @@
     │                        a tree hash it must match (its signed header's, the next patch's,
     │                        the caller's GroupContext), or a tree snapshot does not decode
     ├── KeystoreError        the local keystore is missing, unreadable or locked
+    ├── EnrolmentRefused     an enrolment request damaged, old, unsigned, for another
+    │                        set-up or device (also ValueError); `code` says which
     └── AdminRequired        an admin action on a device without the account seed
                              (also PermissionError)
 
@@ -38,6 +41,7 @@ __all__ = [
     "AdminRequired",
     "BadAnswer",
     "ContentConflict",
+    "EnrolmentRefused",
     "EpochConflict",
     "ForkError",
     "KeystoreError",
@@ -46,6 +50,7 @@ __all__ = [
     "NodeError",
     "NodeTimeout",
     "NodeUnavailable",
+    "NotApproved",
     "Purged",
     "RollbackError",
     "StatecacheError",
@@ -54,6 +59,7 @@ __all__ = [
     "Unconfirmed",
     "VerificationFailed",
     "outcome_of",
+    "threshold_not_met",
 ]
 
 
@@ -201,3 +207,37 @@ def outcome_of(exc: StatecacheError) -> NodeOutcome:
     if isinstance(exc, NodeError | NodeUnavailable | VerificationFailed):
         return exc.outcome()
     return NodeOutcome(NodeState.UNAVAILABLE, None, str(exc))
+
+
+class EnrolmentRefused(StatecacheError, ValueError):
+    """An enrolment request an admin must not approve as it stands. `code` says why:
+    `damaged_enrolment` (changed, cut or extended in copying), `old_enrolment` (an `sc1.`
+    request), `invalid_enrolment` (not signed by the device it names),
+    `enrolment_mismatch` (made for another account, node list or threshold) or
+    `fingerprint_mismatch` (not the device the admin expected)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+class NotApproved(ThresholdNotMet):
+    """No node knows this device: it enrolled, and no admin has approved it yet (or the
+    account id it was given is wrong). Every node that answered refused its signature."""
+
+    def __init__(self, what: str, needed: int, nodes: Mapping[str, NodeOutcome]) -> None:
+        super().__init__(what, needed, nodes)
+        self.args = (
+            "this device is not approved yet: ask an admin to run `statecache device approve "
+            "…` with the request `statecache device enroll` printed",
+        )
+
+
+def threshold_not_met(what: str, needed: int, nodes: Mapping[str, NodeOutcome]) -> ThresholdNotMet:
+    """`ThresholdNotMet`, or `NotApproved` when no node took the request and every node
+    that answered at all refused the device's signature (`unauthenticated`: the nodes
+    give one answer for an unknown device, an unknown account and a bad signature)."""
+    answered = [o for o in nodes.values() if isinstance(o.code, Code) or o.state is NodeState.OK]
+    if answered and all(o.code is Code.UNAUTHENTICATED for o in answered):
+        return NotApproved(what, needed, nodes)
+    return ThresholdNotMet(what, needed, nodes)

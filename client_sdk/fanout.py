@@ -17,9 +17,9 @@ from .errors import (
     NodeTimeout,
     NodeUnavailable,
     StatecacheError,
-    ThresholdNotMet,
     VerificationFailed,
     outcome_of,
+    threshold_not_met,
 )
 from .node_client import NodeClient
 from .outcomes import OK, LocalCode, NodeOutcome, NodeState, Outcomes
@@ -55,7 +55,7 @@ class Answers(Generic[T]):
     def require(self, needed: int, what: str) -> dict[str, T]:
         if len(self.results) < needed:
             nodes = {url: OK for url in self.results} | self.failures
-            raise ThresholdNotMet(what, needed, nodes)
+            raise threshold_not_met(what, needed, nodes)
         return self.results
 
 
@@ -156,7 +156,7 @@ class FanOut:
             for task, node in running.items():
                 task.cancel()
                 self.command.slow.add(node.base_url)
-        raise ThresholdNotMet(what, 1, failures)
+        raise threshold_not_met(what, 1, failures)
 
     async def _one(
         self,

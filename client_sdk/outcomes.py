@@ -86,6 +86,11 @@ class Outcomes:
     def ok(self, node: str) -> None:
         self.note(node, OK)
 
+    def forget(self, code: OutcomeCode) -> None:
+        """Drop the outcomes with `code`: refusals the caller recovered from by asking
+        again (a publish sealed again under a label's new key epoch)."""
+        self._seen = {url: o for url, o in self._seen.items() if o.code != code}
+
     def get(self, node: str) -> NodeOutcome | None:
         return self._seen.get(node)
 

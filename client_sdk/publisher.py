@@ -115,6 +115,9 @@ class Publisher:
         except ThresholdNotMet as exc:
             if not any(o.code is Code.STALE_KEY_EPOCH for o in exc.failures.values()):
                 raise
+        # A node that refused the old key epoch stored nothing and is asked again: the
+        # refusal is not held against it.
+        self._session.outcomes.forget(Code.STALE_KEY_EPOCH)
         record = await self._directory.record()
         await self._keyring.refresh(record, await self._manifests.current(record, self.state))
         return await self._publish(items)

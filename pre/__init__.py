@@ -15,6 +15,13 @@ from .certificates import (
     revoke_device,
 )
 from .digests import content_digest
+from .enrolment import (
+    ENROLLMENT_CHECKSUM_SIZE,
+    EnrollmentRequest,
+    device_fingerprint,
+    enrollment_checksum,
+    make_enrollment_request,
+)
 from .errors import (
     BindingError,
     CertificateError,
@@ -95,6 +102,7 @@ from .snapshots import (
 __all__ = [
     "ACCOUNT_ID_SIZE",
     "DEVICE_ID_SIZE",
+    "ENROLLMENT_CHECKSUM_SIZE",
     "KEK_SIZE",
     "LABEL_PATTERN",
     "MAX_GROUP_ID_SIZE",
@@ -113,6 +121,7 @@ __all__ = [
     "DeviceCertificate",
     "DeviceKeys",
     "DeviceSecrets",
+    "EnrollmentRequest",
     "FragmentError",
     "GrantEntry",
     "GrantKey",
@@ -147,9 +156,12 @@ __all__ = [
     "content_digest",
     "content_hash",
     "create_key_capsule",
+    "device_fingerprint",
     "device_id_for",
+    "enrollment_checksum",
     "epoch_authenticator_hash",
     "label_for_group",
+    "make_enrollment_request",
     "make_grant",
     "manifest_update",
     "node_id_for",

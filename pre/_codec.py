@@ -53,6 +53,7 @@ class Tag(enum.IntEnum):
     SHARE_REF = 0x52
     PURGE_RECEIPT = 0x53
     SNAPSHOT_RECEIPT = 0x54
+    ENROLLMENT_REQUEST = 0x60
 
 
 class Writer:

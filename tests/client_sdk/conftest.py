@@ -109,7 +109,12 @@ class Cluster:
 
     async def enrol(self, admin: Statecache, name: str = "laptop", **kw: object) -> Profile:
         """A new device, approved by `admin` (same node list)."""
-        device, blob = enrollment_request(name)
+        device, blob = enrollment_request(
+            name,
+            account_id=admin.profile.account_id,
+            nodes=admin.profile.nodes,
+            threshold=admin.profile.threshold,
+        )
         await admin.approve(blob, **kw)  # type: ignore[arg-type]
         return Profile(admin.profile.account_id, device, list(admin.profile.nodes), THRESHOLD)
 

@@ -161,7 +161,12 @@ async def test_two_admin_homes_racing_for_one_version_are_told_of_the_fork(
     async with cluster.statecache(profile) as first_home:
         await cluster.enrol(first_home)
     async with cluster.statecache(twin) as second_home:
-        _, blob = enrollment_request("tablet")
+        _, blob = enrollment_request(
+            "tablet",
+            account_id=second_home.profile.account_id,
+            nodes=second_home.profile.nodes,
+            threshold=second_home.profile.threshold,
+        )
         with pytest.raises(ThresholdNotMet) as info:
             await second_home.approve(blob)
     assert {o.code for o in info.value.nodes.values()} == {LocalCode.FORK}
@@ -237,7 +242,12 @@ async def test_approving_a_device_uploads_at_most_4_kib_at_three_nodes(cluster: 
     async with cluster.statecache(profile) as admin:
         for count in (1, 50):
             await admin.publish(groups(count, tag=os.urandom(4).hex()))
-            _, blob = enrollment_request("laptop")
+            _, blob = enrollment_request(
+                "laptop",
+                account_id=admin.profile.account_id,
+                nodes=admin.profile.nodes,
+                threshold=admin.profile.threshold,
+            )
             sizes.append((await admin.approve(blob)).upload_bytes)
     assert max(sizes) <= 4096, sizes
     assert abs(sizes[0] - sizes[1]) < 64, sizes

@@ -111,7 +111,7 @@ def test_the_whole_story(cli, node_urls: list[str], tmp_path: Path) -> None:
     enrolled = cli(laptop, enroll, *nodes)
     assert enrolled.code == 0, enrolled.err
     blob, laptop_id = text_field(enrolled.out, "enrolment"), text_field(enrolled.out, "device id")
-    assert blob.startswith("sc1.") and len(bytes.fromhex(laptop_id)) == 16
+    assert blob.startswith("sc2.") and len(bytes.fromhex(laptop_id)) == 16
 
     # device approve: only an admin may, only a well-formed request, only held labels
     cli(laptop, "device approve", blob).failed_cleanly()

@@ -129,7 +129,12 @@ async def test_two_colluding_nodes_of_m_three_cannot_hold_back_a_fresh_device(
             await admin.publish([epoch6])
             for node in nodes[3:]:
                 await node.start()
-            laptop_keys, request = enrollment_request("laptop")
+            laptop_keys, request = enrollment_request(
+                "laptop",
+                account_id=admin.profile.account_id,
+                nodes=admin.profile.nodes,
+                threshold=admin.profile.threshold,
+            )
             await admin.approve(request)
         laptop = Profile(profile.account_id, laptop_keys, urls, 3)
         for liar in liars:

@@ -181,7 +181,12 @@ async def test_one_hung_node_costs_every_command_a_bounded_time(
         assert await _timed(admin.publish(updates)) < HUNG_BOUND
         assert admin.outcomes[proxy.url].state is NodeState.UNAVAILABLE
         assert await _timed(admin.list_devices()) < HUNG_BOUND
-        _, blob = __import__("client_sdk").enrollment_request("tablet")
+        _, blob = __import__("client_sdk").enrollment_request(
+            "tablet",
+            account_id=admin.profile.account_id,
+            nodes=admin.profile.nodes,
+            threshold=admin.profile.threshold,
+        )
         assert await _timed(admin.approve(blob)) < HUNG_BOUND
         assert admin.outcomes[proxy.url].state is NodeState.UNAVAILABLE
     for read in ("sync", "onboard"):

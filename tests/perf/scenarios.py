@@ -61,7 +61,12 @@ async def service_reencrypt_per_s(
     async with Statecache(profile) as admin:
         for i in range(labels):
             await admin.add_label(pre.label_for_group(i.to_bytes(4, "big")))
-        device, blob = enrollment_request("bench")
+        device, blob = enrollment_request(
+            "bench",
+            account_id=admin.profile.account_id,
+            nodes=admin.profile.nodes,
+            threshold=admin.profile.threshold,
+        )
         all_labels = ["account"] + [
             pre.label_for_group(i.to_bytes(4, "big")) for i in range(labels)
         ]
@@ -106,7 +111,12 @@ async def onboarding_rows(urls: list[str], groups: int) -> list[dict[str, Any]]:
     admin_profile = await create_account(urls, THRESHOLD)
     async with Statecache(admin_profile) as admin:
         await admin.publish(published)
-        device, blob = enrollment_request("new")
+        device, blob = enrollment_request(
+            "new",
+            account_id=admin.profile.account_id,
+            nodes=admin.profile.nodes,
+            threshold=admin.profile.threshold,
+        )
         approval = await admin.approve(blob)
     member = Profile(admin_profile.account_id, device, urls, THRESHOLD)
     async with Statecache(member) as sc:
@@ -204,7 +214,12 @@ async def publish_under_load(urls: list[str], *, devices: int, per_device: int) 
     members = []
     async with Statecache(profile) as admin:
         for _ in range(devices):
-            device, blob = enrollment_request("load")
+            device, blob = enrollment_request(
+                "load",
+                account_id=admin.profile.account_id,
+                nodes=admin.profile.nodes,
+                threshold=admin.profile.threshold,
+            )
             await admin.approve(blob)
             members.append(Profile(profile.account_id, device, urls, THRESHOLD))
     latencies: list[float] = []
@@ -253,7 +268,12 @@ async def sync_after_update(urls: list[str], groups: int) -> dict[str, Any]:
     profile = await create_account(urls, THRESHOLD)
     async with Statecache(profile) as admin:
         await admin.publish(published)
-        device, blob = enrollment_request("sync")
+        device, blob = enrollment_request(
+            "sync",
+            account_id=admin.profile.account_id,
+            nodes=admin.profile.nodes,
+            threshold=admin.profile.threshold,
+        )
         await admin.approve(blob)
         member = Profile(profile.account_id, device, urls, THRESHOLD)
         async with Statecache(member) as sc:

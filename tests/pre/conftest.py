@@ -22,6 +22,7 @@ from pre import (
     DeviceCertificate,
     DeviceKeys,
     DeviceSecrets,
+    EnrollmentRequest,
     GrantEntry,
     GrantKey,
     GrantShare,
@@ -49,6 +50,7 @@ from pre import (
     certify_device,
     create_key_capsule,
     label_for_group,
+    make_enrollment_request,
     make_grant,
     manifest_update,
     purge_group,
@@ -470,6 +472,15 @@ def sample_records(
                 revoked_at=receipt.revoked_at,
                 deleted=(),
                 now=NOW,
+            ),
+        ),
+        EnrollmentRequest: (
+            make_enrollment_request(
+                member_device,
+                account_id=account.account_id,
+                nodes=("http://127.0.0.1:8701", "https://node2.example:443/sc"),
+                threshold=2,
+                name="laptop",
             ),
         ),
     }

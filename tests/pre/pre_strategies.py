@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from pre import (
     AccountManifest,
     DeviceSecrets,
+    EnrollmentRequest,
     GrantShare,
     ManifestNode,
     ManifestUpdate,
@@ -119,7 +120,23 @@ def _manifests(draw: st.DrawFn, cls: type[Record]) -> Any:
     return cls(**values)
 
 
+@st.composite
+def _enrollment_requests(draw: st.DrawFn) -> EnrollmentRequest:
+    """Distinct nodes, the threshold within them, a name without formatting marks."""
+    fields = field_strategies(EnrollmentRequest)
+    nodes = tuple(dict.fromkeys(draw(fields["nodes"].filter(bool))))
+    return EnrollmentRequest(
+        account_id=draw(fields["account_id"]),
+        keys=draw(fields["keys"]),
+        nodes=nodes,
+        threshold=draw(st.integers(1, len(nodes))),
+        name=draw(st.text(st.characters(categories=["L", "N", "Zs"]), max_size=16)),
+        signature=draw(fields["signature"]),
+    )
+
+
 _SPECIAL: dict[type[Record], st.SearchStrategy[Any]] = {
+    EnrollmentRequest: _enrollment_requests(),
     AccountManifest: _manifests(AccountManifest),
     ManifestUpdate: _manifests(ManifestUpdate),
     GrantShare: _grant_shares(),

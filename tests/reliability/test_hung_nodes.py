@@ -69,7 +69,12 @@ async def test_every_command_with_one_node_hung(
     published = groups(SIZES.fault_groups, tag=uuid.uuid4().hex)
     async with Statecache(profile) as admin:
         await admin.publish(published)
-        secrets, blob = enrollment_request("laptop")
+        secrets, blob = enrollment_request(
+            "laptop",
+            account_id=profile.account_id,
+            nodes=profile.nodes,
+            threshold=profile.threshold,
+        )
         await admin.approve(blob)
     laptop = Profile(profile.account_id, secrets, urls, M)
     async with Statecache(laptop) as lap:  # pins the nodes, reads once: sync has a cursor
@@ -85,7 +90,12 @@ async def test_every_command_with_one_node_hung(
             times["publish"] = await _timed(admin.publish(updates))
             assert admin.outcomes[hung.url].state is NodeState.UNAVAILABLE
             times["device list"] = await _timed(admin.list_devices())
-            _, tablet = enrollment_request("tablet")
+            _, tablet = enrollment_request(
+                "tablet",
+                account_id=profile.account_id,
+                nodes=profile.nodes,
+                threshold=profile.threshold,
+            )
             times["approve"] = await _timed(admin.approve(tablet))
             assert admin.outcomes[hung.url].state is NodeState.UNAVAILABLE
         async with Statecache(laptop, state=state) as lap:

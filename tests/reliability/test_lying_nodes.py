@@ -336,7 +336,12 @@ class LyingNodes(RuleBasedStateMachine):
 
     def approve(self, labels: frozenset[str]) -> Dev:
         name = f"member{len(self.members)}"
-        secrets, blob = enrollment_request(name)
+        secrets, blob = enrollment_request(
+            name,
+            account_id=self.admin.sc.profile.account_id,
+            nodes=self.admin.sc.profile.nodes,
+            threshold=self.admin.sc.profile.threshold,
+        )
         self.run(self.admin.sc.approve(blob, labels=sorted(labels)))
         self.admin_acted()
         profile = Profile(self.profile.account_id, secrets, [nm.url for nm in self.nodes], self.m)

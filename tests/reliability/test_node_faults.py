@@ -148,7 +148,12 @@ async def run(scenario: Scenario, nodes: list[LocalNode], proxies: list[SlowProx
     published = groups(SIZES.fault_groups, tag=uuid.uuid4().hex)
     async with Statecache(profile, policy=POLICY) as admin:
         await admin.publish(published)
-        secrets, blob = enrollment_request("laptop")
+        secrets, blob = enrollment_request(
+            "laptop",
+            account_id=profile.account_id,
+            nodes=profile.nodes,
+            threshold=profile.threshold,
+        )
         await admin.approve(blob)
     laptop = Profile(profile.account_id, secrets, urls, M)
     expected = latest(published)

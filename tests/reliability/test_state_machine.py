@@ -237,7 +237,12 @@ class DeviceStory(RuleBasedStateMachine):
         self.step("approve")
         account = pick(data, [a for a in self.accounts if len(a.members) < MAX_MEMBERS], "account")
         name = f"member{len(account.members)}"
-        secrets, blob = enrollment_request(name)
+        secrets, blob = enrollment_request(
+            name,
+            account_id=account.admin.sc.profile.account_id,
+            nodes=account.admin.sc.profile.nodes,
+            threshold=account.admin.sc.profile.threshold,
+        )
         approval = self.run(
             account.admin.sc.approve(blob, labels=sorted(labels), grant_for=grant_for)
         )
