@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import sys
 from collections.abc import Callable, Coroutine
@@ -31,7 +30,7 @@ from typing import Any
 import pre
 from cache_service import cli as node_cli
 
-from . import commands
+from . import cli_keystore, commands
 from .commands import CommandError, Context
 from .errors import (
     AdminRequired,
@@ -43,7 +42,6 @@ from .errors import (
     ThresholdNotMet,
     VerificationFailed,
 )
-from .home import Home
 from .mls import cli as mls_cli
 from .outcomes import NodeOutcome
 from .output import Result, error_json, to_json, to_text
@@ -281,13 +279,24 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--file", metavar="PATH", required=True, help="the state; - for stdin")
     publish.add_argument("--label", default=ACCOUNT_LABEL, help="seal under this label")
 
+    cli_keystore.add_keystore_parser(commands_, common)
+
     for name, action, text in (
         ("onboard", _onboard, "read everything (resumable)"),
         ("sync", _sync, "read what changed since the last onboard or sync"),
     ):
         reader = add(commands_, name, action, text)
         reader.add_argument(
-            "--out", metavar="DIR", type=Path, help="write DIR/<group hex>/<kind>.<epoch>.bin"
+            "--out",
+            metavar="DIR",
+            type=Path,
+            help="write DIR/<group hex>/<kind>.<epoch>.bin (plaintext MLS state: files 0600, "
+            "directories 0700; default: keep them in the home until a read with --out)",
+        )
+        reader.add_argument(
+            "--keep-epochs",
+            action="store_true",
+            help="keep a group's older epochs in --out (default: the newest replaces them)",
         )
     return parser
 
@@ -348,23 +357,14 @@ def _publish(ctx: Context, a: argparse.Namespace) -> Pending:
 
 
 def _onboard(ctx: Context, a: argparse.Namespace) -> Pending:
-    return commands.read_snapshots(ctx, mode="onboard", out=a.out)
+    return commands.read_snapshots(ctx, mode="onboard", out=a.out, keep_epochs=a.keep_epochs)
 
 
 def _sync(ctx: Context, a: argparse.Namespace) -> Pending:
-    return commands.read_snapshots(ctx, mode="sync", out=a.out)
+    return commands.read_snapshots(ctx, mode="sync", out=a.out, keep_epochs=a.keep_epochs)
 
 
 # running
-
-
-def _passphrase(variable: str | None) -> str | None:
-    if variable is None:
-        return None
-    value = os.environ.get(variable)
-    if not value:
-        raise CommandError(f"environment variable {variable} (--passphrase-env) is not set")
-    return value
 
 
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -417,9 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     _check(parser, args)
     action: Action = args.action
     try:
-        home = Home.resolve(
-            getattr(args, "home", None), _passphrase(getattr(args, "passphrase_env", None))
-        )
+        home = cli_keystore.home_for(args)
         outcome = asyncio.run(action(Context(home, timeout=getattr(args, "timeout", None)), args))
     except (StatecacheError, CommandError, pre.PreError, OSError) as exc:
         if getattr(args, "json", False):
@@ -431,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
         print("statecache: interrupted", file=sys.stderr)
         return 130
     sys.stdout.write(to_json(outcome) if getattr(args, "json", False) else to_text(outcome))
+    for warning in outcome.warnings:
+        print(f"statecache: warning: {warning}", file=sys.stderr)
     return outcome.status
 
 

@@ -60,6 +60,7 @@ class Result:
     fields: Mapping[str, Cell] = field(default_factory=dict)
     tables: Mapping[str, Table] = field(default_factory=dict)
     notes: Sequence[str] = ()  # hints for people; not in JSON
+    warnings: Sequence[str] = ()  # printed on stderr (text and JSON alike), one line each
     nodes: Mapping[str, NodeOutcome] = field(default_factory=dict)  # each node's outcome
     status: int = 0  # the exit status: 0, or EXIT_INCOMPLETE for a read that missed something
 
