@@ -394,11 +394,17 @@ async def read_snapshots(
             f"run `statecache {mode}` again once the nodes named are reachable and confirm it."
         )
     return Result(
+        # The counts add up: `delivered` is the rows of `snapshots` (each a file; `trees`
+        # of them rebuilt ratchet trees), `not_delivered` the rows of `incomplete`;
+        # `unchanged` were listed but already held; `opened` counts every snapshot opened,
+        # the bases and patches a tree was rebuilt from included.
         fields={
             "complete": report.complete,
-            "opened": report.opened,
-            "unchanged": report.unchanged,
+            "delivered": len(rows),
             "trees": report.trees,
+            "not_delivered": len(missing),
+            "unchanged": report.unchanged,
+            "opened": report.opened,
             "bytes": total_bytes,
             "downloaded_bytes": downloaded,
             "primary": report.primary,

@@ -372,9 +372,14 @@ async def run(base: Path, groups: int) -> int:
 
 
 def main() -> int:
+    """Ctrl-C stops the nodes, removes their data and prints one line, `interrupted`."""
     groups = int(os.environ.get("DEMO_GROUPS", "1000"))
-    with tempfile.TemporaryDirectory(prefix="statecache-demo-") as tmp:
-        return asyncio.run(run(Path(tmp), groups))
+    try:
+        with tempfile.TemporaryDirectory(prefix="statecache-demo-") as tmp:
+            return asyncio.run(run(Path(tmp), groups))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
