@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     parser.add_argument(
-        "--version", action="version", version=f"statecache {_version()}", help="print it"
+        "--version", action="version", version=f"statecache {_version()}", help="print the version"
     )
     commands_ = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

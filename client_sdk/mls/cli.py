@@ -7,8 +7,8 @@ prints one JSON object (with or without `--json`: the report is for programs):
 indices, one list per node), `parent_hashes_valid`, `signatures_valid` (leaf signatures
 with the group id as context), `blank_leaf_ratio`, `blank_parent_ratio` and
 `mean_copath_resolution`. `--tree-file` holds the raw encoding or its hex (a raw tree can
-never consist of hex digits only: its first node's presence
-octet is 0x00 or 0x01). Malformed input exits 1 with one line on stderr, or, with
+never consist of hex digits only: its first node's presence octet is 0x00 or 0x01).
+Malformed input exits 1 with one line on stderr, or, with
 `--json`, one object `{"error": {"code": "invalid_input", "message", "nodes": {}}}` on
 stdout, like every `statecache` command.
 """
