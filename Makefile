@@ -2,20 +2,28 @@
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# Two installs, each remembered by a stamp: what statecache runs on (`make demo`, `make
+# serve`), and the dev tools on top (tests, linters, type checker, the benchmark's plots).
+RUNTIME := $(VENV)/.installed-runtime
+DEV     := $(VENV)/.installed-dev
 
-.PHONY: venv test lint typecheck unit soak demo serve bench clean
+.PHONY: venv runtime test lint typecheck unit soak demo serve bench clean
 
-venv: $(STAMP)
+venv: $(DEV)
+runtime: $(RUNTIME)
 
 # Re-install when the project metadata changes; otherwise reuse the environment.
-$(STAMP): pyproject.toml
+$(RUNTIME): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), \
 		"statecache needs CPython 3.11 (umbral-pre 0.11 ships wheels up to 3.11); found " + sys.version' 
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUNTIME)
+
+$(DEV): $(RUNTIME) pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	touch $(DEV)
 
 lint: venv
 	$(BIN)/ruff check .
@@ -37,10 +45,11 @@ test: lint typecheck unit
 soak: venv
 	SOAK=1 $(BIN)/pytest tests/security tests/pre/test_decoders_fuzz.py tests/reliability
 
-demo: venv
+# Only what the demo runs: no dev tools.
+demo: runtime
 	$(BIN)/python -m client_sdk.demo
 
-serve: venv
+serve: runtime
 	$(BIN)/statecache serve
 
 bench: venv

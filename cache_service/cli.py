@@ -24,12 +24,22 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="listen port (default 8700; 0 picks one)")
     parser.add_argument("--data-dir", type=Path, help="node key and embedded Redis data")
     parser.add_argument("--redis-url", help="external Redis instead of the embedded one")
-    parser.add_argument("--redis-cluster", action="store_true", default=None)
-    parser.add_argument("--appendfsync", choices=["always", "everysec"])
+    parser.add_argument(
+        "--redis-cluster", action="store_true", default=None, help="--redis-url is a cluster"
+    )
+    parser.add_argument(
+        "--appendfsync",
+        choices=["always", "everysec"],
+        help="embedded Redis AOF fsync (default always: an acknowledged write is on disk)",
+    )
     parser.add_argument("--share-index", type=int, help="which grant share this node holds")
-    parser.add_argument("--skew-seconds", type=int)
+    parser.add_argument(
+        "--skew-seconds", type=int, help="clock skew allowed in signed requests (default 300)"
+    )
     parser.add_argument("--workers", type=int, help="re-encryption processes (default: cores)")
-    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="default info"
+    )
     parser.add_argument(
         "--ready-file", type=Path, help="write 'host port' here once listening (scripts)"
     )

@@ -7,14 +7,20 @@
     statecache device approve [--expect FINGERPRINT] BLOB | list | revoke DEVICE_ID
     statecache group purge --group HEX --author DEVICE_ID [--from-epoch N]
     statecache publish --group HEX --kind group_state --epoch N --file PATH
-    statecache onboard --out DIR
-    statecache sync --out DIR
+    statecache onboard --out DIR [--keep-epochs]
+    statecache sync --out DIR [--keep-epochs]
+    statecache label create LABEL | list
+    statecache keystore passphrase [--new-passphrase-env VAR | --remove]
+    statecache mls tree-info ...
 
 Device commands keep their keystore and sync state in a home directory (--home, or
 $STATECACHE_HOME, or ~/.statecache). --home, --json and --passphrase-env are accepted
-before or after the subcommand. Failures print one line, `statecache: ...`, exit status 1;
-usage errors exit 2; an onboarding or sync that could not deliver everything exits 3 (its
-output says `complete: false` and what is missing).
+before or after the subcommand. Failures print one line, `statecache: ...`, exit status 1
+(with --json: one object `{"error": {"code", "message", "nodes"}}` on stdout instead);
+Ctrl-C exits 130 the same way. Usage errors (an unknown option, a malformed label, id or
+URL) exit 2 with argparse's usage text on stderr, --json or not: they are mistakes in the
+command line itself, found before anything runs. An onboarding or sync that could not
+deliver everything exits 3 (its output says `complete: false` and what is missing).
 """
 
 from __future__ import annotations
@@ -25,13 +31,14 @@ import os
 import re
 import sys
 from collections.abc import Callable, Coroutine
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pre
 from cache_service import cli as node_cli
 
-from . import commands
+from . import cli_keystore, cli_labels, commands
 from .commands import CommandError, Context
 from .errors import (
     AdminRequired,
@@ -45,7 +52,6 @@ from .errors import (
     ThresholdNotMet,
     VerificationFailed,
 )
-from .home import Home
 from .mls import cli as mls_cli
 from .outcomes import NodeOutcome
 from .output import Result, error_json, to_json, to_text
@@ -124,6 +130,13 @@ def _seconds(text: str) -> float:
 # the parser
 
 
+def _version() -> str:
+    try:
+        return metadata.version("statecache")
+    except metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "unknown"
+
+
 def _common() -> argparse.ArgumentParser:
     """Options every device command takes, before or after its name. SUPPRESS keeps a
     subcommand from resetting a value given before it."""
@@ -181,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a statecache node, or act as one device of an account.",
         parents=[common],
     )
+    parser.add_argument(
+        "--version", action="version", version=f"statecache {_version()}", help="print the version"
+    )
     commands_ = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands_.add_parser("serve", help="run a cache node")
@@ -235,7 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     group = commands_.add_parser("group", help="admin actions on one group", parents=[common])
     group_cmds = group.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
     purge = add(group_cmds, "purge", _group_purge, "void a revoked device's snapshots of a group")
-    purge.add_argument("--group", metavar="GROUP_ID_HEX", type=_hex(), required=True)
+    purge.add_argument(
+        "--group", metavar="GROUP_ID_HEX", type=_hex(), required=True, help="the MLS group id"
+    )
     purge.add_argument(
         "--author", metavar="DEVICE_ID", type=_hex(size=pre.DEVICE_ID_SIZE), required=True,
         help="the revoked device whose snapshots are voided",
@@ -249,8 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     device_cmds = device.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
     enroll = add(device_cmds, "enroll", _device_enroll, "make this device; print its request")
     enroll.add_argument(
-        "--account", metavar="ACCOUNT_ID", type=_hex(size=pre.ACCOUNT_ID_SIZE), required=True
-    )
+        "--account", metavar="ACCOUNT_ID", type=_hex(size=pre.ACCOUNT_ID_SIZE), required=True,
+        help="the account id `account init` printed",
+    )  # fmt: skip
     _add_nodes(enroll)
     enroll.add_argument("--name", default="", help="this device's name")
 
@@ -267,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--label",
         dest="labels",
         metavar="LABEL",
+        type=cli_labels.label,
         action="append",
         help=f"grant this label (repeatable; default {ACCOUNT_LABEL})",
     )
@@ -280,7 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     add(device_cmds, "list", _device_list, "the account's devices")
 
     revoke = add(device_cmds, "revoke", _device_revoke, "revoke a device; rotate every label")
-    revoke.add_argument("device_id", metavar="DEVICE_ID", type=_hex(size=pre.DEVICE_ID_SIZE))
+    revoke.add_argument(
+        "device_id", metavar="DEVICE_ID", type=_hex(size=pre.DEVICE_ID_SIZE),
+        help="the device to revoke (`device list` shows the ids)",
+    )  # fmt: skip
     revoke.add_argument(
         "--grant-days",
         metavar="DAYS",
@@ -297,11 +320,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     publish = add(commands_, "publish", _publish, "publish one snapshot")
-    publish.add_argument("--group", metavar="GROUP_ID_HEX", type=_hex(), required=True)
+    publish.add_argument(
+        "--group", metavar="GROUP_ID_HEX", type=_hex(), required=True, help="the MLS group id"
+    )
     publish.add_argument("--kind", type=_kind, required=True, help="e.g. group_state")
-    publish.add_argument("--epoch", metavar="N", type=_int_at_least(0), required=True)
+    publish.add_argument(
+        "--epoch", metavar="N", type=_int_at_least(0), required=True,
+        help="the MLS epoch of this state (a new state needs a newer epoch)",
+    )  # fmt: skip
     publish.add_argument("--file", metavar="PATH", required=True, help="the state; - for stdin")
-    publish.add_argument("--label", default=ACCOUNT_LABEL, help="seal under this label")
+    publish.add_argument(
+        "--label",
+        type=cli_labels.label,
+        default=ACCOUNT_LABEL,
+        help=f"seal under this label (default {ACCOUNT_LABEL}; `label create` makes others)",
+    )
+
+    cli_keystore.add_keystore_parser(commands_, common)
+    cli_labels.add_label_parser(commands_, common)
 
     for name, action, text in (
         ("onboard", _onboard, "read everything (resumable)"),
@@ -309,7 +345,16 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         reader = add(commands_, name, action, text)
         reader.add_argument(
-            "--out", metavar="DIR", type=Path, help="write DIR/<group hex>/<kind>.<epoch>.bin"
+            "--out",
+            metavar="DIR",
+            type=Path,
+            help="write DIR/<group hex>/<kind>.<epoch>.bin (plaintext MLS state: files 0600, "
+            "directories 0700; default: keep them in the home until a read with --out)",
+        )
+        reader.add_argument(
+            "--keep-epochs",
+            action="store_true",
+            help="keep a group's older epochs in --out (default: the newest replaces them)",
         )
     return parser
 
@@ -373,26 +418,19 @@ def _publish(ctx: Context, a: argparse.Namespace) -> Pending:
 
 
 def _onboard(ctx: Context, a: argparse.Namespace) -> Pending:
-    return commands.read_snapshots(ctx, mode="onboard", out=a.out)
+    return commands.read_snapshots(ctx, mode="onboard", out=a.out, keep_epochs=a.keep_epochs)
 
 
 def _sync(ctx: Context, a: argparse.Namespace) -> Pending:
-    return commands.read_snapshots(ctx, mode="sync", out=a.out)
+    return commands.read_snapshots(ctx, mode="sync", out=a.out, keep_epochs=a.keep_epochs)
 
 
 # running
 
 
-def _passphrase(variable: str | None) -> str | None:
-    if variable is None:
-        return None
-    value = os.environ.get(variable)
-    if not value:
-        raise CommandError(f"environment variable {variable} (--passphrase-env) is not set")
-    return value
-
-
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.command == "publish" and (why := cli_labels.check_group_label(args.label, args.group)):
+        parser.error(why)
     nodes: list[str] | None = getattr(args, "nodes", None)
     if nodes is not None:
         if len(set(nodes)) != len(nodes):
@@ -437,6 +475,17 @@ def _error_nodes(exc: BaseException) -> dict[str, NodeOutcome]:
     return {}
 
 
+def _fail(
+    as_json: bool, code: str, message: str, nodes: dict[str, NodeOutcome], status: int
+) -> int:
+    """A failed command: one JSON object on stdout (`--json`), else one line on stderr."""
+    if as_json:
+        sys.stdout.write(error_json(code, message, nodes))
+    else:
+        print(f"statecache: {message}", file=sys.stderr)
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -445,21 +494,22 @@ def main(argv: list[str] | None = None) -> int:
         return result
     _check(parser, args)
     action: Action = args.action
+    as_json = bool(getattr(args, "json", False))
     try:
-        home = Home.resolve(
-            getattr(args, "home", None), _passphrase(getattr(args, "passphrase_env", None))
-        )
+        home = cli_keystore.home_for(args)
         outcome = asyncio.run(action(Context(home, timeout=getattr(args, "timeout", None)), args))
     except (StatecacheError, CommandError, pre.PreError, OSError) as exc:
-        if getattr(args, "json", False):
-            sys.stdout.write(error_json(_error_code(exc), _one_line(exc), _error_nodes(exc)))
-        else:
-            print(f"statecache: {_one_line(exc)}", file=sys.stderr)
-        return 1
+        return _fail(as_json, _error_code(exc), _one_line(exc), _error_nodes(exc), 1)
     except KeyboardInterrupt:
-        print("statecache: interrupted", file=sys.stderr)
-        return 130
+        return _fail(as_json, "interrupted", "interrupted", {}, 130)
+    except Exception as exc:  # a bug: still one line (STATECACHE_TRACEBACK=1 shows it)
+        if os.environ.get("STATECACHE_TRACEBACK"):
+            raise
+        message = f"unexpected {type(exc).__name__}: {_one_line(exc)}"
+        return _fail(as_json, "internal", message, {}, 1)
     sys.stdout.write(to_json(outcome) if getattr(args, "json", False) else to_text(outcome))
+    for warning in outcome.warnings:
+        print(f"statecache: warning: {warning}", file=sys.stderr)
     return outcome.status
 
 

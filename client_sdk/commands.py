@@ -4,9 +4,6 @@ returns a `Result` for `output` to print. Parsing lives in `cli`; nothing here r
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -17,7 +14,6 @@ from typing import Literal, TextIO
 import pre
 
 from .device import (
-    Opened,
     OpenedTree,
     SnapshotInput,
     Statecache,
@@ -32,6 +28,7 @@ from .home import Home
 from .keystore import Profile
 from .output import EXIT_INCOMPLETE, Cell, Progress, Result, Table, timestamp
 from .policy import RetryPolicy
+from .snapshot_files import move_inbox, write_snapshot
 
 __all__ = [
     "CommandError",
@@ -112,8 +109,10 @@ async def account_init(ctx: Context, *, nodes: Sequence[str], threshold: int, na
             "node_list": list(profile.nodes),
             "threshold": threshold,
             "home": str(ctx.home.path),
+            "keystore": ctx.home.protection,
         },
         notes=["Keep this home safe: its keystore holds the account seed."],
+        warnings=ctx.home.unencrypted_warning("the account seed"),
     )
 
 
@@ -137,12 +136,14 @@ async def device_enroll(
             "fingerprint": fingerprint,
             "enrolment": blob,
             "home": str(ctx.home.path),
+            "keystore": ctx.home.protection,
         },
         notes=[
             f"An admin approves this device with:\n  statecache device approve {blob}",
             f"Tell the admin this fingerprint another way (read it aloud): {fingerprint}\n"
             "They approve with --expect and it, or compare it with the one they see.",
         ],
+        warnings=ctx.home.unencrypted_warning("this device's keys"),
     )
 
 
@@ -340,17 +341,22 @@ async def publish(
 
 
 async def read_snapshots(
-    ctx: Context, *, mode: Literal["onboard", "sync"], out: Path | None
+    ctx: Context,
+    *,
+    mode: Literal["onboard", "sync"],
+    out: Path | None,
+    keep_epochs: bool = False,
 ) -> Result:
     """`onboard` (everything, newest first; resumes an interrupted run) or `sync` (what
     changed since the saved cursor). Each snapshot is written under `out`, or, without
     `--out`, kept in the home's inbox until a later read with `--out` moves it there: the
-    cursors pass nothing that was not written somewhere."""
+    cursors pass nothing that was not written somewhere. A group's older epochs of a kind
+    are deleted when a newer one is written, unless `keep_epochs` (`snapshot_files`)."""
     profile = ctx.home.load()
     rows: list[dict[str, Cell]] = []
     total_bytes = 0
     inbox = ctx.home.inbox_path
-    moved = _move_inbox(inbox, out) if out is not None else []
+    moved = move_inbox(inbox, out, keep_epochs=keep_epochs) if out is not None else []
     async with connect(ctx, profile) as sc:
         bar = Progress(mode, stream=ctx.stderr)
         if bar.enabled:
@@ -360,8 +366,13 @@ async def read_snapshots(
             async for snap in reader:
                 # A rebuilt tree is written as its RFC 9420 `ratchet_tree` encoding.
                 data = snap.tree.to_bytes() if isinstance(snap, OpenedTree) else snap.plaintext
-                path = (
-                    _write(out, snap, data) if out is not None else _write(inbox, snap, data, True)
+                path = write_snapshot(
+                    inbox if out is None else out,
+                    snap.group_id,
+                    snap.kind,
+                    snap.mls_epoch,
+                    data,
+                    keep_epochs=keep_epochs and out is not None,
                 )
                 total_bytes += len(data)
                 rows.append(
@@ -399,11 +410,17 @@ async def read_snapshots(
             f"run `statecache {mode}` again once the nodes named are reachable and confirm it."
         )
     return Result(
+        # The counts add up: `delivered` is the rows of `snapshots` (each a file; `trees`
+        # of them rebuilt ratchet trees), `not_delivered` the rows of `incomplete`;
+        # `unchanged` were listed but already held; `opened` counts every snapshot opened,
+        # the bases and patches a tree was rebuilt from included.
         fields={
             "complete": report.complete,
-            "opened": report.opened,
-            "unchanged": report.unchanged,
+            "delivered": len(rows),
             "trees": report.trees,
+            "not_delivered": len(missing),
+            "unchanged": report.unchanged,
+            "opened": report.opened,
             "bytes": total_bytes,
             "downloaded_bytes": downloaded,
             "primary": report.primary,
@@ -422,38 +439,3 @@ async def read_snapshots(
         nodes=report.nodes,
         status=0 if report.complete else EXIT_INCOMPLETE,
     )
-
-
-def _write(out: Path, snap: Opened, data: bytes, prune: bool = False) -> Path:
-    """`out/<group hex>/<kind>.<epoch>.bin`, written whole or not at all (mode 0600). In
-    the home's inbox (`prune`), older epochs of that (group, kind) are deleted: an old
-    state must not linger there beside the new one."""
-    directory = out / snap.group_id.hex()
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = directory / f"{snap.kind}.{snap.mls_epoch}.bin"
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    tmp.replace(path)
-    for old in directory.glob(f"{snap.kind}.*.bin") if prune else ():
-        epoch = old.name[len(snap.kind) + 1 : -len(".bin")]
-        if epoch.isdigit() and int(epoch) < snap.mls_epoch:
-            old.unlink(missing_ok=True)
-    return path
-
-
-def _move_inbox(inbox: Path, out: Path) -> list[Path]:
-    """What earlier reads kept in the home, moved under `out` (same layout)."""
-    moved: list[Path] = []
-    if not inbox.is_dir():
-        return moved
-    for path in sorted(inbox.glob("*/*.bin")):
-        target = out / path.parent.name / path.name
-        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        shutil.move(path, target)
-        moved.append(target)
-    for directory in inbox.glob("*"):
-        with contextlib.suppress(OSError):
-            directory.rmdir()
-    return moved

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pre
 
+from .costs import authoriser_upload, uploaded
 from .device import (
     Opened,
     OpenedTree,
@@ -186,6 +187,7 @@ class Demo:
         self.checks: list[tuple[str, bool]] = []
         self.published: list[Item] = []  # everything the admin published, in order
         self.patches = self.patch_bytes = self.patched_bytes = 0  # tree updates as patches
+        self.reupload_bytes = 0  # what publishing everything cost the admin (`costs`)
 
     def check(self, what: str, ok: bool) -> None:
         self.checks.append((what, ok))
@@ -235,7 +237,9 @@ class Demo:
         published = synthetic_groups(self.groups)
         made = time.perf_counter() - started
         started = time.perf_counter()
-        report = await admin.publish(published)
+        with uploaded(admin) as sent:
+            report = await admin.publish(published)
+        self.reupload_bytes = sent.bytes
         self.published += published
         took = time.perf_counter() - started
         self.note("synthetic ratchet trees made", f"{made:.2f} s")
@@ -255,18 +259,16 @@ class Demo:
         print(f"{name} asks to enrol (fingerprint {shown}): {blob}", flush=True)
         approval = await admin.approve(blob, expect=shown)  # the admin compares it
         if name == "laptop":
-            self.note("admin upload to authorise the laptop", f"{approval.upload_bytes:,} B")
+            upload = authoriser_upload(approval)
+            self.note("admin upload to authorise the laptop", f"{upload:,} B")
         return Profile(admin.profile.account_id, device, self.urls, THRESHOLD), approval.certificate
 
     async def onboard_laptop(self, lap: Statecache, published: list[Item]) -> None:
         started = time.perf_counter()
         opened = opened_fingerprints([s async for s in lap.onboard()])
         took = time.perf_counter() - started
-        state_bytes = sum(
-            len(i.tree.to_bytes()) if isinstance(i, TreeInput) else len(i.plaintext)
-            for i in published
-        )
-        self.note("re-uploading every group's state instead", f"{state_bytes:,} B")
+        # The re-upload it replaces: what the admin sent to publish everything (`costs`).
+        self.note("re-uploading every group's state instead", f"{self.reupload_bytes:,} B")
         self.note("laptop onboarding, verified and opened", f"{took:.2f} s")
         self.note("laptop download", f"{lap.bytes_received:,} B")
         self.note("re-encryptions for the laptop", str(lap.reencryptions))
@@ -375,9 +377,14 @@ async def run(base: Path, groups: int) -> int:
 
 
 def main() -> int:
+    """Ctrl-C stops the nodes, removes their data and prints one line, `interrupted`."""
     groups = int(os.environ.get("DEMO_GROUPS", "1000"))
-    with tempfile.TemporaryDirectory(prefix="statecache-demo-") as tmp:
-        return asyncio.run(run(Path(tmp), groups))
+    try:
+        with tempfile.TemporaryDirectory(prefix="statecache-demo-") as tmp:
+            return asyncio.run(run(Path(tmp), groups))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -180,13 +180,29 @@ class ThresholdNotMet(StatecacheError):
         self.what = what
         self.needed = needed
         self.nodes = dict(nodes)
-        failed = {url: o for url, o in self.nodes.items() if o.state is not NodeState.OK}
-        detail = "; ".join(f"{url}: {o}" for url, o in failed.items()) or "no node answered"
-        super().__init__(f"{what}: fewer than {needed} nodes answered validly ({detail})")
+        super().__init__(
+            f"{what}: fewer than {needed} nodes answered validly ({_failures_text(self.nodes)})"
+        )
 
     @property
     def failures(self) -> dict[str, NodeOutcome]:
         return {url: o for url, o in self.nodes.items() if o.state is not NodeState.OK}
+
+
+def _failures_text(nodes: Mapping[str, NodeOutcome]) -> str:
+    """The nodes that failed, each reason once: `a, b: unavailable: connection refused;
+    c: suspect: ...` (`all 3 nodes: ...` when every node failed alike)."""
+    by_reason: dict[str, list[str]] = {}
+    for url, outcome in nodes.items():
+        if outcome.state is not NodeState.OK:
+            by_reason.setdefault(str(outcome), []).append(url)
+    if not by_reason:
+        return "no node answered"
+    if len(by_reason) == 1 and len(nodes) > 1:
+        [(reason, urls)] = by_reason.items()
+        if len(urls) == len(nodes):
+            return f"all {len(urls)} nodes: {reason}"
+    return "; ".join(f"{', '.join(urls)}: {reason}" for reason, urls in by_reason.items())
 
 
 class ContentConflict(StatecacheError):

@@ -8,14 +8,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .admin_records import AdminRecords
 from .errors import KeystoreError
-from .keystore import Profile, load_profile, save_profile
+from .keystore import Profile, is_sealed, load_profile, save_profile
 
 __all__ = ["DEFAULT_HOME", "HOME_ENV", "Home"]
 
@@ -88,8 +87,23 @@ class Home:
         self.save_records(profile)
 
     def _is_locked(self) -> bool:
-        try:
-            doc = json.loads(self.keystore_path.read_text())
-        except (OSError, ValueError):
-            return False
-        return isinstance(doc, dict) and "sealed_secrets" in doc
+        return is_sealed(self.keystore_path)
+
+    @property
+    def is_locked(self) -> bool:
+        """Whether the keystore on disk has a passphrase."""
+        return self._is_locked()
+
+    @property
+    def protection(self) -> str:
+        """How this home saves its keystore: "passphrase" or "unencrypted"."""
+        return "unencrypted" if self.passphrase is None else "passphrase"
+
+    def unencrypted_warning(self, holds: str) -> list[str]:
+        """The warning a command that wrote an unencrypted keystore prints (on stderr)."""
+        if self.passphrase is not None:
+            return []
+        return [
+            f"{self.keystore_path} holds {holds} unencrypted (no passphrase): anyone who "
+            "can read it can act as this device; add one with `statecache keystore passphrase`"
+        ]

@@ -2,7 +2,10 @@
 account it belongs to, its nodes and their pinned identities.
 
 One JSON file, created 0600 and refused if anyone else can read it. The secrets inside are
-optionally sealed with a passphrase (scrypt + AES-GCM, in `pre`).
+sealed with a passphrase (scrypt + AES-GCM, in `pre`) when the device has one; without one
+they are in the clear, protected only by the file's mode: whoever reads the file holds the
+device's keys (and, on an admin device, the account seed). `reseal` adds, changes or
+removes the passphrase of an existing keystore, rewriting only its secrets.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from .errors import KeystoreError
 if TYPE_CHECKING:
     from .admin_records import AdminRecords
 
-__all__ = ["Profile", "load_profile", "save_profile"]
+__all__ = ["Profile", "is_sealed", "load_profile", "reseal", "save_profile"]
 
 FORMAT = "statecache-keystore/1"
 
@@ -67,10 +70,21 @@ def save_profile(path: Path, profile: Profile, passphrase: str | None = None) ->
         "threshold": profile.threshold,
         "node_keys": {url: encode_b64url(k) for url, k in profile.node_keys.items()},
     }
+    _put_secrets(doc, secrets, passphrase)
+    _write_private(path, doc)
+
+
+def _put_secrets(doc: dict[str, Any], secrets: bytes, passphrase: str | None) -> None:
+    doc.pop("secrets", None)
+    doc.pop("sealed_secrets", None)
     if passphrase is None:
         doc["secrets"] = encode_b64url(secrets)
     else:
         doc["sealed_secrets"] = encode_b64url(pre.seal_with_passphrase(secrets, passphrase))
+
+
+def _write_private(path: Path, doc: dict[str, Any]) -> None:
+    """`doc` as `path`, whole or not at all, mode 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     # A fresh file, never one left behind (its mode, or a symlink, would be kept).
@@ -91,20 +105,8 @@ def load_profile(path: Path, passphrase: str | None = None) -> Profile:
     if stat.S_IMODE(mode) & 0o077:
         raise KeystoreError(f"{path} is readable by others; chmod 600 it")
     try:
-        doc = json.loads(path.read_text())
-        if doc.get("format") != FORMAT:
-            raise KeystoreError(f"{path} is not a statecache keystore")
-        if "sealed_secrets" in doc:
-            if passphrase is None:
-                raise KeystoreError("the keystore is locked: give its passphrase")
-            sealed = decode_b64url(doc["sealed_secrets"], max_bytes=64 * 1024)
-            try:
-                secrets_raw = pre.open_with_passphrase(sealed, passphrase)
-            except pre.PreError as exc:
-                raise KeystoreError("wrong passphrase or damaged keystore") from exc
-        else:
-            secrets_raw = decode_b64url(doc["secrets"], max_bytes=64 * 1024)
-        secrets = json.loads(secrets_raw)
+        doc = _read_doc(path)
+        secrets = json.loads(_secrets_of(doc, passphrase))
         device = pre.DeviceSecrets.from_bytes(decode_b64url(secrets["device"], max_bytes=256))
         account = None
         if "account" in secrets:
@@ -128,3 +130,45 @@ def load_profile(path: Path, passphrase: str | None = None) -> Profile:
         raise
     except (ValueError, KeyError, TypeError, pre.PreError) as exc:
         raise KeystoreError(f"{path} is damaged") from exc
+
+
+def _read_doc(path: Path) -> dict[str, Any]:
+    doc = json.loads(path.read_text())
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise KeystoreError(f"{path} is not a statecache keystore")
+    return doc
+
+
+def _secrets_of(doc: dict[str, Any], passphrase: str | None) -> bytes:
+    if "sealed_secrets" in doc:
+        if passphrase is None:
+            raise KeystoreError("the keystore is locked: give its passphrase")
+        sealed = decode_b64url(doc["sealed_secrets"], max_bytes=64 * 1024)
+        try:
+            return pre.open_with_passphrase(sealed, passphrase)
+        except pre.PreError as exc:
+            raise KeystoreError("wrong passphrase or damaged keystore") from exc
+    return decode_b64url(doc["secrets"], max_bytes=64 * 1024)
+
+
+def is_sealed(path: Path) -> bool:
+    """Whether the keystore at `path` has a passphrase (False if unreadable)."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and "sealed_secrets" in doc
+
+
+def reseal(path: Path, old: str | None, new: str | None) -> None:
+    """Add (`old` None), change, or remove (`new` None) the keystore's passphrase. The
+    secrets are opened with `old` and checked to load before anything is written; the rest
+    of the file is kept as it is; the new file replaces the old one atomically (0600)."""
+    load_profile(path, old)  # the right passphrase, an undamaged keystore, a safe mode
+    try:
+        doc = _read_doc(path)
+        secrets = _secrets_of(doc, old)
+    except (ValueError, KeyError, TypeError, pre.PreError) as exc:
+        raise KeystoreError(f"{path} is damaged") from exc
+    _put_secrets(doc, secrets, new)
+    _write_private(path, doc)

@@ -44,6 +44,9 @@ class LocalNode:
             ],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             env={**os.environ, **self.extra_env},
+            # Its own session: a Ctrl-C on the terminal reaches the parent (the demo, a
+            # benchmark), which stops its nodes in order, not each node at once.
+            start_new_session=True,
         )  # fmt: skip
         log.close()
         loop = asyncio.get_running_loop()

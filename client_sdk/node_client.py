@@ -171,7 +171,7 @@ class NodeClient:
             self.bytes_received += len(raw)
         except TimeoutError as exc:
             raise NodeTimeout(
-                self.base_url, f"no answer within {self.policy.idle_timeout:g} s"
+                self.base_url, f"timed out (no answer within {self.policy.idle_timeout:g} s)"
             ) from exc
         except aiohttp.ClientError as exc:
             raise NodeUnavailable(self.base_url, _reason(exc)) from exc

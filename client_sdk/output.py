@@ -1,7 +1,8 @@
 """What the `statecache` command prints.
 
 A command returns a `Result`: named fields, named tables and text-only notes. It is shown
-either as aligned text (fields, then each table, then the nodes that were not ok) or,
+either as aligned text (fields, then each table, then the nodes that were not ok: suspect,
+unavailable and behind nodes in tables of their own) or,
 with `--json`, as one JSON object (`{**fields, table_name: [row, ...], "nodes": {URL:
 {"state", "code", "message"}}}`), so scripts and people read the same data. Text that came
 from a node or a certificate is shown with invisible and bidi characters escaped.
@@ -60,6 +61,7 @@ class Result:
     fields: Mapping[str, Cell] = field(default_factory=dict)
     tables: Mapping[str, Table] = field(default_factory=dict)
     notes: Sequence[str] = ()  # hints for people; not in JSON
+    warnings: Sequence[str] = ()  # printed on stderr (text and JSON alike), one line each
     nodes: Mapping[str, NodeOutcome] = field(default_factory=dict)  # each node's outcome
     status: int = 0  # the exit status: 0, or EXIT_INCOMPLETE for a read that missed something
 
@@ -71,14 +73,24 @@ class Result:
         return doc
 
 
-def nodes_table(nodes: Mapping[str, NodeOutcome]) -> Table:
-    """The nodes that were not ok, for text output."""
+# Text output names the nodes that were not ok, one table per state, worst first: a
+# suspect (it answered something false or off the API) is not the same news as a node
+# that was down.
+NODE_TABLES = {
+    NodeState.SUSPECT: "suspect_nodes",
+    NodeState.UNAVAILABLE: "unavailable_nodes",
+    NodeState.BEHIND: "nodes_behind",
+}
+
+
+def nodes_table(nodes: Mapping[str, NodeOutcome], state: NodeState) -> Table:
+    """The nodes in `state`, for text output."""
     rows: list[Mapping[str, Cell]] = [
-        {"node": url, "state": o.state.value, "code": o.code and o.code.value, "message": o.message}
+        {"node": url, "code": o.code and o.code.value, "message": o.message}
         for url, o in nodes.items()
-        if o.state is not NodeState.OK
+        if o.state is state
     ]
-    return Table(("node", "state", "code", "message"), rows, empty=None)
+    return Table(("node", "code", "message"), rows, empty=None)
 
 
 def error_json(code: str, message: str, nodes: Mapping[str, NodeOutcome]) -> str:
@@ -102,7 +114,8 @@ def to_text(result: Result) -> str:
     if result.fields:
         width = max(len(_label(k)) for k in result.fields)
         blocks.append([f"{_label(k):<{width}}  {_cell(v)}" for k, v in result.fields.items()])
-    tables = {**result.tables, "nodes": nodes_table(result.nodes)}
+    nodes = {name: nodes_table(result.nodes, state) for state, name in NODE_TABLES.items()}
+    tables = {**result.tables, **nodes}
     for name, table in tables.items():
         if table.rows or table.empty is not None:
             blocks.append([f"{_label(name)}:", *_table_lines(table)])

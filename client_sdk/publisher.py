@@ -176,7 +176,7 @@ class Publisher:
                         failures[url] = NodeOutcome(
                             NodeState.UNAVAILABLE,  # it answered, but did not store it
                             code,
-                            _one_line(result.detail) or (code.value if code else "rejected"),
+                            _refusal(result, chunk[i].snapshot.header.mls_epoch),
                         )
                         self._session.outcomes.note(url, failures[url])
                         stale[i] += code is Code.STALE_KEY_EPOCH
@@ -398,6 +398,16 @@ def _confirm_chunk(
         return answer.results
 
     return send
+
+
+def _refusal(result: m.PublishResult, mls_epoch: int) -> str:
+    """A node's refusal of one snapshot, in words (`epoch 2 is older than the stored
+    epoch 3`) rather than its code."""
+    code = result.error_code
+    current = result.current_epoch
+    if code is Code.STALE_EPOCH and current is not None:
+        return f"MLS epoch {mls_epoch} is older than the stored epoch {current}"
+    return _one_line(result.detail) or (code.value if code else "rejected")
 
 
 def _one_line(text: str | None) -> str | None:

@@ -1,13 +1,16 @@
 """`statecache mls tree-info`: verify a `ratchet_tree` and describe its shape.
 
-    tree-info --suite N --group-id HEX (--tree-hex HEX | --tree-file PATH)
+    tree-info --suite N --group-id HEX (--tree-hex HEX | --tree-file PATH) [--json]
 
-prints one JSON object: `n_leaves`, `tree_hashes` (hex, one per node of the complete
-tree), `resolutions` (node indices, one list per node), `parent_hashes_valid`,
-`signatures_valid` (leaf signatures with the group id as context), `blank_leaf_ratio`,
-`blank_parent_ratio` and `mean_copath_resolution`. `--tree-file` holds the raw encoding
-or its hex (a raw tree can never consist of hex digits only: its first node's presence
-octet is 0x00 or 0x01). Malformed input exits 1 with one line on stderr.
+prints one JSON object (with or without `--json`: the report is for programs):
+`n_leaves`, `tree_hashes` (hex, one per node of the complete tree), `resolutions` (node
+indices, one list per node), `parent_hashes_valid`, `signatures_valid` (leaf signatures
+with the group id as context), `blank_leaf_ratio`, `blank_parent_ratio` and
+`mean_copath_resolution`. `--tree-file` holds the raw encoding or its hex (a raw tree can
+never consist of hex digits only: its first node's presence octet is 0x00 or 0x01).
+Malformed input exits 1 with one line on stderr, or, with
+`--json`, one object `{"error": {"code": "invalid_input", "message", "nodes": {}}}` on
+stdout, like every `statecache` command.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from ..output import error_json
 from .errors import MlsDecodeError, UnsupportedCipherSuite
 from .hashes import tree_hashes
 from .stats import tree_stats
@@ -41,6 +45,12 @@ def add_tree_info_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--tree-hex", metavar="HEX", help="the ratchet_tree value in hex")
     source.add_argument("--tree-file", metavar="PATH", help="a file with the ratchet_tree value")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,  # keeps a `statecache --json mls tree-info` given before
+        help="errors too as one JSON object on stdout (the report is JSON either way)",
+    )
 
 
 def tree_info(tree: RatchetTree, suite: CipherSuite, group_id: bytes) -> dict[str, Any]:
@@ -99,7 +109,10 @@ def run_tree_info(args: argparse.Namespace) -> int:
         tree, suite, group_id = _parse_inputs(args)
     except _InputError as exc:
         message = " ".join(str(exc).split())
-        print(f"{PROG}: error: {message}", file=sys.stderr)
+        if getattr(args, "json", False):
+            sys.stdout.write(error_json("invalid_input", message, {}))
+        else:
+            print(f"{PROG}: error: {message}", file=sys.stderr)
         return 1
     print(json.dumps(tree_info(tree, suite, group_id)))
     return 0
