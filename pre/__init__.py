@@ -6,11 +6,13 @@ verify or open raises a `PreError`; see `pre.errors` for the tree.
 
 from .capsules import KEK_SIZE, Kek, KeyCapsule, create_key_capsule, open_key_capsule_as_owner
 from .certificates import (
+    AccountDeletion,
     AccountRecord,
     DeviceCertificate,
     Revocation,
     Role,
     certify_device,
+    delete_account,
     register_account,
     revoke_device,
 )
@@ -64,11 +66,13 @@ from .manifest import (
 )
 from .nodes import (
     SNAPSHOT_RECEIPT_SIZE,
+    DeletionReceipt,
     NodeSecrets,
     PurgeReceipt,
     RevocationReceipt,
     ShareRef,
     SnapshotReceipt,
+    deletion_digest,
     node_id_for,
     purge_digest,
     split_receipts,
@@ -102,6 +106,7 @@ __all__ = [
     "MAX_SNAPSHOT_PLAINTEXT",
     "SNAPSHOT_RECEIPT_SIZE",
     "UNCHECKED",
+    "AccountDeletion",
     "AccountManifest",
     "AccountRecord",
     "AccountSecrets",
@@ -110,6 +115,7 @@ __all__ = [
     "CertificateError",
     "DecodeError",
     "DecryptionError",
+    "DeletionReceipt",
     "DeviceCertificate",
     "DeviceKeys",
     "DeviceSecrets",
@@ -147,6 +153,8 @@ __all__ = [
     "content_digest",
     "content_hash",
     "create_key_capsule",
+    "delete_account",
+    "deletion_digest",
     "device_id_for",
     "epoch_authenticator_hash",
     "label_for_group",

@@ -130,6 +130,15 @@ class RevocationReceiptBody(_Model):
     receipt: Annotated[bytes, Base64Url(256 * 1024)]
 
 
+class AccountDeletionBody(_Model):
+    deletion: Annotated[bytes, Base64Url(1024, 1)]
+
+
+class DeletionReceiptBody(_Model):
+    receipt: Annotated[bytes, Base64Url(1024, 1)]
+    deletion: Annotated[bytes, Base64Url(1024, 1)]  # the deletion in force, which it names
+
+
 # key capsules and grants
 
 

@@ -16,6 +16,7 @@ __all__ = [
     "SnapshotWrite",
     "Storage",
     "StoredCapsule",
+    "StoredDeletion",
     "StoredGrant",
     "StoredManifest",
     "StoredSnapshot",
@@ -33,6 +34,14 @@ class DeviceRecord:
 class AuthState:
     account: bytes | None
     device: DeviceRecord | None
+    deleted: bool = False  # the account's tombstone is here
+
+
+@dataclass(frozen=True)
+class StoredDeletion:
+    held: bool  # the node held the account (or a tombstone of it) when asked
+    deletion: bytes  # the deletion in force (the first one received)
+    receipt: bytes | None  # this node's receipt, once the sweep finished
 
 
 @dataclass(frozen=True)
@@ -167,6 +176,21 @@ class Storage(Protocol):
         """Atomically record the revocation (unless one is already in force) and delete
         every grant share of the device; returns the revocation in force and the
         (label, key epoch) of the shares deleted."""
+        ...
+
+    # deleting an account (redis_deletion)
+    async def mark_deleted(self, account_id: str, deletion: bytes) -> StoredDeletion:
+        """Atomically keep a tombstone with `deletion` and delete the account record, unless
+        a tombstone is here already (then it is returned, with the receipt if the sweep
+        finished). `held` is False, and nothing is written, for an account never held."""
+        ...
+
+    async def sweep_account(self, account_id: str) -> int:
+        """Delete every key of the account but its tombstone; how many."""
+        ...
+
+    async def finish_deletion(self, account_id: str, receipt: bytes) -> bytes:
+        """Keep this node's receipt in the tombstone (the first one stays); returns it."""
         ...
 
     # key capsules and grants

@@ -19,6 +19,7 @@ Cluster slot and its Lua scripts stay atomic there):
     sc:{A}:manifest                 hash    data, version, digest: the account manifest
     sc:{A}:nonce:<dev>:<nonce>      string  replay cache, TTL: until its request leaves the window
     sc:{A}:rl:<dev>:<minute>        string  request counter for rate limiting
+    sc:{A}:deleted                  hash    tombstone of a deleted account (redis_deletion)
 
 <g> is the group id in base64url. Scripts touch keys derived from their declared KEYS
 under the same hash tag, which Redis Cluster serves from the one slot.
@@ -45,6 +46,7 @@ from .base import (
     StoredSnapshot,
     WriteOutcome,
 )
+from .redis_deletion import RedisAccountDeletion, account_key
 
 __all__ = ["RedisStorage"]
 
@@ -58,9 +60,11 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-# KEYS: account, dev.  ARGV: record, device id, certificate.
-# 1 created, 0 identical retry (same record and first certificate), -1 anything else.
+# KEYS: account, dev, deleted.  ARGV: record, device id, certificate.
+# 1 created, 0 identical retry (same record and first certificate), -2 deleted here,
+# -1 anything else.
 _CREATE_ACCOUNT = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return -2 end
 local existing = redis.call('GET', KEYS[1])
 if existing then
   if existing == ARGV[1] and redis.call('HGET', KEYS[2], ARGV[2]) == ARGV[3] then
@@ -256,7 +260,7 @@ return deleted
 """
 
 
-class RedisStorage:
+class RedisStorage(RedisAccountDeletion):
     """`Storage` over one Redis (or Redis Cluster) connection pool."""
 
     def __init__(self, client: Any) -> None:
@@ -287,9 +291,7 @@ class RedisStorage:
             raise ValueError("need a Redis URL or a unix socket")
         return cls(aioredis.Redis.from_url(url, health_check_interval=30))
 
-    @staticmethod
-    def _k(account_id: str, *parts: str) -> str:
-        return ":".join(("sc", "{" + account_id + "}", *parts))
+    _k = staticmethod(account_key)
 
     async def ping(self) -> bool:
         return bool(await self._r.ping())
@@ -304,9 +306,11 @@ class RedisStorage:
     ) -> bool:
         k = self._k
         result = await self._create_account(
-            keys=[k(account_id, "account"), k(account_id, "dev")],
+            keys=[k(account_id, "account"), k(account_id, "dev"), k(account_id, "deleted")],
             args=[record, device_id, certificate],
         )
+        if result == -2:
+            raise ServiceError(Code.ACCOUNT_DELETED, "this account was deleted from this node")
         if result == -1:
             raise ServiceError(
                 Code.CONFLICT, "account is registered with another record or first device"
@@ -319,9 +323,10 @@ class RedisStorage:
             p.get(k(account_id, "account"))
             p.hget(k(account_id, "dev"), device_id)
             p.hget(k(account_id, "rev"), device_id)
-            account, cert, rev = await p.execute()
+            p.exists(k(account_id, "deleted"))
+            account, cert, rev, deleted = await p.execute()
         device = None if cert is None else DeviceRecord(cert, rev)
-        return AuthState(account, device)
+        return AuthState(account, device, deleted=bool(deleted))
 
     async def claim_nonce(self, account_id: str, device_id: str, nonce: str, ttl: int) -> bool:
         key = self._k(account_id, "nonce", device_id, nonce)

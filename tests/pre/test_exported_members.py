@@ -13,6 +13,7 @@ import pre
 
 EXPECTED = [
     "ACCOUNT_ID_SIZE",
+    "AccountDeletion",
     "AccountManifest",
     "AccountRecord",
     "AccountSecrets",
@@ -22,6 +23,7 @@ EXPECTED = [
     "DEVICE_ID_SIZE",
     "DecodeError",
     "DecryptionError",
+    "DeletionReceipt",
     "DeviceCertificate",
     "DeviceKeys",
     "DeviceSecrets",
@@ -66,6 +68,8 @@ EXPECTED = [
     "content_digest",
     "content_hash",
     "create_key_capsule",
+    "delete_account",
+    "deletion_digest",
     "device_id_for",
     "epoch_authenticator_hash",
     "label_for_group",
