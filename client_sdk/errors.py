@@ -175,6 +175,15 @@ class ThresholdNotMet(StatecacheError):
         self.needed = needed
         self.nodes = dict(nodes)
         failed = {url: o for url, o in self.nodes.items() if o.state is not NodeState.OK}
+        deleted = sum(o.code is Code.ACCOUNT_DELETED for o in failed.values())
+        # No node answered, and some say the admin deleted the account: that is the news.
+        self.account_deleted = deleted > 0 and len(failed) == len(self.nodes)
+        if self.account_deleted:
+            super().__init__(
+                f"this account was deleted by its admin ({deleted} of {len(self.nodes)} "
+                "nodes say so): this device's home can be removed"
+            )
+            return
         detail = "; ".join(f"{url}: {o}" for url, o in failed.items()) or "no node answered"
         super().__init__(f"{what}: fewer than {needed} nodes answered validly ({detail})")
 

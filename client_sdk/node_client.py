@@ -259,6 +259,21 @@ class NodeClient:
         except pre.PreError as exc:
             raise BadAnswer("its purge receipt does not decode", self.base_url) from exc
 
+    async def delete_account(
+        self, deletion: pre.AccountDeletion
+    ) -> tuple[pre.DeletionReceipt, pre.AccountDeletion]:
+        """Unsigned: the root-signed deletion is the authority. Returns the node's receipt
+        and the deletion in force there, decoded (the caller verifies them)."""
+        answer = await self._call(
+            "POST", self._prefix + "/deletion", m.DeletionReceiptBody,
+            record=deletion.to_bytes(), signed=False,
+        )  # fmt: skip
+        try:
+            receipt = pre.DeletionReceipt.from_bytes(answer.receipt)
+            return receipt, pre.AccountDeletion.from_bytes(answer.deletion)
+        except pre.PreError as exc:
+            raise BadAnswer("its deletion receipt does not decode", self.base_url) from exc
+
     # key capsules and grants
 
     async def put_capsule(self, capsule: pre.KeyCapsule) -> m.CapsuleEntry:
