@@ -114,7 +114,6 @@ def create_app(
         try:
             yield
         finally:
-            await app[SERVICES].deletions.close()
             pool.close()
             if storage is None:
                 await store.close()

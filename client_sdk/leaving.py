@@ -14,12 +14,13 @@ from dataclasses import dataclass
 
 import pre
 
+from .confirmations import CLOCK_SKEW
 from .errors import BadAnswer
 from .node_client import NodeClient
 from .outcomes import NodeOutcome
 from .session import Session
 
-__all__ = ["DeletionReport", "delete_account"]
+__all__ = ["DeletionReport", "check_receipt", "delete_account"]
 
 
 @dataclass(frozen=True)
@@ -42,19 +43,22 @@ async def delete_account(session: Session, account: pre.AccountSecrets) -> Delet
     async def delete_on(node: NodeClient) -> pre.DeletionReceipt:
         key = await node.identity()  # pinned: the receipt must be this node's
         receipt, in_force = await node.delete_account(deletion)
-        return _check(node.base_url, key, account.account_id, receipt, in_force)
+        return check_receipt(node.base_url, key, account.account_id, receipt, in_force, now)
 
     answers = await session.fan.call(delete_on)
     return DeletionReport(deletion, answers.results, session.outcomes.snapshot())
 
 
-def _check(
+def check_receipt(  # noqa: PLR0917 - what a receipt is checked against
     url: str,
     node_key: bytes,
     account_id: bytes,
     receipt: pre.DeletionReceipt,
     in_force: pre.AccountDeletion,
+    now: int,
 ) -> pre.DeletionReceipt:
+    """The receipt of the node at `url`, if its pinned key signed it for this account,
+    naming a valid order of this account, at a time that node can have seen."""
     try:
         receipt.verify(node_key)
         in_force.verify()
@@ -67,4 +71,8 @@ def _check(
         raise BadAnswer("its deletion receipt names another account", url)
     if not hmac.compare_digest(receipt.deletion_digest, pre.deletion_digest(in_force.to_bytes())):
         raise BadAnswer("its deletion receipt names another deletion", url)
+    # Its time is the node's own clock; one it cannot have seen yet is a lie (and one past
+    # any calendar would break the report).
+    if not in_force.deleted_at - CLOCK_SKEW <= receipt.processed_at <= now + CLOCK_SKEW:
+        raise BadAnswer("its deletion receipt is dated outside the deletion", url)
     return receipt

@@ -93,6 +93,8 @@ class Problem(_Model):
     detail: str | None = None
     code: str
     current_epoch: int | None = None
+    # 410 account_deleted: the admin's signed order, the proof a device believes
+    deletion: Annotated[bytes, Base64Url(1024, 1)] | None = None
 
 
 # accounts and devices

@@ -2,13 +2,14 @@
 
 The order authenticates itself (it carries the account record; the root key signs it), so
 its route needs no device signature, and a repeat after the devices and certificates are
-gone is still answered. A node that never held the account answers a receipt deleting
-nothing and keeps no state (no tombstone a stranger could make it store)."""
+gone is still answered. A node that never held the account keeps a tombstone all the
+same (a replayed registration must not bring the account there later) and answers a
+receipt deleting nothing. One deletion of an account runs at a time: a concurrent order
+waits for it and gets its receipt."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import pre
@@ -22,45 +23,38 @@ __all__ = ["DeletionService"]
 
 log = logging.getLogger("statecache.node")
 
-# A request that authenticated just before the tombstone may still write (a grant, a
-# capsule): sweep again after these delays.
-STRAGGLER_SWEEPS = (2.0, 30.0)
-
 
 class DeletionService:
-    def __init__(
-        self,
-        storage: Storage,
-        node: pre.NodeSecrets,
-        *,
-        clock: Clock,
-        straggler_sweeps: tuple[float, ...] = STRAGGLER_SWEEPS,
-    ) -> None:
+    def __init__(self, storage: Storage, node: pre.NodeSecrets, *, clock: Clock) -> None:
         self._storage = storage
         self._node = node
         self._clock = clock
-        self._delays = straggler_sweeps
-        self._later: set[asyncio.Task[None]] = set()
+        self._running: dict[str, asyncio.Future[m.DeletionReceiptBody]] = {}
 
     async def delete(self, account_id: str, body: m.AccountDeletionBody) -> m.DeletionReceiptBody:
         deletion = decode(pre.AccountDeletion.from_bytes, body.deletion, "account deletion")
-        with verifying("account deletion"):
-            deletion.verify()
+        # The path first: two signature checks are not spent on an order for elsewhere.
         if deletion.account_id.hex() != account_id:
             raise ServiceError(Code.INVALID_RECORD, "account deletion is for another account")
-        stored = await self._storage.mark_deleted(account_id, body.deletion)
-        if not stored.held:
-            receipt = self._sign(account_id, body.deletion, 0)
-            return m.DeletionReceiptBody(receipt=receipt, deletion=body.deletion)
+        with verifying("account deletion"):
+            deletion.verify()
+        running = self._running.get(account_id)
+        if running is None:
+            running = asyncio.ensure_future(self._delete(account_id, body.deletion))
+            self._running[account_id] = running
+            running.add_done_callback(lambda _: self._running.pop(account_id, None))
+        return await asyncio.shield(running)
+
+    async def _delete(self, account_id: str, order: bytes) -> m.DeletionReceiptBody:
+        stored = await self._storage.mark_deleted(account_id, order)
         if stored.receipt is not None:
             return m.DeletionReceiptBody(receipt=stored.receipt, deletion=stored.deletion)
-        # + 1: the account record, deleted with the tombstone's making
-        deleted = 1 + await self._storage.sweep_account(account_id)
+        deleted = await self._storage.sweep_account(account_id) + stored.record_deleted
         receipt = await self._storage.finish_deletion(
             account_id, self._sign(account_id, stored.deletion, deleted)
         )
-        self._sweep_later(account_id)
-        log.info("account deleted", extra={"account": account_id, "keys": deleted})
+        if stored.held:
+            log.info("account deleted", extra={"account": account_id, "keys": deleted})
         return m.DeletionReceiptBody(receipt=receipt, deletion=stored.deletion)
 
     def _sign(self, account_id: str, deletion: bytes, deleted: int) -> bytes:
@@ -70,25 +64,3 @@ class DeletionService:
             deleted=deleted,
             now=int(self._clock()),
         ).to_bytes()
-
-    def _sweep_later(self, account_id: str) -> None:
-        task = asyncio.get_running_loop().create_task(self._stragglers(account_id))
-        self._later.add(task)
-        task.add_done_callback(self._later.discard)
-
-    async def _stragglers(self, account_id: str) -> None:
-        for delay in self._delays:
-            await asyncio.sleep(delay)
-            try:
-                if found := await self._storage.sweep_account(account_id):
-                    log.info("late keys swept", extra={"account": account_id, "keys": found})
-            except Exception:  # storage down: the next deletion request sweeps again
-                log.warning("late sweep failed", extra={"account": account_id}, exc_info=True)
-                return
-
-    async def close(self) -> None:
-        for task in list(self._later):
-            task.cancel()
-        for task in list(self._later):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task

@@ -34,7 +34,7 @@ class DeviceRecord:
 class AuthState:
     account: bytes | None
     device: DeviceRecord | None
-    deleted: bool = False  # the account's tombstone is here
+    deleted: bytes | None = None  # the deletion order, when the account's tombstone is here
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class StoredDeletion:
     held: bool  # the node held the account (or a tombstone of it) when asked
     deletion: bytes  # the deletion in force (the first one received)
     receipt: bytes | None  # this node's receipt, once the sweep finished
+    record_deleted: bool = False  # this call deleted the account record
 
 
 @dataclass(frozen=True)
@@ -182,11 +183,16 @@ class Storage(Protocol):
     async def mark_deleted(self, account_id: str, deletion: bytes) -> StoredDeletion:
         """Atomically keep a tombstone with `deletion` and delete the account record, unless
         a tombstone is here already (then it is returned, with the receipt if the sweep
-        finished). `held` is False, and nothing is written, for an account never held."""
+        finished). `held`: the account (or its tombstone) was here."""
+        ...
+
+    async def deletion_order(self, account_id: str) -> bytes | None:
+        """The deletion order the account's tombstone keeps, if it has one."""
         ...
 
     async def sweep_account(self, account_id: str) -> int:
-        """Delete every key of the account but its tombstone; how many."""
+        """Delete every key of the account but its tombstone (and replay nonces and rate
+        counters, which expire on their own); how many."""
         ...
 
     async def finish_deletion(self, account_id: str, receipt: bytes) -> bytes:

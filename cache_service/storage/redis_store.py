@@ -31,8 +31,9 @@ import base64
 from typing import Any
 
 import redis.asyncio as aioredis
+import redis.exceptions
 
-from ..errors import Code, ServiceError
+from ..errors import Code, ServiceError, deleted_error
 from .base import (
     AuthState,
     DeviceRecord,
@@ -60,11 +61,16 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-# KEYS: account, dev, deleted.  ARGV: record, device id, certificate.
-# 1 created, 0 identical retry (same record and first certificate), -2 deleted here,
-# -1 anything else.
+# Every write script below starts with this guard; its last KEYS entry is the account's
+# tombstone (`_write` appends it).
+_DELETED = "ACCOUNT_DELETED"
+_DELETED_GUARD = f"""
+if redis.call('EXISTS', KEYS[#KEYS]) == 1 then return redis.error_reply('{_DELETED}') end
+"""
+
+# KEYS: account, dev.  ARGV: record, device id, certificate.
+# 1 created, 0 identical retry (same record and first certificate), -1 anything else.
 _CREATE_ACCOUNT = """
-if redis.call('EXISTS', KEYS[3]) == 1 then return -2 end
 local existing = redis.call('GET', KEYS[1])
 if existing then
   if existing == ARGV[1] and redis.call('HGET', KEYS[2], ARGV[2]) == ARGV[3] then
@@ -265,17 +271,17 @@ class RedisStorage(RedisAccountDeletion):
 
     def __init__(self, client: Any) -> None:
         self._r = client
-        self._create_account = client.register_script(_CREATE_ACCOUNT)
-        self._put_device = client.register_script(_PUT_DEVICE)
-        self._revoke = client.register_script(_REVOKE)
-        self._put_capsule = client.register_script(_PUT_CAPSULE)
-        self._put_grant = client.register_script(_PUT_GRANT)
-        self._publish = client.register_script(_PUBLISH)
+        self._create_account = self._guarded(client, _CREATE_ACCOUNT)
+        self._put_device = self._guarded(client, _PUT_DEVICE)
+        self._revoke = self._guarded(client, _REVOKE)
+        self._put_capsule = self._guarded(client, _PUT_CAPSULE)
+        self._put_grant = self._guarded(client, _PUT_GRANT)
+        self._publish = self._guarded(client, _PUBLISH)
         self._get_capsules = client.register_script(_GET_CAPSULES)
-        self._put_manifest = client.register_script(_PUT_MANIFEST)
-        self._delete_snapshots = client.register_script(_DELETE_SNAPSHOTS)
-        self._put_receipts = client.register_script(_PUT_RECEIPTS)
-        self._set_receipt = client.register_script(_SET_RECEIPT)
+        self._put_manifest = self._guarded(client, _PUT_MANIFEST)
+        self._delete_snapshots = self._guarded(client, _DELETE_SNAPSHOTS)
+        self._put_receipts = self._guarded(client, _PUT_RECEIPTS)
+        self._set_receipt = self._guarded(client, _SET_RECEIPT)
 
     @classmethod
     def connect(
@@ -293,6 +299,24 @@ class RedisStorage(RedisAccountDeletion):
 
     _k = staticmethod(account_key)
 
+    @staticmethod
+    def _guarded(client: Any, script: str) -> Any:
+        """A write script that first refuses a deleted account: the caller appends the
+        account's tombstone key as the last KEYS entry (`_write`), so the check and the
+        write are one atomic step and nothing is stored for a deleted account, even by a
+        request that authenticated just before the deletion."""
+        return client.register_script(_DELETED_GUARD + script)
+
+    async def _write(
+        self, script: Any, account_id: str, *, keys: list[str], args: list[Any]
+    ) -> Any:
+        try:
+            return await script(keys=[*keys, self._k(account_id, "deleted")], args=args)
+        except redis.exceptions.ResponseError as exc:
+            if str(exc) != _DELETED:
+                raise
+        raise deleted_error(await self.deletion_order(account_id) or b"")
+
     async def ping(self) -> bool:
         return bool(await self._r.ping())
 
@@ -305,12 +329,12 @@ class RedisStorage(RedisAccountDeletion):
         self, account_id: str, record: bytes, device_id: str, certificate: bytes
     ) -> bool:
         k = self._k
-        result = await self._create_account(
-            keys=[k(account_id, "account"), k(account_id, "dev"), k(account_id, "deleted")],
+        result = await self._write(
+            self._create_account,
+            account_id,
+            keys=[k(account_id, "account"), k(account_id, "dev")],
             args=[record, device_id, certificate],
         )
-        if result == -2:
-            raise ServiceError(Code.ACCOUNT_DELETED, "this account was deleted from this node")
         if result == -1:
             raise ServiceError(
                 Code.CONFLICT, "account is registered with another record or first device"
@@ -323,10 +347,10 @@ class RedisStorage(RedisAccountDeletion):
             p.get(k(account_id, "account"))
             p.hget(k(account_id, "dev"), device_id)
             p.hget(k(account_id, "rev"), device_id)
-            p.exists(k(account_id, "deleted"))
+            p.hget(k(account_id, "deleted"), "deletion")
             account, cert, rev, deleted = await p.execute()
         device = None if cert is None else DeviceRecord(cert, rev)
-        return AuthState(account, device, deleted=bool(deleted))
+        return AuthState(account, device, deleted=None if deleted is None else bytes(deleted))
 
     async def claim_nonce(self, account_id: str, device_id: str, nonce: str, ttl: int) -> bool:
         key = self._k(account_id, "nonce", device_id, nonce)
@@ -344,7 +368,9 @@ class RedisStorage(RedisAccountDeletion):
         self, account_id: str, device_id: str, certificate: bytes, max_devices: int
     ) -> bool:
         k = self._k
-        result = await self._put_device(
+        result = await self._write(
+            self._put_device,
+            account_id,
             keys=[k(account_id, "dev"), k(account_id, "rev")],
             args=[device_id, certificate, max_devices],
         )
@@ -368,7 +394,9 @@ class RedisStorage(RedisAccountDeletion):
         self, account_id: str, device_id: str, revocation: bytes
     ) -> tuple[bytes, list[tuple[str, int]]]:
         k = self._k
-        in_force, *refs = await self._revoke(
+        in_force, *refs = await self._write(
+            self._revoke,
+            account_id,
             keys=[k(account_id, "rev"), k(account_id, "grants", device_id)],
             args=[device_id, revocation, k(account_id, "grant", device_id) + ":"],
         )
@@ -380,7 +408,9 @@ class RedisStorage(RedisAccountDeletion):
         self, account_id: str, label: str, key_epoch: int, capsule: bytes, max_labels: int
     ) -> tuple[bool, int]:
         k = self._k
-        status, current = await self._put_capsule(
+        status, current = await self._write(
+            self._put_capsule,
+            account_id,
             keys=[k(account_id, "capcur"), k(account_id, "cap", label)],
             args=[label, key_epoch, capsule, max_labels],
         )
@@ -438,7 +468,9 @@ class RedisStorage(RedisAccountDeletion):
     ) -> None:
         k = self._k
         ref = f"{label}#{key_epoch}"
-        result = await self._put_grant(
+        result = await self._write(
+            self._put_grant,
+            account_id,
             keys=[
                 k(account_id, "rev"),
                 k(account_id, "grant", device_id, ref),
@@ -475,7 +507,9 @@ class RedisStorage(RedisAccountDeletion):
         k = self._k
         g = _b64(item.group_id)
         pruned = item.prunes if item.prunes not in (None, item.kind) else None
-        answer = await self._publish(
+        answer = await self._write(
+            self._publish,
+            account_id,
             keys=[
                 k(account_id, "capcur"),
                 k(account_id, "gk", g, item.kind),
@@ -514,8 +548,11 @@ class RedisStorage(RedisAccountDeletion):
     async def set_receipt(self, account_id: str, seq: int, stored_at: int, receipt: bytes) -> bytes:
         """Give a snapshot stored before receipts existed this node's receipt (unless one
         is there already); returns the receipt in force."""
-        held = await self._set_receipt(
-            keys=[self._k(account_id, "snap", str(seq))], args=[stored_at, receipt]
+        held = await self._write(
+            self._set_receipt,
+            account_id,
+            keys=[self._k(account_id, "snap", str(seq))],
+            args=[stored_at, receipt],
         )  # a snapshot deleted since it was read keeps no stray hash of its receipt
         return bytes(held) if held else receipt
 
@@ -523,7 +560,9 @@ class RedisStorage(RedisAccountDeletion):
         self, account_id: str, *, group_id: bytes, kind: str, mls_epoch: int, digest: bytes,
         receipts: bytes,
     ) -> ReceiptOutcome:  # fmt: skip
-        status = await self._put_receipts(
+        status = await self._write(
+            self._put_receipts,
+            account_id,
             keys=[self._k(account_id, "gk", _b64(group_id), kind)],
             args=[mls_epoch, digest, self._k(account_id, "snap") + ":", receipts],
         )
@@ -533,7 +572,9 @@ class RedisStorage(RedisAccountDeletion):
         if not seqs:
             return 0
         k, g = self._k, _b64(group_id)
-        deleted = await self._delete_snapshots(
+        deleted = await self._write(
+            self._delete_snapshots,
+            account_id,
             keys=[k(account_id, "feed")],
             args=[
                 k(account_id, "snap") + ":",
@@ -557,7 +598,9 @@ class RedisStorage(RedisAccountDeletion):
     async def put_manifest(
         self, account_id: str, manifest: StoredManifest, previous: bytes
     ) -> tuple[ManifestOutcome, int]:
-        status, version = await self._put_manifest(
+        status, version = await self._write(
+            self._put_manifest,
+            account_id,
             keys=[self._k(account_id, "manifest")],
             args=[manifest.data, manifest.version, manifest.digest, previous],
         )

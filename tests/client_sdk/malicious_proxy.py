@@ -33,7 +33,9 @@ Attacks:
   True for; `hide_grants`: list no grant shares; `hide_revocations`: list devices without
   their revocations;
 - `fake_deletion`: answer an account deletion with a receipt the node did not sign (its
-  key named, another key's signature): a node claiming a deletion it cannot prove.
+  key named, another key's signature): a node claiming a deletion it cannot prove;
+  `claim_deleted`: answer every account request 410 `account_deleted`, with this order
+  (bytes) as its proof, or none (b"").
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ class MaliciousProxy:
         self.hide_grants = False
         self.hide_revocations = False
         self.fake_deletion = False
+        self.claim_deleted: bytes | None = None
         self.pose_as_share: int | None = None  # relay to `upstream`, claiming this share
         self.close_after: float | None = None  # wait, then drop the connection unanswered
         # what it saw and did
@@ -128,6 +131,7 @@ class MaliciousProxy:
         self.drop = self.endless = self.fail_group_listing = self.hide_capsules = None
         self.pad_answers = 0
         self.hide_grants = self.hide_revocations = self.fake_deletion = False
+        self.claim_deleted = None
 
     # forwarding
 
@@ -140,6 +144,13 @@ class MaliciousProxy:
             self.tampered += 1
             return web.Response(status=self.fail_group_listing)
         body = await request.read()
+        if self.claim_deleted is not None and request.path.startswith("/v1/accounts/"):
+            self.tampered += 1
+            problem = {"type": "urn:statecache:problem:account_deleted", "status": 410,
+                       "title": "Account deleted", "code": "account_deleted"}  # fmt: skip
+            if self.claim_deleted:
+                problem["deletion"] = encode_b64url(self.claim_deleted)
+            return web.json_response(problem, status=410, content_type="application/problem+json")
         if self.close_after is not None and request.path != "/v1/node":
             self.tampered += 1
             await asyncio.sleep(self.close_after)

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import redis
 
+import pre
+from client_sdk import load_profile
 from client_sdk.local_nodes import LocalNode, start_nodes, stop_nodes
 from tests.client_sdk.malicious_proxy import MaliciousProxy
 from tests.client_sdk.test_cli import cli, node_args, text_field  # noqa: F401 - fixture
@@ -34,9 +36,15 @@ def nodes() -> Iterator[list[LocalNode]]:
 
 
 def _account_keys(node: LocalNode, account_id: str) -> list[bytes]:
+    """The account's keys but replay nonces and rate counters (they expire on their own:
+    tests/cache_service/test_account_deletion.py checks their TTL)."""
     client = redis.Redis(unix_socket_path=str(node.data_dir / "redis.sock"))
+    prefix = ("sc:{" + account_id + "}:").encode()
     try:
-        return sorted(client.scan_iter(match="sc:{" + account_id + "}:*", count=1000))
+        found = client.scan_iter(match="sc:{" + account_id + "}:*", count=1000)
+        return sorted(
+            k for k in found if k.removeprefix(prefix).split(b":")[0] not in (b"nonce", b"rl")
+        )
     finally:
         client.close()
 
@@ -50,10 +58,11 @@ def test_delete_everywhere_then_devices_are_refused(cli, nodes, tmp_path: Path) 
         laptop, f"--json device enroll --account {account_id} --threshold 2 --name laptop",
         *node_args(urls),
     ).json  # fmt: skip
-    cli(phone, "--json device approve", enrolled["enrolment"]).json
+    assert cli(phone, "--json device approve", enrolled["enrolment"]).json["device_id"]
     (tmp_path / "state").write_bytes(b"x" * 3000)
-    cli(phone, "--json publish --group aa01 --kind group_state --epoch 1 --file",
-        tmp_path / "state").json  # fmt: skip
+    published = cli(phone, "--json publish --group aa01 --kind group_state --epoch 1 --file",
+                    tmp_path / "state")  # fmt: skip
+    assert published.json["stored"], published.out
     assert all(len(_account_keys(n, account_id)) > 5 for n in nodes)
 
     # refused without --yes; only an admin may
@@ -104,7 +113,7 @@ def test_a_receipt_the_node_did_not_sign_is_not_a_deletion(cli, nodes, tmp_path:
     try:
         urls = [nodes[0].url, nodes[1].url, liar.url]
         home = tmp_path / "phone"
-        cli(home, "--json account init --threshold 2", *node_args(urls)).json
+        assert cli(home, "--json account init --threshold 2", *node_args(urls)).json
         liar.fake_deletion = True
         lied = cli(home, "--json account delete --yes")
         assert lied.code == EXIT_INCOMPLETE and liar.tampered == 1, lied.err
@@ -118,3 +127,42 @@ def test_a_receipt_the_node_did_not_sign_is_not_a_deletion(cli, nodes, tmp_path:
         asyncio.run_coroutine_threadsafe(liar.close(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
+
+
+def test_a_node_saying_deleted_without_the_order_is_a_liar(cli, nodes, tmp_path: Path) -> None:  # noqa: F811
+    """Only the admin's signed order for this account makes a device believe its account
+    was deleted: a node claiming it without one, or with another account's, is a suspect,
+    even when it is the only node that answers."""
+    liar = MaliciousProxy(nodes[2].url)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(liar.start(), loop).result(10)
+    try:
+        urls = [nodes[0].url, nodes[1].url, liar.url]
+        home, other = tmp_path / "phone", tmp_path / "other"
+        assert cli(home, "--json account init --threshold 2", *node_args(urls)).json
+        assert cli(other, "--json account init --threshold 2", *node_args(urls)).json
+        foreign = _order_of(other)
+        for claim in (b"", foreign):
+            liar.claim_deleted = claim
+            done = cli(home, "--json sync")  # the honest two answer
+            assert done.code == 0, done.err
+            assert json.loads(done.out)["nodes"][liar.url]["state"] == "suspect"
+        asyncio.run(nodes[0].stop())
+        asyncio.run(nodes[1].stop())
+        alone = cli(home, "--json sync").failed_cleanly()
+        assert alone is not None and alone["code"] != "account_deleted", alone
+        assert "deleted by its admin" not in str(alone["message"])
+    finally:
+        asyncio.run_coroutine_threadsafe(liar.close(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+
+
+def _order_of(home: Path) -> bytes:
+    """A valid deletion order of the account in `home` (signed, never sent)."""
+    profile = load_profile(home / "keystore.json")
+    assert profile.account is not None
+    record = pre.register_account(profile.account, now=1)
+    return pre.delete_account(profile.account, record, now=1).to_bytes()
