@@ -24,6 +24,7 @@ from .service import (
     AccountService,
     Authenticator,
     DelegationService,
+    DeletionService,
     ManifestService,
     ReencryptionService,
     SnapshotService,
@@ -101,6 +102,7 @@ def create_app(
                 max_epoch_jump=settings.max_epoch_jump,
             ),
             manifests=ManifestService(store),
+            deletions=DeletionService(store, node, clock=clock),
             reencryption=ReencryptionService(
                 store,
                 pool,

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from .protocol.b64 import encode_b64url
 from .protocol.codes import STATUS, TITLES, Code
 
-__all__ = ["Code", "ServiceError"]
+__all__ = ["Code", "ServiceError", "deleted_error"]
 
 
 class ServiceError(Exception):
@@ -35,3 +36,13 @@ class ServiceError(Exception):
             body["detail"] = self.detail
         body.update(self.extra)
         return body
+
+
+def deleted_error(order: bytes) -> ServiceError:
+    """410 for a deleted account, carrying the admin's signed order as proof: a device
+    believes "deleted" only with it."""
+    return ServiceError(
+        Code.ACCOUNT_DELETED,
+        "this account was deleted from this node",
+        deletion=encode_b64url(order),
+    )

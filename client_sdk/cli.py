@@ -3,7 +3,7 @@
     statecache serve --port 8700 --data-dir var/node1 --share-index 1
     statecache account init --node URL --node URL --node URL --threshold 2 --name phone
     statecache device enroll --account ID --node URL ... --threshold 2 --name laptop
-    statecache account repair | replace-node --index I --node URL
+    statecache account repair | replace-node --index I --node URL | delete --yes
     statecache device approve [--expect FINGERPRINT] BLOB | list | revoke DEVICE_ID
     statecache group purge --group HEX --author DEVICE_ID [--from-epoch N]
     statecache publish --group HEX --kind group_state --epoch N --file PATH
@@ -39,6 +39,7 @@ import pre
 from cache_service import cli as node_cli
 
 from . import cli_keystore, cli_labels, commands
+from .account_deletion_command import account_delete
 from .commands import CommandError, Context
 from .errors import (
     AdminRequired,
@@ -247,6 +248,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="the share index (1-based position) of the node replaced",
     )
     replace.add_argument("--node", metavar="URL", type=_url, required=True, help="the new node")
+    delete = add(
+        account_cmds,
+        "delete",
+        _account_delete,
+        "delete the account and everything stored for it from every node (cannot be undone)",
+    )
+    delete.add_argument(
+        "--yes", action="store_true", help="confirm the deletion (required: it cannot be undone)"
+    )
 
     group = commands_.add_parser("group", help="admin actions on one group", parents=[common])
     group_cmds = group.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
@@ -374,6 +384,10 @@ def _account_replace_node(ctx: Context, a: argparse.Namespace) -> Pending:
     return commands.account_replace_node(ctx, share_index=a.index, url=a.node)
 
 
+def _account_delete(ctx: Context, a: argparse.Namespace) -> Pending:
+    return account_delete(ctx, confirmed=a.yes)
+
+
 def _group_purge(ctx: Context, a: argparse.Namespace) -> Pending:
     return commands.group_purge(ctx, group_id=a.group, author=a.author, from_epoch=a.from_epoch)
 
@@ -455,7 +469,7 @@ def _error_code(exc: BaseException) -> str:
     if isinstance(exc, NotApproved):
         return "not_approved"
     if isinstance(exc, ThresholdNotMet):
-        return "threshold_not_met"
+        return "account_deleted" if exc.account_deleted else "threshold_not_met"
     if isinstance(exc, EnrolmentRefused):
         return exc.code
     if isinstance(exc, ContentConflict):

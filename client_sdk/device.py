@@ -36,9 +36,10 @@ from .admin import YEAR, Admin, Approval, PurgeReport, RepairReport, RevokeRepor
 from .admin_records import AdminRecords
 from .directory import DeviceDirectory, Directory
 from .enrolment import enrollment_request, parse_enrollment
-from .errors import StatecacheError, ThresholdNotMet
+from .errors import AdminRequired, StatecacheError, ThresholdNotMet
 from .keyring import Keyring
 from .keystore import Profile
+from .leaving import DeletionReport, delete_account
 from .manifest_view import ManifestView
 from .mls.stats import TreeStats, tree_stats
 from .mls.suites import CipherSuite
@@ -296,6 +297,15 @@ class Statecache:
     ) -> RevokeReport:
         async with self._session.command():
             return await self._admin.revoke(device_id, grant_for=grant_for, force=force)
+
+    async def delete_account(self) -> DeletionReport:
+        """Admin: delete the account and everything stored for it from every node (each
+        answers a signed receipt). It cannot be undone; repeating it is safe."""
+        account = self._session.profile.account
+        if account is None:
+            raise AdminRequired("this needs an admin device (one holding the account seed)")
+        async with self._session.command():
+            return await delete_account(self._session, account)
 
     # publishing
 

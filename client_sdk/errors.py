@@ -180,6 +180,16 @@ class ThresholdNotMet(StatecacheError):
         self.what = what
         self.needed = needed
         self.nodes = dict(nodes)
+        failed = {url: o for url, o in self.nodes.items() if o.state is not NodeState.OK}
+        deleted = sum(o.code is Code.ACCOUNT_DELETED for o in failed.values())
+        # No node answered, and some say (with the admin's order) the account was deleted.
+        self.account_deleted = deleted > 0 and len(failed) == len(self.nodes)
+        if self.account_deleted:
+            super().__init__(
+                f"this account was deleted by its admin ({deleted} of {len(self.nodes)} "
+                "nodes say so): this device's home can be removed"
+            )
+            return
         super().__init__(
             f"{what}: fewer than {needed} nodes answered validly ({_failures_text(self.nodes)})"
         )

@@ -111,6 +111,25 @@ class NodeClient:
             self.node_key, self._identity_checked = info.public_key, True
             return info.public_key
 
+    def _check_deleted(self, error: NodeError) -> None:
+        """ "Deleted" is believed only with the admin's signed order for this account: a
+        node saying so without it is lying (a stranger cannot make a device drop its
+        home)."""
+        order = error.problem.get("deletion")
+        try:
+            if not isinstance(order, bytes):
+                raise BadAnswer("says the account was deleted, without the admin's order")
+            deletion = pre.AccountDeletion.from_bytes(order).verify()
+            if self._account is not None and deletion.account_id.hex() != self._account:
+                raise BadAnswer("says the account was deleted, with another account's order")
+        except pre.PreError as exc:
+            raise BadAnswer(
+                "says the account was deleted, with an order that does not verify",
+                self.base_url,
+            ) from exc
+        except BadAnswer as exc:
+            raise BadAnswer(exc.what, self.base_url) from None
+
     @property
     def _prefix(self) -> str:
         if self._account is None:
@@ -176,7 +195,10 @@ class NodeClient:
         except aiohttp.ClientError as exc:
             raise NodeUnavailable(self.base_url, _reason(exc)) from exc
         if status >= 400:
-            raise _problem(self.base_url, status, raw)
+            error = _problem(self.base_url, status, raw)
+            if error.code is Code.ACCOUNT_DELETED:
+                self._check_deleted(error)
+            raise error
         if response is None:
             return None
         try:
@@ -258,6 +280,21 @@ class NodeClient:
             return pre.PurgeReceipt.from_bytes(answer.receipt)
         except pre.PreError as exc:
             raise BadAnswer("its purge receipt does not decode", self.base_url) from exc
+
+    async def delete_account(
+        self, deletion: pre.AccountDeletion
+    ) -> tuple[pre.DeletionReceipt, pre.AccountDeletion]:
+        """Unsigned: the root-signed deletion is the authority. Returns the node's receipt
+        and the deletion in force there, decoded (the caller verifies them)."""
+        answer = await self._call(
+            "POST", self._prefix + "/deletion", m.DeletionReceiptBody,
+            record=deletion.to_bytes(), signed=False,
+        )  # fmt: skip
+        try:
+            receipt = pre.DeletionReceipt.from_bytes(answer.receipt)
+            return receipt, pre.AccountDeletion.from_bytes(answer.deletion)
+        except pre.PreError as exc:
+            raise BadAnswer("its deletion receipt does not decode", self.base_url) from exc
 
     # key capsules and grants
 
@@ -346,7 +383,9 @@ class NodeClient:
 
 def _problem(node: str, status: int, raw: bytes) -> NodeError:
     try:
-        problem = m.Problem.model_validate_json(raw).model_dump()
+        parsed = m.Problem.model_validate_json(raw)
+        problem = parsed.model_dump()
+        problem["deletion"] = parsed.deletion  # bytes, for `_check_deleted`
     except ValidationError:
         problem = {"code": Code.UNKNOWN.value, "detail": None}
     detail = problem.get("detail")

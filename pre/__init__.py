@@ -6,11 +6,13 @@ verify or open raises a `PreError`; see `pre.errors` for the tree.
 
 from .capsules import KEK_SIZE, Kek, KeyCapsule, create_key_capsule, open_key_capsule_as_owner
 from .certificates import (
+    AccountDeletion,
     AccountRecord,
     DeviceCertificate,
     Revocation,
     Role,
     certify_device,
+    delete_account,
     register_account,
     revoke_device,
 )
@@ -71,11 +73,13 @@ from .manifest import (
 )
 from .nodes import (
     SNAPSHOT_RECEIPT_SIZE,
+    DeletionReceipt,
     NodeSecrets,
     PurgeReceipt,
     RevocationReceipt,
     ShareRef,
     SnapshotReceipt,
+    deletion_digest,
     node_id_for,
     purge_digest,
     split_receipts,
@@ -110,6 +114,7 @@ __all__ = [
     "MAX_SNAPSHOT_PLAINTEXT",
     "SNAPSHOT_RECEIPT_SIZE",
     "UNCHECKED",
+    "AccountDeletion",
     "AccountManifest",
     "AccountRecord",
     "AccountSecrets",
@@ -118,6 +123,7 @@ __all__ = [
     "CertificateError",
     "DecodeError",
     "DecryptionError",
+    "DeletionReceipt",
     "DeviceCertificate",
     "DeviceKeys",
     "DeviceSecrets",
@@ -156,6 +162,8 @@ __all__ = [
     "content_digest",
     "content_hash",
     "create_key_capsule",
+    "delete_account",
+    "deletion_digest",
     "device_fingerprint",
     "device_id_for",
     "enrollment_checksum",

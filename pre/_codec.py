@@ -24,6 +24,7 @@ _MAX_VARINT = (1 << 30) - 1
 T = TypeVar("T")
 
 
+@enum.unique
 class Tag(enum.IntEnum):
     """Type tags. Never reuse a value: old encodings must keep failing as the wrong type."""
 
@@ -42,6 +43,7 @@ class Tag(enum.IntEnum):
     MANIFEST_PURGE = 0x1A
     GRANT_KEY = 0x1B
     PURGE = 0x1C
+    ACCOUNT_DELETION = 0x1D
     KEY_CAPSULE = 0x20
     GRANT_SHARE = 0x21
     CAPSULE_FRAGMENT = 0x22
@@ -53,6 +55,7 @@ class Tag(enum.IntEnum):
     SHARE_REF = 0x52
     PURGE_RECEIPT = 0x53
     SNAPSHOT_RECEIPT = 0x54
+    DELETION_RECEIPT = 0x55
     ENROLLMENT_REQUEST = 0x60
 
 

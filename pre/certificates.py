@@ -1,4 +1,5 @@
-"""Account records, device certificates and revocations, all signed by the account root."""
+"""Account records, device certificates, revocations and account deletions, all signed by
+the account root."""
 
 from __future__ import annotations
 
@@ -22,11 +23,13 @@ from .keys import (
 )
 
 __all__ = [
+    "AccountDeletion",
     "AccountRecord",
     "DeviceCertificate",
     "Revocation",
     "Role",
     "certify_device",
+    "delete_account",
     "register_account",
     "revoke_device",
 ]
@@ -192,3 +195,34 @@ def revoke_device(account: AccountSecrets, device_id: bytes, *, now: int) -> Rev
         signature=bytes(SIGNATURE_SIZE),
     )
     return unsigned.replace(signature=account._sign_root("revocation", unsigned.tbs()))
+
+
+@dataclass(frozen=True)
+class AccountDeletion(Record):
+    """The admin's order to delete the account from every node.
+
+    It carries the account record, so a node checks it on its own: the account id is the
+    hash of the record's root key, and the root key signs the order. A node that never
+    held the account, or deleted it already, can still verify it (and so answers the same
+    either way: no oracle on whether an account exists)."""
+
+    TAG = Tag.ACCOUNT_DELETION
+    account: AccountRecord = wire(Nested(AccountRecord, 512))
+    deleted_at: int = wire(U64)
+    signature: bytes = wire(Fixed(SIGNATURE_SIZE), signature=True)
+
+    @property
+    def account_id(self) -> bytes:
+        return self.account.account_id
+
+    def verify(self) -> AccountDeletion:
+        self.account.verify()
+        prim.ed25519_verify(self.account.root_key, "account-deletion", self.tbs(), self.signature)
+        return self
+
+
+def delete_account(account: AccountSecrets, record: AccountRecord, *, now: int) -> AccountDeletion:
+    if record.root_key != account.root_public:
+        raise BindingError("the account record is another account's")
+    unsigned = AccountDeletion(account=record, deleted_at=now, signature=bytes(SIGNATURE_SIZE))
+    return unsigned.replace(signature=account._sign_root("account-deletion", unsigned.tbs()))

@@ -1,4 +1,5 @@
-"""A cache node's own identity and the signed receipts it gives for revocations."""
+"""A cache node's own identity and the signed receipts it gives: for revocations, purges,
+stored snapshots and account deletions."""
 
 from __future__ import annotations
 
@@ -24,11 +25,13 @@ from .keys import (
 __all__ = [
     "MAX_RECEIPT_SHARES",
     "SNAPSHOT_RECEIPT_SIZE",
+    "DeletionReceipt",
     "NodeSecrets",
     "PurgeReceipt",
     "RevocationReceipt",
     "ShareRef",
     "SnapshotReceipt",
+    "deletion_digest",
     "node_id_for",
     "purge_digest",
     "split_receipts",
@@ -97,6 +100,27 @@ class PurgeReceipt(Record):
 
 
 @dataclass(frozen=True)
+class DeletionReceipt(Record):
+    """A node's signed statement: it deleted the account that the deletion whose digest it
+    names orders deleted, `deleted` stored keys with it, and refuses the account from
+    `processed_at` on."""
+
+    TAG = Tag.DELETION_RECEIPT
+    node_key: bytes = wire(Fixed(ED25519_PUBLIC_SIZE))
+    account_id: bytes = wire(Fixed(ACCOUNT_ID_SIZE))
+    deletion_digest: bytes = wire(Fixed(32))
+    deleted: int = wire(UInt(4))
+    processed_at: int = wire(UInt(8))
+    signature: bytes = wire(Fixed(SIGNATURE_SIZE), signature=True)
+
+    def verify(self, node_key: bytes) -> DeletionReceipt:
+        prim.ed25519_verify(node_key, "deletion-receipt", self.tbs(), self.signature)
+        if node_key != self.node_key:
+            raise BindingError("receipt names another node")
+        return self
+
+
+@dataclass(frozen=True)
 class SnapshotReceipt(Record):
     """A node's signed statement: it has held the snapshot with this digest since
     `stored_at` (its own clock), so it checked the author's certificate and revocation
@@ -132,6 +156,11 @@ def split_receipts(data: bytes) -> list[bytes]:
     """Receipts stored back to back, one by one (a trailing partial one is dropped)."""
     n = SNAPSHOT_RECEIPT_SIZE
     return [data[i : i + n] for i in range(0, len(data) - n + 1, n)]
+
+
+def deletion_digest(deletion_bytes: bytes) -> bytes:
+    """What a deletion receipt names: the digest of the account deletion as sent."""
+    return prim.digest("account-deletion", deletion_bytes)
 
 
 def purge_digest(purge_bytes: bytes) -> bytes:
@@ -223,4 +252,19 @@ class NodeSecrets(Record):
         )
         return unsigned.replace(
             signature=prim.ed25519_sign(self._key, "purge-receipt", unsigned.tbs())
+        )
+
+    def sign_deletion_receipt(
+        self, *, account_id: bytes, deletion: bytes, deleted: int, now: int
+    ) -> DeletionReceipt:
+        unsigned = DeletionReceipt(
+            node_key=self.public_key,
+            account_id=account_id,
+            deletion_digest=deletion_digest(deletion),
+            deleted=min(deleted, 2**32 - 1),
+            processed_at=now,
+            signature=bytes(SIGNATURE_SIZE),
+        )
+        return unsigned.replace(
+            signature=prim.ed25519_sign(self._key, "deletion-receipt", unsigned.tbs())
         )

@@ -101,6 +101,11 @@ async def revoke_device(request: web.Request) -> web.Response:
     return respond(receipt)
 
 
+async def delete_account(request: web.Request) -> web.Response:
+    body = await parse_body(request, m.AccountDeletionBody)
+    return respond(await services(request).deletions.delete(request.match_info["account_id"], body))
+
+
 # the account manifest and purges
 
 

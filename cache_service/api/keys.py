@@ -14,6 +14,7 @@ from ..service import (
     Authenticator,
     Caller,
     DelegationService,
+    DeletionService,
     ManifestService,
     ReencryptionService,
     SnapshotService,
@@ -32,6 +33,7 @@ class Services:
     snapshots: SnapshotService
     reencryption: ReencryptionService
     manifests: ManifestService
+    deletions: DeletionService
 
 
 class BodyBudget:

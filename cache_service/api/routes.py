@@ -65,6 +65,12 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", V1 + "/devices/" + DEVICE + "/grants", h.list_device_grants,
           "This node's unexpired grant shares for a device (admin).",
           responses={200: m.GrantList}),
+    # Public: the admin's root-signed deletion in the body is the authority (the account's
+    # devices are gone once a node has deleted it, and a repeat must still be answered).
+    Route("POST", V1 + "/deletion", h.delete_account,
+          "Delete the account and everything stored for it (the admin's root-signed order);"
+          " answers a signed receipt. Every later request of the account is 410.",
+          body=m.AccountDeletionBody, responses={200: m.DeletionReceiptBody}, public=True),
     Route("GET", V1 + "/manifest", h.get_manifest,
           "The account manifest this node holds (the admin's signed record of the account).",
           responses={200: m.ManifestInfo}),

@@ -32,6 +32,8 @@ class Code(StrEnum):
     STALE_EPOCH = "stale_epoch"
     STALE_KEY_EPOCH = "stale_key_epoch"
     EPOCH_TOO_FAR = "epoch_too_far"  # an MLS epoch that jumps too far above the stored one
+    # 410
+    ACCOUNT_DELETED = "account_deleted"  # the admin deleted the account from this node
     # 413 / 415 / 421 / 429
     TOO_LARGE = "too_large"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
@@ -62,6 +64,7 @@ STATUS: dict[Code, int] = {
     Code.STALE_EPOCH: 409,
     Code.STALE_KEY_EPOCH: 409,
     Code.EPOCH_TOO_FAR: 409,
+    Code.ACCOUNT_DELETED: 410,
     Code.TOO_LARGE: 413,
     Code.UNSUPPORTED_MEDIA_TYPE: 415,
     Code.WRONG_NODE: 421,
@@ -84,6 +87,7 @@ TITLES: dict[Code, str] = {
     Code.STALE_EPOCH: "MLS epoch does not move forward",
     Code.STALE_KEY_EPOCH: "Key epoch is not the label's current one",
     Code.EPOCH_TOO_FAR: "MLS epoch jumps too far above the stored one",
+    Code.ACCOUNT_DELETED: "Account deleted",
     Code.TOO_LARGE: "Request too large",
     Code.UNSUPPORTED_MEDIA_TYPE: "Unsupported media type or content coding",
     Code.WRONG_NODE: "Request signed for another node",

@@ -93,6 +93,8 @@ class Problem(_Model):
     detail: str | None = None
     code: str
     current_epoch: int | None = None
+    # 410 account_deleted: the admin's signed order, the proof a device believes
+    deletion: Annotated[bytes, Base64Url(1024, 1)] | None = None
 
 
 # accounts and devices
@@ -128,6 +130,15 @@ class RevocationBody(_Model):
 
 class RevocationReceiptBody(_Model):
     receipt: Annotated[bytes, Base64Url(256 * 1024)]
+
+
+class AccountDeletionBody(_Model):
+    deletion: Annotated[bytes, Base64Url(1024, 1)]
+
+
+class DeletionReceiptBody(_Model):
+    receipt: Annotated[bytes, Base64Url(1024, 1)]
+    deletion: Annotated[bytes, Base64Url(1024, 1)]  # the deletion in force, which it names
 
 
 # key capsules and grants

@@ -7,6 +7,7 @@ behind `cache_service.storage.Storage`. Every failure is a `ServiceError`.
 from .accounts import AccountService
 from .auth import Authenticator, Caller
 from .delegation import DelegationService
+from .deletion import DeletionService
 from .manifests import ManifestService
 from .reencryption import ReencryptionService
 from .snapshots import SnapshotService
@@ -16,6 +17,7 @@ __all__ = [
     "Authenticator",
     "Caller",
     "DelegationService",
+    "DeletionService",
     "ManifestService",
     "ReencryptionService",
     "SnapshotService",

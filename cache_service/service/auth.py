@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pre
 
-from ..errors import Code, ServiceError
+from ..errors import Code, ServiceError, deleted_error
 from ..protocol.httpsig import SignatureFormatError, parse_signature_headers, signature_base
 from ..storage import Storage
 from .records import Clock
@@ -85,6 +85,8 @@ class Authenticator:
             raise ServiceError(Code.CLOCK_SKEW, f"created must be within {self._skew} s of now")
 
         state = await self._storage.auth_state(account_id, parsed.keyid)
+        if state.deleted is not None:
+            raise deleted_error(state.deleted)
         # One answer for unknown account, unknown device and bad signature: no oracle.
         if state.account is None or state.device is None:
             raise ServiceError(Code.UNAUTHENTICATED, "signature does not verify")

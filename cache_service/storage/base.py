@@ -16,6 +16,7 @@ __all__ = [
     "SnapshotWrite",
     "Storage",
     "StoredCapsule",
+    "StoredDeletion",
     "StoredGrant",
     "StoredManifest",
     "StoredSnapshot",
@@ -33,6 +34,15 @@ class DeviceRecord:
 class AuthState:
     account: bytes | None
     device: DeviceRecord | None
+    deleted: bytes | None = None  # the deletion order, when the account's tombstone is here
+
+
+@dataclass(frozen=True)
+class StoredDeletion:
+    held: bool  # the node held the account (or a tombstone of it) when asked
+    deletion: bytes  # the deletion in force (the first one received)
+    receipt: bytes | None  # this node's receipt, once the sweep finished
+    record_deleted: bool = False  # this call deleted the account record
 
 
 @dataclass(frozen=True)
@@ -167,6 +177,26 @@ class Storage(Protocol):
         """Atomically record the revocation (unless one is already in force) and delete
         every grant share of the device; returns the revocation in force and the
         (label, key epoch) of the shares deleted."""
+        ...
+
+    # deleting an account (redis_deletion)
+    async def mark_deleted(self, account_id: str, deletion: bytes) -> StoredDeletion:
+        """Atomically keep a tombstone with `deletion` and delete the account record, unless
+        a tombstone is here already (then it is returned, with the receipt if the sweep
+        finished). `held`: the account (or its tombstone) was here."""
+        ...
+
+    async def deletion_order(self, account_id: str) -> bytes | None:
+        """The deletion order the account's tombstone keeps, if it has one."""
+        ...
+
+    async def sweep_account(self, account_id: str) -> int:
+        """Delete every key of the account but its tombstone (and replay nonces and rate
+        counters, which expire on their own); how many."""
+        ...
+
+    async def finish_deletion(self, account_id: str, receipt: bytes) -> bytes:
+        """Keep this node's receipt in the tombstone (the first one stays); returns it."""
         ...
 
     # key capsules and grants

@@ -19,6 +19,7 @@ Cluster slot and its Lua scripts stay atomic there):
     sc:{A}:manifest                 hash    data, version, digest: the account manifest
     sc:{A}:nonce:<dev>:<nonce>      string  replay cache, TTL: until its request leaves the window
     sc:{A}:rl:<dev>:<minute>        string  request counter for rate limiting
+    sc:{A}:deleted                  hash    tombstone of a deleted account (redis_deletion)
 
 <g> is the group id in base64url. Scripts touch keys derived from their declared KEYS
 under the same hash tag, which Redis Cluster serves from the one slot.
@@ -30,8 +31,9 @@ import base64
 from typing import Any
 
 import redis.asyncio as aioredis
+import redis.exceptions
 
-from ..errors import Code, ServiceError
+from ..errors import Code, ServiceError, deleted_error
 from .base import (
     AuthState,
     DeviceRecord,
@@ -45,6 +47,7 @@ from .base import (
     StoredSnapshot,
     WriteOutcome,
 )
+from .redis_deletion import RedisAccountDeletion, account_key
 
 __all__ = ["RedisStorage"]
 
@@ -57,6 +60,13 @@ MAX_MLS_EPOCH = 2**53 - 1
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
+
+# Every write script below starts with this guard; its last KEYS entry is the account's
+# tombstone (`_write` appends it).
+_DELETED = "ACCOUNT_DELETED"
+_DELETED_GUARD = f"""
+if redis.call('EXISTS', KEYS[#KEYS]) == 1 then return redis.error_reply('{_DELETED}') end
+"""
 
 # KEYS: account, dev.  ARGV: record, device id, certificate.
 # 1 created, 0 identical retry (same record and first certificate), -1 anything else.
@@ -256,22 +266,22 @@ return deleted
 """
 
 
-class RedisStorage:
+class RedisStorage(RedisAccountDeletion):
     """`Storage` over one Redis (or Redis Cluster) connection pool."""
 
     def __init__(self, client: Any) -> None:
         self._r = client
-        self._create_account = client.register_script(_CREATE_ACCOUNT)
-        self._put_device = client.register_script(_PUT_DEVICE)
-        self._revoke = client.register_script(_REVOKE)
-        self._put_capsule = client.register_script(_PUT_CAPSULE)
-        self._put_grant = client.register_script(_PUT_GRANT)
-        self._publish = client.register_script(_PUBLISH)
+        self._create_account = self._guarded(client, _CREATE_ACCOUNT)
+        self._put_device = self._guarded(client, _PUT_DEVICE)
+        self._revoke = self._guarded(client, _REVOKE)
+        self._put_capsule = self._guarded(client, _PUT_CAPSULE)
+        self._put_grant = self._guarded(client, _PUT_GRANT)
+        self._publish = self._guarded(client, _PUBLISH)
         self._get_capsules = client.register_script(_GET_CAPSULES)
-        self._put_manifest = client.register_script(_PUT_MANIFEST)
-        self._delete_snapshots = client.register_script(_DELETE_SNAPSHOTS)
-        self._put_receipts = client.register_script(_PUT_RECEIPTS)
-        self._set_receipt = client.register_script(_SET_RECEIPT)
+        self._put_manifest = self._guarded(client, _PUT_MANIFEST)
+        self._delete_snapshots = self._guarded(client, _DELETE_SNAPSHOTS)
+        self._put_receipts = self._guarded(client, _PUT_RECEIPTS)
+        self._set_receipt = self._guarded(client, _SET_RECEIPT)
 
     @classmethod
     def connect(
@@ -287,9 +297,25 @@ class RedisStorage:
             raise ValueError("need a Redis URL or a unix socket")
         return cls(aioredis.Redis.from_url(url, health_check_interval=30))
 
+    _k = staticmethod(account_key)
+
     @staticmethod
-    def _k(account_id: str, *parts: str) -> str:
-        return ":".join(("sc", "{" + account_id + "}", *parts))
+    def _guarded(client: Any, script: str) -> Any:
+        """A write script that first refuses a deleted account: the caller appends the
+        account's tombstone key as the last KEYS entry (`_write`), so the check and the
+        write are one atomic step and nothing is stored for a deleted account, even by a
+        request that authenticated just before the deletion."""
+        return client.register_script(_DELETED_GUARD + script)
+
+    async def _write(
+        self, script: Any, account_id: str, *, keys: list[str], args: list[Any]
+    ) -> Any:
+        try:
+            return await script(keys=[*keys, self._k(account_id, "deleted")], args=args)
+        except redis.exceptions.ResponseError as exc:
+            if str(exc) != _DELETED:
+                raise
+        raise deleted_error(await self.deletion_order(account_id) or b"")
 
     async def ping(self) -> bool:
         return bool(await self._r.ping())
@@ -303,7 +329,9 @@ class RedisStorage:
         self, account_id: str, record: bytes, device_id: str, certificate: bytes
     ) -> bool:
         k = self._k
-        result = await self._create_account(
+        result = await self._write(
+            self._create_account,
+            account_id,
             keys=[k(account_id, "account"), k(account_id, "dev")],
             args=[record, device_id, certificate],
         )
@@ -319,9 +347,10 @@ class RedisStorage:
             p.get(k(account_id, "account"))
             p.hget(k(account_id, "dev"), device_id)
             p.hget(k(account_id, "rev"), device_id)
-            account, cert, rev = await p.execute()
+            p.hget(k(account_id, "deleted"), "deletion")
+            account, cert, rev, deleted = await p.execute()
         device = None if cert is None else DeviceRecord(cert, rev)
-        return AuthState(account, device)
+        return AuthState(account, device, deleted=None if deleted is None else bytes(deleted))
 
     async def claim_nonce(self, account_id: str, device_id: str, nonce: str, ttl: int) -> bool:
         key = self._k(account_id, "nonce", device_id, nonce)
@@ -339,7 +368,9 @@ class RedisStorage:
         self, account_id: str, device_id: str, certificate: bytes, max_devices: int
     ) -> bool:
         k = self._k
-        result = await self._put_device(
+        result = await self._write(
+            self._put_device,
+            account_id,
             keys=[k(account_id, "dev"), k(account_id, "rev")],
             args=[device_id, certificate, max_devices],
         )
@@ -363,7 +394,9 @@ class RedisStorage:
         self, account_id: str, device_id: str, revocation: bytes
     ) -> tuple[bytes, list[tuple[str, int]]]:
         k = self._k
-        in_force, *refs = await self._revoke(
+        in_force, *refs = await self._write(
+            self._revoke,
+            account_id,
             keys=[k(account_id, "rev"), k(account_id, "grants", device_id)],
             args=[device_id, revocation, k(account_id, "grant", device_id) + ":"],
         )
@@ -375,7 +408,9 @@ class RedisStorage:
         self, account_id: str, label: str, key_epoch: int, capsule: bytes, max_labels: int
     ) -> tuple[bool, int]:
         k = self._k
-        status, current = await self._put_capsule(
+        status, current = await self._write(
+            self._put_capsule,
+            account_id,
             keys=[k(account_id, "capcur"), k(account_id, "cap", label)],
             args=[label, key_epoch, capsule, max_labels],
         )
@@ -433,7 +468,9 @@ class RedisStorage:
     ) -> None:
         k = self._k
         ref = f"{label}#{key_epoch}"
-        result = await self._put_grant(
+        result = await self._write(
+            self._put_grant,
+            account_id,
             keys=[
                 k(account_id, "rev"),
                 k(account_id, "grant", device_id, ref),
@@ -470,7 +507,9 @@ class RedisStorage:
         k = self._k
         g = _b64(item.group_id)
         pruned = item.prunes if item.prunes not in (None, item.kind) else None
-        answer = await self._publish(
+        answer = await self._write(
+            self._publish,
+            account_id,
             keys=[
                 k(account_id, "capcur"),
                 k(account_id, "gk", g, item.kind),
@@ -509,8 +548,11 @@ class RedisStorage:
     async def set_receipt(self, account_id: str, seq: int, stored_at: int, receipt: bytes) -> bytes:
         """Give a snapshot stored before receipts existed this node's receipt (unless one
         is there already); returns the receipt in force."""
-        held = await self._set_receipt(
-            keys=[self._k(account_id, "snap", str(seq))], args=[stored_at, receipt]
+        held = await self._write(
+            self._set_receipt,
+            account_id,
+            keys=[self._k(account_id, "snap", str(seq))],
+            args=[stored_at, receipt],
         )  # a snapshot deleted since it was read keeps no stray hash of its receipt
         return bytes(held) if held else receipt
 
@@ -518,7 +560,9 @@ class RedisStorage:
         self, account_id: str, *, group_id: bytes, kind: str, mls_epoch: int, digest: bytes,
         receipts: bytes,
     ) -> ReceiptOutcome:  # fmt: skip
-        status = await self._put_receipts(
+        status = await self._write(
+            self._put_receipts,
+            account_id,
             keys=[self._k(account_id, "gk", _b64(group_id), kind)],
             args=[mls_epoch, digest, self._k(account_id, "snap") + ":", receipts],
         )
@@ -528,7 +572,9 @@ class RedisStorage:
         if not seqs:
             return 0
         k, g = self._k, _b64(group_id)
-        deleted = await self._delete_snapshots(
+        deleted = await self._write(
+            self._delete_snapshots,
+            account_id,
             keys=[k(account_id, "feed")],
             args=[
                 k(account_id, "snap") + ":",
@@ -552,7 +598,9 @@ class RedisStorage:
     async def put_manifest(
         self, account_id: str, manifest: StoredManifest, previous: bytes
     ) -> tuple[ManifestOutcome, int]:
-        status, version = await self._put_manifest(
+        status, version = await self._write(
+            self._put_manifest,
+            account_id,
             keys=[self._k(account_id, "manifest")],
             args=[manifest.data, manifest.version, manifest.digest, previous],
         )

@@ -31,7 +31,11 @@ Attacks:
   `close_after`: wait that long, then drop the connection unanswered;
 - `hide_capsules`: leave out of `/capsules` listings every capsule whose label it returns
   True for; `hide_grants`: list no grant shares; `hide_revocations`: list devices without
-  their revocations.
+  their revocations;
+- `fake_deletion`: answer an account deletion with a receipt the node did not sign (its
+  key named, another key's signature): a node claiming a deletion it cannot prove;
+  `claim_deleted`: answer every account request 410 `account_deleted`, with this order
+  (bytes) as its proof, or none (b"").
 """
 
 from __future__ import annotations
@@ -85,6 +89,8 @@ class MaliciousProxy:
         self.hide_capsules: Callable[[str], bool] | None = None
         self.hide_grants = False
         self.hide_revocations = False
+        self.fake_deletion = False
+        self.claim_deleted: bytes | None = None
         self.pose_as_share: int | None = None  # relay to `upstream`, claiming this share
         self.close_after: float | None = None  # wait, then drop the connection unanswered
         # what it saw and did
@@ -124,7 +130,8 @@ class MaliciousProxy:
         self.replay_listing = self.replay_reencrypt_to = self.foreign_fragments = None
         self.drop = self.endless = self.fail_group_listing = self.hide_capsules = None
         self.pad_answers = 0
-        self.hide_grants = self.hide_revocations = False
+        self.hide_grants = self.hide_revocations = self.fake_deletion = False
+        self.claim_deleted = None
 
     # forwarding
 
@@ -137,6 +144,13 @@ class MaliciousProxy:
             self.tampered += 1
             return web.Response(status=self.fail_group_listing)
         body = await request.read()
+        if self.claim_deleted is not None and request.path.startswith("/v1/accounts/"):
+            self.tampered += 1
+            problem = {"type": "urn:statecache:problem:account_deleted", "status": 410,
+                       "title": "Account deleted", "code": "account_deleted"}  # fmt: skip
+            if self.claim_deleted:
+                problem["deletion"] = encode_b64url(self.claim_deleted)
+            return web.json_response(problem, status=410, content_type="application/problem+json")
         if self.close_after is not None and request.path != "/v1/node":
             self.tampered += 1
             await asyncio.sleep(self.close_after)
@@ -210,6 +224,16 @@ class MaliciousProxy:
             self.tampered += any(d.get("revocation") for d in doc["devices"])
             devices = [{**d, "revocation": None} for d in doc["devices"]]
             return json.dumps({"devices": devices}).encode()
+        if request.method == "POST" and path.endswith("/deletion") and self.fake_deletion:
+            doc = json.loads(raw)
+            real = pre.DeletionReceipt.from_bytes(_b(doc["receipt"]))
+            forged = pre.NodeSecrets.generate().sign_deletion_receipt(
+                account_id=real.account_id, deletion=_b(doc["deletion"]),
+                deleted=real.deleted, now=real.processed_at,
+            )  # fmt: skip
+            self.tampered += 1
+            fake = forged.replace(node_key=real.node_key).to_bytes()
+            return json.dumps({**doc, "receipt": encode_b64url(fake)}).encode()
         if request.method == "POST" and path.endswith("/snapshots") and self.extra_publish_result:
             doc = json.loads(raw)
             doc["results"].append(dict(doc["results"][-1]))

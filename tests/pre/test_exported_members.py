@@ -13,6 +13,7 @@ import pre
 
 EXPECTED = [
     "ACCOUNT_ID_SIZE",
+    "AccountDeletion",
     "AccountManifest",
     "AccountRecord",
     "AccountSecrets",
@@ -22,6 +23,7 @@ EXPECTED = [
     "DEVICE_ID_SIZE",
     "DecodeError",
     "DecryptionError",
+    "DeletionReceipt",
     "DeviceCertificate",
     "DeviceKeys",
     "DeviceSecrets",
@@ -68,6 +70,8 @@ EXPECTED = [
     "content_digest",
     "content_hash",
     "create_key_capsule",
+    "delete_account",
+    "deletion_digest",
     "device_fingerprint",
     "device_id_for",
     "enrollment_checksum",

@@ -560,6 +560,32 @@ async def attacks_from_inside_the_attacker_account(attack: Attack, v: Victim, b:
                 "public route", r, "GET", r.path, must_refuse=False, with_ids=True
             )
             assert resp.status == 200
+    # account deletion: its authority is the root signature in the body, so the attacker
+    # tries its own root's orders on the victim's account, and the victim's record under them
+    deletion = route["delete_account"]
+    victim_path_ = fill(deletion, account_id=a.account.id_hex)
+    own_order = pre.delete_account(b.account.secrets, b.account.record, now=now)
+    forged_order = pre.AccountDeletion(
+        account=a.account.record, deleted_at=now, signature=own_order.signature
+    )
+    for what, body in (
+        ("delete with the attacker's own order", own_order.to_bytes()),
+        ("delete with the victim's record, signed by the attacker", forged_order.to_bytes()),
+        ("delete with no order", b""),
+    ):
+        for device in (None, admin):
+            resp = await attack.attempt(
+                what, deletion, "POST", victim_path_, body=body, content_type=OCTETS,
+                device=device,
+            )  # fmt: skip
+            assert resp.status == 400, (what, resp.status, resp.body[:200])
+    # the attacker deletes its own account: the victim's stays whole (checked by the caller)
+    resp = await attack.attempt(
+        "delete the attacker's own account", deletion, "POST",
+        fill(deletion, account_id=b.account.id_hex), body=own_order.to_bytes(),
+        content_type=OCTETS, must_refuse=False,
+    )  # fmt: skip
+    assert resp.status == 200, resp.body[:200]
 
 
 def assert_not_victims_fragment(v: Victim, fragment: str, receiver: Device) -> None:
