@@ -192,10 +192,15 @@ def human_bytes(n: float) -> str:
 
 
 def timestamp(seconds: int | None) -> str | None:
-    """Unix seconds as ISO 8601 UTC, the form both text and JSON show."""
+    """Unix seconds as ISO 8601 UTC, the form both text and JSON show. Times come from
+    nodes and certificates: one no calendar holds (year 10000 and on) is shown as the
+    number it is rather than breaking the report."""
     if seconds is None:
         return None
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (ValueError, OverflowError, OSError):
+        return f"@{seconds}"
 
 
 class Progress:

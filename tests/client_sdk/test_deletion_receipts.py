@@ -9,6 +9,7 @@ import pytest
 import pre
 from client_sdk.errors import BadAnswer
 from client_sdk.leaving import check_receipt
+from client_sdk.output import timestamp
 
 NOW = 1_800_000_000
 URL = "http://127.0.0.1:1"
@@ -54,3 +55,11 @@ def test_a_lying_receipt_is_refused(lie: str) -> None:
     with pytest.raises(BadAnswer) as info:
         check_receipt(URL, key, account.account_id, receipt, in_force, NOW)
     assert info.value.node == URL
+
+
+@pytest.mark.parametrize("seconds", [2**40, 2**62, 2**64 - 1, -(2**62)])
+def test_a_time_past_any_calendar_is_shown_not_raised(seconds: int) -> None:
+    """Receipt and certificate times come from nodes: a revocation or purge receipt its
+    node signed with such a time must not break the command's report."""
+    assert timestamp(seconds) == f"@{seconds}"
+    assert timestamp(1_800_000_000) == "2027-01-15T08:00:00Z"
