@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import shutil
 import subprocess
 from collections import deque
@@ -136,7 +137,11 @@ class EmbeddedRedis:
                 lines = f.read().decode(errors="replace").strip().splitlines()
         except OSError:
             lines = []
-        return f"{lines[-1].strip()} (see {self.log_file})" if lines else f"see {self.log_file}"
+        if not lines:
+            return f"see {self.log_file}"
+        # "<pid>:<role> <date> <time> <level mark> message": keep the message
+        message = re.sub(r"^\d+:[A-Z] .*?\d\d:\d\d:\d\d\.\d+ [.\-*#] ", "", lines[-1].strip())
+        return f"{message} (see {self.log_file})"
 
     async def supervise(self, on_restart: Callable[[], Awaitable[None]]) -> NodeFailure:
         """Restart redis-server whenever it dies, until it has died `RESTART_LIMIT` times
