@@ -108,13 +108,18 @@ class NodeProcess:
     def stderr(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def redis_pid_now(self) -> int | None:
+        """The embedded redis-server child, if there is one now."""
+        serving = redis_servers_in(self.data_dir)
+        return next((p for p in children(self.pid) if p in serving), None)
+
     def redis_pid(self) -> int:
         """The embedded redis-server child (waits for a restarted one)."""
         deadline = time.monotonic() + 10
         while True:
-            pids = [p for p in children(self.pid) if p in redis_servers_in(self.data_dir)]
-            if pids:
-                return pids[0]
+            pid = self.redis_pid_now()
+            if pid is not None:
+                return pid
             assert self.proc.poll() is None, self.stderr()
             assert time.monotonic() < deadline, "no redis-server child"
             time.sleep(0.05)
