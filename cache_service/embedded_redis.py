@@ -180,7 +180,10 @@ class EmbeddedRedis:
                     log.error("redis-server restart failed", extra={"error": str(exc)})
                     continue
                 log.warning("redis-server restarted", extra={"pid": self.pid})
-                await on_restart()
+                try:
+                    await on_restart()
+                except Exception as exc:  # the restart stands; clients reconnect anyway
+                    log.error("after the redis-server restart", extra={"error": repr(exc)})
                 break
 
     @property

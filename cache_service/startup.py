@@ -116,7 +116,13 @@ async def _supervise(
     """Run `embedded.supervise()` until the node stops (cancelled first on the way out)."""
 
     async def watch() -> None:
-        stop.request(await embedded.supervise(on_restart=storage.reconnect))
+        try:
+            failure = await embedded.supervise(on_restart=storage.reconnect)
+        except Exception as exc:  # a supervisor that cannot go on must not fail silently
+            log.error("redis supervisor failed", extra={"error": repr(exc)})
+            log.debug("redis supervisor failed", exc_info=True)
+            failure = NodeFailure(f"the embedded Redis supervisor failed: {one_line(exc)}")
+        stop.request(failure)
 
     task = asyncio.create_task(watch(), name="redis-supervisor")
 
