@@ -43,7 +43,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--data-dir", type=Path, help="node key and embedded Redis data; locked while serving"
     )
     parser.add_argument("--redis-url", help="external Redis instead of the embedded one")
-    parser.add_argument("--redis-cluster", action="store_true", default=None)
+    parser.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        default=None,
+        help="--redis-url is a Redis Cluster",
+    )
     parser.add_argument(
         "--redis-wait",
         type=float,
@@ -57,11 +62,22 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="node key file to use, read only (from `statecache node keygen`); "
         "default: DATA_DIR/node.key, created on first start",
     )
-    parser.add_argument("--appendfsync", choices=["always", "everysec"])
+    parser.add_argument(
+        "--appendfsync",
+        choices=["always", "everysec"],
+        help="embedded Redis: fsync every write before acknowledging it (always, the "
+        "default) or once a second",
+    )
     parser.add_argument("--share-index", type=int, help="which grant share this node holds")
-    parser.add_argument("--skew-seconds", type=int)
+    parser.add_argument(
+        "--skew-seconds", type=int, metavar="S", help="accepted request clock skew (default 300)"
+    )
     parser.add_argument("--workers", type=int, help="re-encryption processes (default: cores)")
-    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="least level logged (JSON lines on stderr; default info)",
+    )
     parser.add_argument(
         "--ready-file", type=Path, help="write 'host port' here once listening (scripts)"
     )

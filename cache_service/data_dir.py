@@ -20,7 +20,7 @@ from .failures import NodeFailure, one_line
 __all__ = ["LOCK_NAME", "DataDirLock"]
 
 LOCK_NAME = "node.lock"
-_PID_WAIT = 0.5  # how long to wait for a just-started holder to write its pid
+_PID_WAIT = 2.0  # how long to wait for a just-started holder to write its pid
 
 
 class DataDirLock:
