@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -29,7 +30,7 @@ from .failures import NodeFailure, one_line
 from .logs import configure_logging
 from .node_identity import create_key_file
 from .settings import Settings
-from .startup import redact_url
+from .startup import Stop, redact_url
 
 __all__ = ["add_node_command", "add_serve_arguments", "main", "run", "serve"]
 
@@ -123,7 +124,9 @@ async def serve(settings: Settings, ready_file: Path | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.request)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()  # the app's lifecycle: lock, key, Redis, pool (closed on failure)
+    if not await _start(runner, stop):
+        log.info("stopped while starting")
+        return
     try:
         await _listen(runner, settings, ready_file)
         await stop.wait()
@@ -136,6 +139,26 @@ async def serve(settings: Settings, ready_file: Path | None = None) -> None:
         raise stop.failure
     log.info("stopping")
     await _cleanup(runner, report=True)
+
+
+async def _start(runner: web.AppRunner, stop: Stop) -> bool:
+    """Set the app up (its lifecycle: lock, key, Redis, pool; closed again on failure);
+    False if a signal came first (e.g. while waiting for Redis): then nothing is left open."""
+    setup = asyncio.ensure_future(runner.setup())
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({setup, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not setup.done():
+        setup.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await setup
+        try:
+            await runner.app.cleanup()  # whatever the lifecycle had opened when cancelled
+        except Exception as exc:
+            log.error("clean shutdown failed", extra={"error": one_line(exc)})
+        return False
+    setup.result()  # a startup failure: raise it
+    return True
 
 
 async def _listen(runner: web.AppRunner, settings: Settings, ready_file: Path | None) -> None:

@@ -145,6 +145,23 @@ def test_the_redis_wait_has_an_environment_twin(data_dir: Path) -> None:
     assert_one_line_failure(result, "unreachable (waited 0 s, --redis-wait)")
 
 
+def test_a_signal_while_waiting_for_redis_stops_the_node_at_once(data_dir: Path) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    log = data_dir.parent / "node.log"
+    node = spawn(data_dir, "--redis-url", url, "--redis-wait", "60", log=log)
+    try:
+        time.sleep(1.5)
+        assert node.proc.poll() is None, node.stderr()  # waiting
+        node.proc.send_signal(signal.SIGTERM)
+        assert node.wait(10) == 0  # not after the 60 s
+        assert "Traceback" not in node.stderr()
+    finally:
+        node.stop()
+    # and it let go of the data dir
+    again = run([*NODE, "--data-dir", str(data_dir), "--redis-url", url, "--redis-wait", "0"])
+    assert_one_line_failure(again, "unreachable (waited 0 s, --redis-wait)")
+
+
 async def test_a_redis_that_comes_up_within_the_wait_is_used(data_dir: Path) -> None:
     redis_dir = short_tempdir("sc-late-")
     redis = EmbeddedRedis(redis_dir)
