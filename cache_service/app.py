@@ -1,7 +1,9 @@
 """`create_app(settings)`: one cache node as an aiohttp application.
 
-The cleanup context opens storage (the embedded redis-server, or an external Redis),
-loads the node identity and starts the re-encryption pool, and closes them in reverse.
+The cleanup context opens what the node needs (`startup.node_resources`: the data dir
+lock, the node key, storage, the re-encryption pool) and closes it in reverse. A failure
+there is a `NodeFailure`, which `serve` prints as one line. `app[STOP]` ends a served node:
+the Redis supervisor requests it when the embedded redis-server keeps dying.
 """
 
 from __future__ import annotations
@@ -16,10 +18,8 @@ from .api.keys import BODY_BUDGET, METRICS, OPENAPI, SERVICES, SETTINGS, BodyBud
 from .api.middleware import authenticate, errors_and_metrics, request_body
 from .api.openapi import openapi_document
 from .api.routes import add_routes
-from .crypto_pool import ReencryptPool
 from .embedded_redis import EmbeddedRedis
 from .metrics import Metrics
-from .node_identity import load_or_create_identity
 from .service import (
     AccountService,
     Authenticator,
@@ -30,11 +30,13 @@ from .service import (
     SnapshotService,
 )
 from .settings import Settings
-from .storage import RedisStorage, Storage
+from .startup import NodeResources, Stop, node_resources
+from .storage import Storage
 
-__all__ = ["EMBEDDED_REDIS", "create_app"]
+__all__ = ["EMBEDDED_REDIS", "STOP", "create_app"]
 
 EMBEDDED_REDIS = web.AppKey("embedded_redis", EmbeddedRedis)
+STOP = web.AppKey("stop", Stop)
 
 
 def create_app(
@@ -55,70 +57,59 @@ def create_app(
     app[SETTINGS] = settings
     app[BODY_BUDGET] = BodyBudget(settings.max_inflight_body_bytes)
     app[METRICS] = Metrics()
+    app[STOP] = Stop()
     app[OPENAPI] = json.dumps(openapi_document()).encode()
     add_routes(app)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        store = storage
-        embedded = None
-        if store is None:
-            if settings.redis_url:
-                store = RedisStorage.connect(settings.redis_url, cluster=settings.redis_cluster)
-            else:
-                embedded = EmbeddedRedis(settings.data_dir, appendfsync=settings.appendfsync)
-                await embedded.start()
-                app[EMBEDDED_REDIS] = embedded
-                store = RedisStorage.connect(unix_socket=embedded.socket)
-        node = load_or_create_identity(settings.data_dir)
-        pool = ReencryptPool(node, settings.workers)
-        await pool.warm_up()
-        delegation = DelegationService(
-            store,
-            node,
-            clock=clock,
-            share_index=settings.share_index,
-            max_labels=settings.max_labels,
-            max_grant_seconds=settings.max_grant_seconds,
-        )
-        app[SERVICES] = Services(
-            storage=store,
-            node=node,
-            authenticator=Authenticator(
-                store,
-                clock=clock,
-                skew_seconds=settings.skew_seconds,
-                rate_per_minute=settings.rate_limit_per_minute,
-                node_id=node.node_id.hex(),
-            ),
-            accounts=AccountService(store, node, clock=clock, max_devices=settings.max_devices),
-            delegation=delegation,
-            snapshots=SnapshotService(
-                store,
-                delegation,
-                retention=settings.retention,
-                clock=clock,
-                skew_seconds=settings.skew_seconds,
-                node=node,
-                max_epoch_jump=settings.max_epoch_jump,
-            ),
-            manifests=ManifestService(store),
-            deletions=DeletionService(store, node, clock=clock),
-            reencryption=ReencryptionService(
-                store,
-                pool,
-                clock=clock,
-                share_index=settings.share_index,
-                node_id=node.node_id.hex(),
-            ),
-        )
-        try:
+        async with node_resources(settings, app[STOP], storage) as opened:
+            if opened.embedded is not None:
+                app[EMBEDDED_REDIS] = opened.embedded
+            app[SERVICES] = _services(settings, opened, clock)
             yield
-        finally:
-            pool.close()
-            if storage is None:
-                await store.close()
-            if embedded is not None:
-                await embedded.stop()
 
     app.cleanup_ctx.append(lifecycle)
     return app
+
+
+def _services(settings: Settings, opened: NodeResources, clock: Callable[[], float]) -> Services:
+    store, node = opened.storage, opened.node
+    delegation = DelegationService(
+        store,
+        node,
+        clock=clock,
+        share_index=settings.share_index,
+        max_labels=settings.max_labels,
+        max_grant_seconds=settings.max_grant_seconds,
+    )
+    return Services(
+        storage=store,
+        node=node,
+        authenticator=Authenticator(
+            store,
+            clock=clock,
+            skew_seconds=settings.skew_seconds,
+            rate_per_minute=settings.rate_limit_per_minute,
+            node_id=node.node_id.hex(),
+        ),
+        accounts=AccountService(store, node, clock=clock, max_devices=settings.max_devices),
+        delegation=delegation,
+        snapshots=SnapshotService(
+            store,
+            delegation,
+            retention=settings.retention,
+            clock=clock,
+            skew_seconds=settings.skew_seconds,
+            node=node,
+            max_epoch_jump=settings.max_epoch_jump,
+        ),
+        manifests=ManifestService(store),
+        deletions=DeletionService(store, node, clock=clock),
+        reencryption=ReencryptionService(
+            store,
+            opened.pool,
+            clock=clock,
+            share_index=settings.share_index,
+            node_id=node.node_id.hex(),
+        ),
+    )

@@ -1,20 +1,38 @@
-"""The `serve` command: options, each also read from a `STATECACHE_*` variable."""
+"""The `serve` command: options, each also read from a `STATECACHE_*` variable; and the
+`node` commands that need no running node (`node keygen`).
+
+Every failure to start or keep running prints one line, `statecache: ...`, on stderr: exit
+2 for an invalid option value (like any usage error), 1 for everything else (port in use,
+data dir unusable or in use, bad node key, Redis unreachable, the embedded redis-server
+dying too often). Never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import logging
+import os
 import signal
+import sys
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
+from pydantic import ValidationError
 
-from .app import create_app
+import pre
+
+from .app import STOP, create_app
+from .failures import NodeFailure, one_line
 from .logs import configure_logging
+from .node_identity import create_key_file
 from .settings import Settings
+from .startup import Stop, redact_url
 
-__all__ = ["add_serve_arguments", "main", "run", "serve"]
+__all__ = ["add_node_command", "add_serve_arguments", "main", "run", "serve"]
 
 log = logging.getLogger("statecache.node")
 
@@ -22,73 +40,183 @@ log = logging.getLogger("statecache.node")
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="listen address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="listen port (default 8700; 0 picks one)")
-    parser.add_argument("--data-dir", type=Path, help="node key and embedded Redis data")
+    parser.add_argument(
+        "--data-dir", type=Path, help="node key and embedded Redis data; locked while serving"
+    )
     parser.add_argument("--redis-url", help="external Redis instead of the embedded one")
     parser.add_argument(
-        "--redis-cluster", action="store_true", default=None, help="--redis-url is a cluster"
+        "--redis-cluster",
+        action="store_true",
+        default=None,
+        help="--redis-url is a Redis Cluster",
+    )
+    parser.add_argument(
+        "--redis-wait",
+        type=float,
+        metavar="SECONDS",
+        help="retry an external Redis unreachable at start this long, then exit 1 (default 30)",
+    )
+    parser.add_argument(
+        "--node-key",
+        type=Path,
+        metavar="FILE",
+        help="node key file to use, read only (from `statecache node keygen`); "
+        "default: DATA_DIR/node.key, created on first start",
     )
     parser.add_argument(
         "--appendfsync",
         choices=["always", "everysec"],
-        help="embedded Redis AOF fsync (default always: an acknowledged write is on disk)",
+        help="embedded Redis: fsync every write before acknowledging it (always, the "
+        "default) or once a second",
     )
     parser.add_argument("--share-index", type=int, help="which grant share this node holds")
     parser.add_argument(
-        "--skew-seconds", type=int, help="clock skew allowed in signed requests (default 300)"
+        "--skew-seconds", type=int, metavar="S", help="accepted request clock skew (default 300)"
     )
     parser.add_argument("--workers", type=int, help="re-encryption processes (default: cores)")
     parser.add_argument(
-        "--log-level", choices=["debug", "info", "warning", "error"], help="default info"
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="least level logged (JSON lines on stderr; default info)",
     )
     parser.add_argument(
         "--ready-file", type=Path, help="write 'host port' here once listening (scripts)"
     )
 
 
+_OPTIONS = (
+    "host", "port", "data_dir", "redis_url", "redis_cluster", "redis_wait", "node_key",
+    "appendfsync", "share_index", "skew_seconds", "workers", "log_level",
+)  # fmt: skip
+
+
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(
-        host=args.host,
-        port=args.port,
-        data_dir=args.data_dir,
-        redis_url=args.redis_url,
-        redis_cluster=args.redis_cluster,
-        appendfsync=args.appendfsync,
-        share_index=args.share_index,
-        skew_seconds=args.skew_seconds,
-        workers=args.workers,
-        log_level=args.log_level,
-    )
+    return Settings.from_env(**{name: getattr(args, name, None) for name in _OPTIONS})
+
+
+def _settings_problem(exc: ValidationError, args: argparse.Namespace) -> str:
+    """Pydantic's errors as one line naming the option (or variable) that was wrong."""
+    problems = []
+    for error in exc.errors(include_url=False):
+        loc = error["loc"]
+        field = str(loc[0]) if loc else ""
+        source, sep = "--" + field.replace("_", "-"), " "
+        if getattr(args, field, None) is None:  # not on the command line: the environment
+            source, sep = f"STATECACHE_{field.upper()}", "="
+            if field == "redis_url" and source not in os.environ:
+                source = "REDIS_URL"
+        value = error.get("input")
+        if field == "redis_url" and isinstance(value, str):
+            value = redact_url(value)
+        shown = f"{sep}{value}" if len(loc) == 1 and isinstance(value, str | int | float) else ""
+        problems.append(f"{source}{shown}: {error['msg'].removeprefix('Value error, ')}")
+    return " ".join("; ".join(problems).split())
 
 
 async def serve(settings: Settings, ready_file: Path | None = None) -> None:
-    """Run until SIGTERM or SIGINT, then shut down cleanly (Redis flushed, pool joined)."""
+    """Run until SIGTERM or SIGINT, then shut down cleanly (Redis flushed, pool joined).
+
+    Raises `NodeFailure` if the node cannot start, or must stop (the embedded redis-server
+    keeps dying); whatever was started is stopped first."""
     app = create_app(settings)
+    stop = app[STOP]
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.request)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
-    await site.start()
+    if not await _start(runner, stop):
+        log.info("stopped while starting")
+        return
+    try:
+        await _listen(runner, settings, ready_file)
+        await stop.wait()
+    except BaseException:
+        await _cleanup(runner, report=False)
+        raise
+    if stop.failure is not None:
+        log.error("stopping", extra={"reason": str(stop.failure)})
+        await _cleanup(runner, report=False)
+        raise stop.failure
+    log.info("stopping")
+    await _cleanup(runner, report=True)
+
+
+async def _start(runner: web.AppRunner, stop: Stop) -> bool:
+    """Set the app up (its lifecycle: lock, key, Redis, pool; closed again on failure);
+    False if a signal came first (e.g. while waiting for Redis): then nothing is left open."""
+    setup = asyncio.ensure_future(runner.setup())
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({setup, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not setup.done():
+        setup.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await setup
+        try:
+            await runner.app.cleanup()  # whatever the lifecycle had opened when cancelled
+        except Exception as exc:
+            log.error("clean shutdown failed", extra={"error": one_line(exc)})
+        return False
+    setup.result()  # a startup failure: raise it
+    return True
+
+
+async def _listen(runner: web.AppRunner, settings: Settings, ready_file: Path | None) -> None:
+    try:
+        await web.TCPSite(runner, settings.host, settings.port).start()
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else one_line(exc)
+        raise NodeFailure(
+            f"cannot listen on {settings.host} port {settings.port}: {reason}"
+        ) from None
     host, port = runner.addresses[0][:2]
     log.info("listening", extra={"host": host, "port": port, "data_dir": str(settings.data_dir)})
     if ready_file is not None:
-        tmp = ready_file.with_suffix(".tmp")
-        tmp.write_text(f"{host} {port}\n")
-        tmp.replace(ready_file)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        _write_ready_file(ready_file, f"{host} {port}\n")
+
+
+async def _cleanup(runner: web.AppRunner, *, report: bool) -> None:
+    """Stop serving and close the lifecycle; a failure there is raised as one line if
+    `report`, else (another failure is already on its way out) logged."""
     try:
-        await stop.wait()
-    finally:
-        log.info("stopping")
         await runner.cleanup()
+    except Exception as exc:
+        failure = NodeFailure(f"clean shutdown failed: {one_line(exc)}")
+        if report:
+            raise failure from None
+        log.error("clean shutdown failed", extra={"error": str(failure)})
+
+
+def _write_ready_file(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    except OSError as exc:
+        raise NodeFailure(f"cannot write ready file {path}: {one_line(exc)}") from None
+
+
+def _fail(message: str, status: int = 1) -> int:
+    print(f"statecache: {message}", file=sys.stderr)
+    return status
 
 
 def run(args: argparse.Namespace) -> int:
     """Serve with parsed `add_serve_arguments` options (`statecache serve` shares this)."""
-    settings = settings_from_args(args)
+    try:
+        settings = settings_from_args(args)
+    except ValidationError as exc:
+        return _fail(_settings_problem(exc, args), 2)
     configure_logging(settings.log_level)
-    asyncio.run(serve(settings, args.ready_file))
+    try:
+        asyncio.run(serve(settings, args.ready_file))
+    except NodeFailure as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except Exception as exc:
+        log.debug("unexpected failure", exc_info=True)
+        return _fail(f"unexpected error: {type(exc).__name__}: {one_line(exc)}")
     return 0
 
 
@@ -96,3 +224,55 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cache_service", description="Run a statecache node.")
     add_serve_arguments(parser)
     return run(parser.parse_args(argv))
+
+
+# `statecache node ...`
+
+
+def add_node_command(commands: Any) -> None:
+    """Add `node keygen` to the `statecache` subcommands (`commands` is the parser's
+    `add_subparsers()` object)."""
+    node = commands.add_parser("node", help="node administration that needs no running node")
+    node_cmds = node.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
+    description = (
+        "Make a node key (mode 0600) for `serve --node-key FILE`, e.g. to keep it in a "
+        "secret store; refuses to overwrite an existing file. Prints the node id and "
+        "public key."
+    )
+    keygen = node_cmds.add_parser("keygen", help="make a node key file", description=description)
+    keygen.add_argument("--out", metavar="FILE", type=Path, required=True, help="file to create")
+    keygen.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print one JSON object instead of text",
+    )
+    keygen.set_defaults(run=run_keygen)
+
+
+def run_keygen(args: argparse.Namespace) -> int:
+    as_json = bool(getattr(args, "json", False))
+    node = pre.NodeSecrets.generate()
+    try:
+        create_key_file(args.out, node)
+    except FileExistsError:
+        return _keygen_error(as_json, "refused", f"{args.out} exists: not overwriting a key")
+    except OSError as exc:
+        return _keygen_error(as_json, "error", f"cannot write {args.out}: {one_line(exc)}")
+    made = {
+        "file": str(args.out),
+        "node_id": node.node_id.hex(),
+        "public_key": node.public_key.hex(),
+    }
+    if as_json:
+        print(json.dumps(made))
+    else:
+        print("\n".join(f"{k}: {v}" for k, v in made.items()))
+    return 0
+
+
+def _keygen_error(as_json: bool, code: str, message: str) -> int:
+    if as_json:
+        print(json.dumps({"error": {"code": code, "message": message, "nodes": {}}}))
+        return 1
+    return _fail(message)

@@ -1,28 +1,103 @@
-"""This node's Ed25519 identity, created on first start and kept in its data directory."""
+"""This node's Ed25519 identity: `pre.NodeSecrets` bytes (its tagged 32-byte seed).
+
+Kept as `node.key` in the data directory, created on first start; or read-only from a file
+given with `--node-key` (a mounted secret), made by `statecache node keygen`. The file
+format is the same in both places, so a data dir's `node.key` can become a secret.
+
+A new key file is never written in place: a temp file with a unique name is written and
+fsynced, `link(2)`ed to the final name (which fails if the name exists), and the directory
+fsynced. Several processes creating the key at once all end up reading the one that was
+linked first, and no reader ever sees a partly written key.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import secrets
+import stat
 from pathlib import Path
 
 import pre
 
-__all__ = ["load_or_create_identity"]
+from .failures import NodeFailure, one_line
+
+__all__ = ["FILE_NAME", "create_key_file", "load_key_file", "load_or_create_identity"]
 
 FILE_NAME = "node.key"
+_MAX_SIZE = 4096  # a key file is a few dozen bytes; never read an arbitrary file whole
+
+log = logging.getLogger("statecache.node")
 
 
 def load_or_create_identity(data_dir: Path) -> pre.NodeSecrets:
+    """The data dir's node key, created if there is none yet."""
     path = Path(data_dir) / FILE_NAME
-    if path.exists():
-        return pre.NodeSecrets.from_bytes(path.read_bytes())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    secrets = pre.NodeSecrets.generate()
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(secrets.to_bytes())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return secrets
+    try:
+        return _read(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise NodeFailure(f"cannot read node key {path}: {one_line(exc)}") from None
+    try:
+        create_key_file(path, pre.NodeSecrets.generate())
+    except FileExistsError:
+        pass  # another process linked its key first: that one is the node's key
+    except OSError as exc:
+        raise NodeFailure(f"cannot create node key {path}: {one_line(exc)}") from None
+    try:
+        return _read(path)
+    except OSError as exc:
+        raise NodeFailure(f"cannot read node key {path}: {one_line(exc)}") from None
+
+
+def load_key_file(path: Path) -> pre.NodeSecrets:
+    """A node key from elsewhere (`--node-key`), read only; warns if others can read it."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+        secrets_ = _read(path)
+    except OSError as exc:
+        raise NodeFailure(f"cannot read node key {path}: {one_line(exc)}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning(
+            "node key file is readable by others: make it 0600 or 0400",
+            extra={"path": str(path), "mode": oct(stat.S_IMODE(mode))},
+        )
+    return secrets_
+
+
+def create_key_file(path: Path, node: pre.NodeSecrets) -> None:
+    """Write `node` to `path` (0600) through a fsynced temp file and `link(2)`.
+
+    Raises FileExistsError, leaving the existing file alone, if `path` exists."""
+    path = Path(path)
+    directory = path.parent
+    tmp = directory / f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(node.to_bytes())
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _read(path: Path) -> pre.NodeSecrets:
+    with path.open("rb") as f:
+        data = f.read(_MAX_SIZE + 1)
+    try:
+        if len(data) > _MAX_SIZE:
+            raise pre.PreError("too large")
+        return pre.NodeSecrets.from_bytes(data)
+    except pre.PreError:
+        raise NodeFailure(f"{path} is not a statecache node key") from None

@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from redis.asyncio.connection import parse_url
 
 __all__ = ["Settings"]
 
@@ -23,6 +24,20 @@ class Settings(BaseModel):
         default=None, description="external Redis; unset: embedded redis-server in data_dir"
     )
     redis_cluster: bool = False
+    redis_wait: Annotated[float, Field(ge=0, le=86_400)] = Field(
+        default=30.0,
+        description="an external Redis unreachable at start is retried with backoff this "
+        "many seconds, then the node exits 1",
+    )
+    redis_timeout: Annotated[float, Field(gt=0, le=300)] = Field(
+        default=3.0,
+        description="bound on each Redis connect and command: a hung Redis costs a request "
+        "this long, then a 503",
+    )
+    node_key: Path | None = Field(
+        default=None,
+        description="read the node key from this file (read only) instead of data_dir/node.key",
+    )
     appendfsync: Literal["always", "everysec"] = "always"
     share_index: Annotated[int, Field(ge=1, le=255)] = 1
     skew_seconds: Annotated[int, Field(ge=1, le=3600)] = 300
@@ -66,6 +81,16 @@ class Settings(BaseModel):
         description="re-encryption processes; 0 re-encrypts on the event loop (tests only)",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parse_url(value)  # ValueError: an unknown scheme or a bad query argument
+        if "://" not in value:
+            raise ValueError("expected redis://HOST[:PORT][/DB], rediss://... or unix://PATH")
+        return value
 
     def retention(self, kind: str) -> int:
         if kind in self.retain:

@@ -203,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands_.add_parser("serve", help="run a cache node")
     node_cli.add_serve_arguments(serve)
     serve.set_defaults(run=node_cli.run)
+    node_cli.add_node_command(commands_)
 
     mls = commands_.add_parser("mls", help="inspect MLS structures (no node involved)")
     mls_cmds = mls.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
@@ -503,7 +504,7 @@ def _fail(
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command in ("serve", "mls"):  # commands with no device home
+    if args.command in ("serve", "mls", "node"):  # commands with no device home
         result: int = args.run(args)
         return result
     _check(parser, args)

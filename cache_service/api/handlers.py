@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TypeVar
 
 from aiohttp import web
@@ -231,14 +232,19 @@ async def openapi(request: web.Request) -> web.Response:
     return web.Response(body=request.app[OPENAPI], content_type="application/json")
 
 
+READY_TIMEOUT = 1.0  # seconds: a storage that does not answer a PING this fast is not ready
+
+
 async def healthz(request: web.Request) -> web.Response:
+    """Liveness only: the process and its event loop answer (storage is not asked)."""
     return web.json_response({"status": "ok"})
 
 
 async def readyz(request: web.Request) -> web.Response:
     try:
-        ready = await services(request).storage.ping()
-    except Exception:  # any storage failure means "not ready"
+        async with asyncio.timeout(READY_TIMEOUT):
+            ready = await services(request).storage.ping()
+    except Exception:  # any storage failure, or no answer in time, means "not ready"
         ready = False
     if not ready:
         raise ServiceError(Code.UNAVAILABLE, "storage is not reachable")

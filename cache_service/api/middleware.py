@@ -2,8 +2,10 @@
 
 `errors_and_metrics` (outermost) is the one place errors become HTTP: `ServiceError` →
 its status and RFC 9457 problem+json; aiohttp's own refusals (unknown route, wrong method,
-body over the limit) → the same shape; anything unexpected → a bare 500 problem with no
-text from the exception, logged here. It also counts and times every request.
+body over the limit) → the same shape; storage unreachable or timing out → 503
+`unavailable`; anything unexpected → a bare 500 problem with no text from the exception,
+logged here. It also counts and times every request, and logs each one: 4xx at info, 5xx
+at error.
 
 `request_body` refuses content-coded and oversize bodies unread, holds the body's bytes
 against the node-wide `BodyBudget` (refusing it unread, 429, when it does not fit), and
@@ -85,10 +87,10 @@ async def errors_and_metrics(request: web.Request, handler: Handler) -> web.Stre
         response = problem_response(ServiceError(Code.MALFORMED, "the body could not be read"))
         response.force_close()  # the rest of the body is unread: the connection is spent
         extra["code"] = Code.MALFORMED.value
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-        log.warning("storage unavailable", extra={"route": route})
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         response = problem_response(ServiceError(Code.UNAVAILABLE, "try again shortly"))
         extra["code"] = Code.UNAVAILABLE.value
+        extra["cause"] = f"storage: {type(exc).__name__}"
     except Exception:
         log.exception("unhandled error", extra={"route": route})
         response = web.json_response(
@@ -111,7 +113,9 @@ async def errors_and_metrics(request: web.Request, handler: Handler) -> web.Stre
     if extra.get("code") in _AUTH_CODES:
         metrics.auth_rejections.labels(extra["code"]).inc()
     caller = request.get(CALLER)
-    log.info(
+    # a refusal of the client (4xx) is routine: info; a failure of the node (5xx): error
+    log.log(
+        logging.ERROR if response.status >= 500 else logging.INFO,
         "request",
         extra={
             "route": route,

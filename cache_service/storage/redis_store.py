@@ -32,6 +32,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 
 from ..errors import Code, ServiceError, deleted_error
 from .base import (
@@ -285,17 +287,39 @@ class RedisStorage(RedisAccountDeletion):
 
     @classmethod
     def connect(
-        cls, url: str | None = None, *, unix_socket: str | None = None, cluster: bool = False
+        cls,
+        url: str | None = None,
+        *,
+        unix_socket: str | None = None,
+        cluster: bool = False,
+        timeout: float = 3.0,
     ) -> RedisStorage:
+        """`timeout` bounds each connect and each command: a hung Redis costs a request
+        that long, then a 503. A command whose connection broke (Redis restarted) is
+        retried once on a fresh connection; a timed-out one is not retried."""
+        bounds: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
         if cluster:
             if url is None:
                 raise ValueError("Redis Cluster needs a URL")
-            return cls(aioredis.RedisCluster.from_url(url))
+            return cls(aioredis.RedisCluster.from_url(url, **bounds))
+        bounds["retry"] = Retry(
+            ExponentialWithJitterBackoff(base=0.01, cap=0.2),
+            retries=1,
+            supported_errors=(redis.exceptions.ConnectionError,),
+        )
         if unix_socket is not None:
-            return cls(aioredis.Redis(unix_socket_path=unix_socket, health_check_interval=30))
+            return cls(
+                aioredis.Redis(unix_socket_path=unix_socket, health_check_interval=30, **bounds)
+            )
         if url is None:
             raise ValueError("need a Redis URL or a unix socket")
-        return cls(aioredis.Redis.from_url(url, health_check_interval=30))
+        return cls(aioredis.Redis.from_url(url, health_check_interval=30, **bounds))
+
+    async def reconnect(self) -> None:
+        """Drop every pooled connection (Redis was restarted): the next commands open new
+        ones instead of finding the old ones broken."""
+        if isinstance(self._r, aioredis.Redis):
+            await self._r.connection_pool.disconnect()
 
     _k = staticmethod(account_key)
 

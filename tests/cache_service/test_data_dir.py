@@ -1,0 +1,171 @@
+"""One node per data dir, one key per node: the data dir lock, node key creation racing on
+an empty dir, and a redis-server left behind by a killed node. Real node processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+import pre
+from cache_service.data_dir import LOCK_NAME
+from tests.cache_service.conftest import short_tempdir
+from tests.cache_service.node_process import (
+    NODE,
+    assert_one_line_failure,
+    clean_env,
+    device_ids,
+    put_account,
+    redis_servers_in,
+    run,
+    start,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def base() -> Iterator[Path]:
+    path = short_tempdir("sc-dd-")
+    yield path
+    for pid in redis_servers_in(path / "node"):
+        os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+async def test_a_second_node_on_a_data_dir_is_refused_and_the_first_goes_on(base: Path) -> None:
+    data_dir = base / "node"
+    first = start(data_dir, log=base / "first.log")
+    try:
+        redis_pid = first.redis_pid()
+        sock = os.stat(data_dir / "redis.sock")
+        key = (data_dir / "node.key").read_bytes()
+        assert (data_dir / LOCK_NAME).read_text() == f"{first.pid}\n"
+
+        for entry in (NODE, [sys.executable, "-m", "client_sdk.cli", "serve"]):
+            second = run([*entry, "--data-dir", str(data_dir), "--port", "0", "--workers", "0"])
+            assert_one_line_failure(second, f"data dir {data_dir} in use by pid {first.pid}")
+
+        # the first node's Redis, socket and key are untouched, and it still serves
+        assert first.proc.poll() is None
+        assert first.redis_pid() == redis_pid
+        assert os.stat(data_dir / "redis.sock").st_ino == sock.st_ino
+        assert (data_dir / "node.key").read_bytes() == key
+        async with aiohttp.ClientSession() as session:
+            async with session.get(first.url + "/readyz") as resp:
+                assert resp.status == 200
+            account, member = await put_account(session, first.url)
+            assert member in await device_ids(session, first.url, account)
+    finally:
+        first.stop()
+    assert first.proc.returncode == 0, first.stderr()
+    # released with the node: the next one starts, with the same key
+    again = start(data_dir, log=base / "again.log")
+    try:
+        assert (data_dir / "node.key").read_bytes() == key
+    finally:
+        again.stop()
+
+
+_CREATE = """
+import sys, time
+from pathlib import Path
+from cache_service.node_identity import load_or_create_identity
+start = float(sys.argv[2])
+while time.time() < start:
+    pass
+print(load_or_create_identity(Path(sys.argv[1])).node_id.hex())
+"""
+
+
+def test_concurrent_key_creation_on_an_empty_dir_agrees_on_one_key(base: Path) -> None:
+    data_dir = base / "empty"
+    data_dir.mkdir()
+    go = str(time.time() + 1.5)  # every process is up and spinning by then
+    argv = [sys.executable, "-c", _CREATE, str(data_dir), go]
+    procs = [
+        subprocess.Popen(argv, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(6)
+    ]
+    results = [(p.communicate(timeout=30), p.returncode) for p in procs]
+    assert all(rc == 0 for _, rc in results), results
+    ids = {out.decode().strip() for (out, _), _ in results}
+    assert ids == {pre.NodeSecrets.from_bytes((data_dir / "node.key").read_bytes()).node_id.hex()}
+    assert sorted(p.name for p in data_dir.iterdir()) == ["node.key"]  # no temp file left
+
+
+def test_concurrent_serves_on_an_empty_dir_one_serves_one_key(base: Path) -> None:
+    data_dir = base / "node"
+    argv = [*NODE, "--data-dir", str(data_dir), "--port", "0", "--workers", "0"]
+    argv += ["--log-level", "warning"]
+    procs = [
+        subprocess.Popen(
+            [*argv, "--ready-file", str(base / f"ready{i}")],
+            env=clean_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(4)
+    ]
+    try:
+        deadline = time.monotonic() + 30
+        while sum(p.poll() is not None for p in procs) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        running = [p for p in procs if p.poll() is None]
+        assert len(running) == 1, [p.returncode for p in procs]
+        winner = running[0]
+        for loser in procs:
+            if loser is not winner:
+                _, err = loser.communicate()
+                result = subprocess.CompletedProcess(loser.args, loser.returncode, "", err)
+                assert_one_line_failure(result, f"data dir {data_dir} in use by pid {winner.pid}")
+        while not any((base / f"ready{i}").exists() for i in range(4)):
+            assert winner.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        key = pre.NodeSecrets.from_bytes((data_dir / "node.key").read_bytes())
+        port = next(
+            (base / f"ready{i}").read_text().split()[1]
+            for i in range(4)
+            if (base / f"ready{i}").exists()
+        )
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/node", timeout=10) as resp:
+            info = json.loads(resp.read())
+        assert info["node_id"] == key.node_id.hex()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                p.communicate(timeout=15)
+
+
+async def test_a_redis_server_left_by_a_killed_node_is_shut_down_by_the_next(
+    base: Path,
+) -> None:
+    data_dir = base / "node"
+    first = start(data_dir, log=base / "first.log")
+    async with aiohttp.ClientSession() as session:
+        account, member = await put_account(session, first.url)
+        stray = first.redis_pid()
+        first.proc.kill()  # SIGKILL: no chance to stop its redis-server
+        first.proc.wait()
+        assert redis_servers_in(data_dir) == [stray]  # still running, on the node's files
+
+        second = start(data_dir, log=base / "second.log")
+        try:
+            assert stray not in redis_servers_in(data_dir)
+            assert redis_servers_in(data_dir) == [second.redis_pid()]
+            assert member in await device_ids(session, second.url, account)
+            assert "shutting down a redis-server left running" in second.stderr()
+        finally:
+            second.stop()

@@ -1,0 +1,165 @@
+"""The embedded redis-server is supervised: killed, it is restarted on the same AOF (data
+intact); dying too often ends the node in one line; hung (SIGSTOP), `/readyz` says 503
+within about a second while `/healthz` stays 200, requests get a bounded 503, and all is
+ready again soon after it resumes (SIGCONT). Real node processes, real redis-servers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from cache_service.embedded_redis import RESTART_LIMIT
+from cache_service.protocol import models as m
+from tests.cache_service.conftest import new_account, short_tempdir
+from tests.cache_service.node_process import (
+    NodeProcess,
+    clean_env,
+    device_ids,
+    put_account,
+    redis_servers_in,
+    start,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def base() -> Iterator[Path]:
+    path = short_tempdir("sc-sup-")
+    yield path
+    for pid in redis_servers_in(path / "node"):
+        os.kill(pid, signal.SIGCONT)
+        os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+async def status_of(session: aiohttp.ClientSession, url: str) -> int:
+    async with session.get(url, timeout=aiohttp.ClientTimeout(total=10)) as resp:
+        return resp.status
+
+
+async def wait_status(
+    session: aiohttp.ClientSession, url: str, status: int, within: float
+) -> float:
+    """Seconds until `url` answers `status`; fails after `within`."""
+    started = time.monotonic()
+    while (got := await status_of(session, url)) != status:
+        assert time.monotonic() - started < within, f"{url}: still {got}"
+        await asyncio.sleep(0.1)
+    return time.monotonic() - started
+
+
+def log_events(node: NodeProcess) -> list[dict[str, object]]:
+    return [json.loads(line) for line in node.stderr().splitlines() if line.startswith("{")]
+
+
+async def test_a_killed_redis_server_is_restarted_with_the_data(base: Path) -> None:
+    node = start(base / "node", log=base / "node.log")
+    try:
+        async with aiohttp.ClientSession() as session:
+            account, member = await put_account(session, node.url)
+            first = node.redis_pid()
+            os.kill(first, signal.SIGKILL)
+            await wait_status(session, node.url + "/readyz", 200, within=10)
+            restarted = node.redis_pid()
+            assert restarted != first
+            # acknowledged before the crash (appendfsync always): still there
+            assert member in await device_ids(session, node.url, account)
+            # and the node writes again
+            again, other = await put_account(session, node.url)
+            assert other in await device_ids(session, node.url, again)
+        events = log_events(node)
+        died = [e for e in events if e["event"] == "redis-server exited"]
+        assert [(e["level"], e["pid"], e["returncode"]) for e in died] == [
+            ("error", first, -signal.SIGKILL)
+        ]
+        assert any(e["event"] == "redis-server restarted" for e in events)
+        assert node.proc.poll() is None
+    finally:
+        node.stop()
+    assert node.proc.returncode == 0
+
+
+async def test_a_redis_server_that_keeps_dying_ends_the_node_in_one_line(base: Path) -> None:
+    node = start(base / "node", log=base / "node.log")
+    try:
+        for _ in range(RESTART_LIMIT):
+            killed = node.redis_pid()
+            os.kill(killed, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            # until it is restarted, or (the last time) the node exits
+            while node.proc.poll() is None and node.redis_pid_now() in (None, killed):
+                assert time.monotonic() < deadline, node.stderr()
+                time.sleep(0.05)
+        assert node.wait(20) == 1
+    finally:
+        node.stop()
+    lines = node.stderr().splitlines()
+    assert "Traceback" not in node.stderr()
+    assert lines[-1] == (
+        f"statecache: the embedded redis-server died {RESTART_LIMIT} times within 60 s; "
+        f"stopping the node (see {base / 'node' / 'redis.log'})"
+    )
+    assert all(line.startswith("{") for line in lines[:-1])  # the rest is the JSON log
+    assert redis_servers_in(base / "node") == []
+
+
+async def test_a_hung_redis_server_is_not_ready_but_alive(base: Path) -> None:
+    env = clean_env(STATECACHE_REDIS_TIMEOUT="1")
+    node = start(base / "node", log=base / "node.log", env=env)
+    account = new_account(time.time())
+    body = m.RegisterAccountRequest(
+        account=account.record.to_bytes(), admin_certificate=account.admin.cert.to_bytes()
+    ).model_dump_json()
+    try:
+        async with aiohttp.ClientSession() as session:
+            assert await status_of(session, node.url + "/readyz") == 200
+            redis_pid = node.redis_pid()
+            os.kill(redis_pid, signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                assert await status_of(session, node.url + "/readyz") == 503
+                assert time.monotonic() - started < 1.5
+                assert await status_of(session, node.url + "/healthz") == 200
+
+                # a request needing storage: a 503 problem, within the Redis timeout
+                started = time.monotonic()
+                async with session.post(
+                    node.url + "/v1/accounts",
+                    data=body,
+                    headers={"Content-Type": "application/json"},
+                    timeout=aiohttp.ClientTimeout(total=15),
+                ) as resp:
+                    problem = await resp.json(content_type=None)
+                    assert resp.status == 503
+                    assert resp.content_type == "application/problem+json"
+                assert problem["code"] == "unavailable"
+                assert time.monotonic() - started < 5
+                assert node.proc.poll() is None
+                assert node.redis_pid() == redis_pid  # hung is not dead: not restarted
+            finally:
+                os.kill(redis_pid, signal.SIGCONT)
+            await wait_status(session, node.url + "/readyz", 200, within=10)
+            async with session.post(
+                node.url + "/v1/accounts",
+                data=body,
+                headers={"Content-Type": "application/json"},
+            ) as resp:
+                assert resp.status in (200, 201)
+        events = log_events(node)
+        unavailable = [e for e in events if e.get("status") == 503]
+        assert unavailable and {e["level"] for e in unavailable} == {"error"}
+        refused = [e for e in events if isinstance(e.get("status"), int) and e["status"] < 500]
+        assert {e["level"] for e in refused} <= {"info", "warning"}
+    finally:
+        node.stop()
+    assert node.proc.returncode == 0
