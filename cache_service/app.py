@@ -99,6 +99,8 @@ def create_app(
                 skew_seconds=settings.skew_seconds,
                 node=node,
                 max_epoch_jump=settings.max_epoch_jump,
+                quota_groups=settings.quota_groups,
+                quota_stored_bytes=settings.quota_stored_bytes,
             ),
             manifests=ManifestService(store),
             reencryption=ReencryptionService(

@@ -1,0 +1,131 @@
+"""What the account's nodes take, checked before anything is sealed or uploaded.
+
+Each node advertises its limits in `GET /v1/node` (the answer the SDK reads before any
+signed request anyway). A publish must be stored by M nodes, so a state is refused here
+when fewer than M of the nodes that answered would take it: the limit is the M-th largest
+advertised, so no one node can block publishing by advertising a tiny limit, and a node
+taking less than the others is reported when it refuses. A node that advertises nothing
+(an older node) counts with the defaults; with no node reachable, the defaults apply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from cache_service.protocol import models as m
+from cache_service.protocol.codes import Code, Quota
+from cache_service.protocol.limits import (
+    DEFAULT_MAX_BODY_BYTES,
+    PUBLISH_ENVELOPE,
+    b64_length,
+    format_mib,
+    largest_state,
+)
+
+from .errors import QuotaExceeded, StatecacheError, StateTooLarge
+from .outcomes import NodeOutcome
+
+if TYPE_CHECKING:
+    from .node_client import NodeClient
+    from .outbox import OutboxEntry
+    from .publisher import SnapshotInput
+    from .session import Session
+
+__all__ = ["UploadLimit", "check_sizes", "chunks", "quota_failure", "quota_message", "upload_limit"]
+
+_CHUNK_SEALED_BYTES = 4 * 1024 * 1024  # sealed bytes per publish request, at most
+
+
+@dataclass(frozen=True)
+class UploadLimit:
+    max_body_bytes: int
+    largest_state: int
+
+
+DEFAULT_LIMIT = UploadLimit(DEFAULT_MAX_BODY_BYTES, largest_state(DEFAULT_MAX_BODY_BYTES))
+
+
+def limit_of(limits: m.NodeLimits | None) -> UploadLimit:
+    """One node's limit; its advertised largest state is believed only as far as its body
+    limit carries it."""
+    if limits is None:
+        return DEFAULT_LIMIT
+    body = limits.max_body_bytes
+    return UploadLimit(body, min(limits.largest_state, largest_state(body)))
+
+
+async def upload_limit(session: Session) -> UploadLimit:
+    """The limit M of the session's nodes take (see the module's text)."""
+    nodes = session.nodes
+
+    async def one(node: NodeClient) -> UploadLimit | None:
+        try:
+            await node.identity()
+        except (StatecacheError, OSError):
+            return None  # unreachable or lying: the publish reports it
+        return limit_of(node.limits)
+
+    found = [x for x in await asyncio.gather(*(one(n) for n in nodes)) if x is not None]
+    if not found:
+        return DEFAULT_LIMIT
+    found.sort(key=lambda x: x.largest_state, reverse=True)
+    return found[min(session.threshold, len(found)) - 1]
+
+
+def check_sizes(items: Sequence[SnapshotInput], limit: UploadLimit) -> None:
+    for item in items:
+        size = len(item.plaintext)
+        if size > limit.largest_state:
+            raise StateTooLarge(
+                size, limit.largest_state, f"group {item.group_id.hex()} {item.kind}"
+            )
+
+
+def chunks(entries: list[OutboxEntry], max_body_bytes: int) -> list[list[OutboxEntry]]:
+    """Sealed snapshots in publish requests: each body within `max_body_bytes` and at most
+    4 MiB of sealed data and `MAX_BATCH` items (a snapshot alone may be larger)."""
+    out: list[list[OutboxEntry]] = []
+    current: list[OutboxEntry] = []
+    sealed, body = 0, PUBLISH_ENVELOPE
+    for entry in entries:
+        n = len(entry.snapshot.to_bytes())
+        cost = b64_length(n) + 3  # `"<base64>",`
+        if current and (
+            sealed + n > _CHUNK_SEALED_BYTES
+            or body + cost > max_body_bytes
+            or len(current) == m.MAX_BATCH
+        ):
+            out.append(current)
+            current, sealed, body = [], 0, PUBLISH_ENVELOPE
+        current.append(entry)
+        sealed, body = sealed + n, body + cost
+    if current:
+        out.append(current)
+    return out
+
+
+_QUOTA_WORDS = {
+    Quota.GROUPS.value: lambda n: f"{n:,} groups",
+    Quota.STORED_BYTES.value: lambda n: f"{format_mib(n)} of stored state",
+}
+
+
+def quota_message(result: m.PublishResult) -> str:
+    """A node's quota refusal in the SDK's words (its own text is not repeated)."""
+    words = _QUOTA_WORDS.get(result.quota or "")
+    if words is None or result.limit is None:
+        return "an account quota is reached"
+    return f"the account's quota of {words(result.limit)} is reached"
+
+
+def quota_failure(what: str, needed: int, nodes: dict[str, NodeOutcome]) -> QuotaExceeded | None:
+    """A failed publish whose refusals include quotas: one line saying which, and what to
+    do, rather than "fewer than M nodes answered"."""
+    refused = [o for o in nodes.values() if o.code is Code.QUOTA_EXCEEDED]
+    reasons = sorted({o.message or "an account quota is reached" for o in refused})
+    if not reasons:
+        return None
+    return QuotaExceeded(what, needed, nodes, reasons)
