@@ -39,7 +39,9 @@ from .errors import (
     KeystoreError,
     NodeError,
     NodeUnavailable,
+    QuotaExceeded,
     StatecacheError,
+    StateTooLarge,
     ThresholdNotMet,
     VerificationFailed,
 )
@@ -344,6 +346,7 @@ def _publish(ctx: Context, a: argparse.Namespace) -> Pending:
         epoch=a.epoch,
         data=commands.read_input(a.file),
         label=a.label,
+        source=a.file,
     )
 
 
@@ -386,6 +389,8 @@ def _one_line(exc: BaseException) -> str:
 
 def _error_code(exc: BaseException) -> str:
     """A failure's machine code for `--json`: the node's code, or what the SDK found."""
+    if isinstance(exc, QuotaExceeded | StateTooLarge):
+        return exc.code
     if isinstance(exc, NodeError | NodeUnavailable | VerificationFailed):
         code = exc.outcome().code
         return code.value if code is not None else "node_error"

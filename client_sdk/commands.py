@@ -25,6 +25,7 @@ from .device import (
     enrollment_request,
     parse_enrollment,
 )
+from .errors import StateTooLarge
 from .home import Home
 from .keystore import Profile
 from .output import EXIT_INCOMPLETE, Cell, Progress, Result, Table, timestamp
@@ -304,11 +305,15 @@ def read_input(source: str, stdin: TextIO | None = None) -> bytes:
 
 
 async def publish(
-    ctx: Context, *, group_id: bytes, kind: str, epoch: int, data: bytes, label: str
-) -> Result:
+    ctx: Context, *, group_id: bytes, kind: str, epoch: int, data: bytes, label: str,
+    source: str | None = None,
+) -> Result:  # fmt: skip
     profile = ctx.home.load()
     async with connect(ctx, profile) as sc:
-        report = await sc.publish([SnapshotInput(group_id, kind, epoch, data, label=label)])
+        try:
+            report = await sc.publish([SnapshotInput(group_id, kind, epoch, data, label=label)])
+        except StateTooLarge as exc:  # named as the user named it
+            raise exc.named("stdin" if source in (None, "-") else str(source)) from None
     return Result(
         fields={
             "group_id": group_id.hex(),
