@@ -189,6 +189,9 @@ class ThresholdNotMet(StatecacheError):
         return {url: o for url, o in self.nodes.items() if o.state is not NodeState.OK}
 
 
+_MiB = 1024 * 1024
+
+
 class QuotaExceeded(ThresholdNotMet):
     """Nodes refused a publish for an account quota (`quota_exceeded`): `reasons` says
     which, in the SDK's words."""
@@ -215,8 +218,9 @@ class StateTooLarge(StatecacheError, ValueError):
 
     def __init__(self, size: int, limit: int, what: str) -> None:
         self.size, self.limit, self.what = size, limit, what
-        shown, most = format_mib(size, up=True), format_mib(limit)
-        if shown == most:  # one decimal does not tell them apart
+        if limit >= _MiB and size - limit >= _MiB // 10:
+            shown, most = format_mib(size, up=True), format_mib(limit)
+        else:  # within one decimal of MiB of each other: exact
             shown, most = f"{size:,} bytes", f"{limit:,} bytes"
         super().__init__(f"{what} is {shown}; the largest state a node takes is {most}")
 

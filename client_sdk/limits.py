@@ -79,9 +79,8 @@ def check_sizes(items: Sequence[SnapshotInput], limit: UploadLimit) -> None:
     for item in items:
         size = len(item.plaintext)
         if size > limit.largest_state:
-            raise StateTooLarge(
-                size, limit.largest_state, f"group {item.group_id.hex()} {item.kind}"
-            )
+            what = f"the {item.kind} of group {item.group_id.hex()}"
+            raise StateTooLarge(size, limit.largest_state, what)
 
 
 def chunks(entries: list[OutboxEntry], max_body_bytes: int) -> list[list[OutboxEntry]]:
