@@ -39,7 +39,7 @@ MiB = 1024 * 1024
 def _largest_header_seal(tenant: Tenant, size: int) -> pre.SealedSnapshot:
     """A snapshot whose header is as large as a header gets."""
     group = os.urandom(pre.MAX_GROUP_ID_SIZE)
-    capsule, kek = pre.create_key_capsule(
+    _, kek = pre.create_key_capsule(
         tenant.account.secrets, pre.label_for_group(group), 0, now=int(tenant.now)
     )
     return pre.seal_snapshot(
@@ -160,6 +160,18 @@ async def test_a_new_group_beyond_the_quota_is_refused_naming_it(start_node: Sta
         device=tenant.account.admin,
     )
     assert_problem(raw, 403, "quota_exceeded")
+
+
+async def test_one_account_at_its_quota_leaves_another_unaffected(
+    start_node: StartNode,
+) -> None:
+    node = await start_node(quota_groups=1)
+    full, other = await make_tenant(node), await make_tenant(node)
+    await full.admin_client.put_snapshot(full.seal(group=b"mine"))
+    await expect_error(
+        full.admin_client.put_snapshot(full.seal(group=b"more")), 403, "quota_exceeded"
+    )
+    assert (await other.admin_client.put_snapshot(other.seal(group=b"more"))).status == "stored"
 
 
 async def test_replaced_snapshots_do_not_count_against_the_stored_bytes(
