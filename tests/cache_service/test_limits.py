@@ -19,6 +19,7 @@ from cache_service.protocol.limits import (
     largest_state,
     publish_body_bytes,
 )
+from cache_service.settings import Settings
 from tests.cache_service.conftest import (
     Node,
     OwnRedis,
@@ -290,3 +291,22 @@ async def test_registration_behind_a_trusted_proxy_counts_the_forwarded_client(
     assert (await _register(node, {"X-Forwarded-For": "198.51.100.2"}))[0] == 201
     status, answer = await _register(node, {"X-Forwarded-For": "198.51.100.1"})
     assert status == 429 and answer["body"]["code"] == "rate_limited"
+
+
+def test_limit_settings_have_environment_twins() -> None:
+    settings = Settings.from_env(
+        {
+            "STATECACHE_TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.1,",
+            "STATECACHE_REGISTER_PER_HOUR": "5",
+            "STATECACHE_QUOTA_GROUPS": "3",
+            "STATECACHE_QUOTA_STORED_BYTES": "4096",
+        }
+    )
+    assert settings.trusted_proxies == ("10.0.0.0/8", "192.0.2.1")
+    assert (settings.register_per_hour, settings.quota_groups) == (5, 3)
+    assert settings.quota_stored_bytes == 4096
+    defaults = Settings()
+    assert (defaults.register_per_hour, defaults.trusted_proxies) == (20, ())
+    assert (defaults.quota_groups, defaults.quota_stored_bytes) == (10_000, 1024 * MiB)
+    with pytest.raises(ValueError, match="not-an-address"):
+        Settings.from_env({"STATECACHE_TRUSTED_PROXIES": "not-an-address"})
