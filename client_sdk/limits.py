@@ -10,7 +10,6 @@ taking less than the others is reported when it refuses. A node that advertises 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -25,7 +24,7 @@ from cache_service.protocol.limits import (
     largest_state,
 )
 
-from .errors import QuotaExceeded, StatecacheError, StateTooLarge
+from .errors import QuotaExceeded, StateTooLarge
 from .outcomes import NodeOutcome
 
 if TYPE_CHECKING:
@@ -58,20 +57,17 @@ def limit_of(limits: m.NodeLimits | None) -> UploadLimit:
 
 
 async def upload_limit(session: Session) -> UploadLimit:
-    """The limit M of the session's nodes take (see the module's text)."""
-    nodes = session.nodes
+    """The limit M of the session's nodes take (see the module's text). Asked as every
+    call is: a hung node is waited for no longer than the publish would wait for it."""
 
-    async def one(node: NodeClient) -> UploadLimit | None:
-        try:
-            await node.identity()
-        except (StatecacheError, OSError):
-            return None  # unreachable or lying: the publish reports it
+    async def limits(node: NodeClient) -> UploadLimit:
+        await node.identity()
         return limit_of(node.limits)
 
-    found = [x for x in await asyncio.gather(*(one(n) for n in nodes)) if x is not None]
+    answers = await session.fan.call(limits, quorum=session.threshold)
+    found = sorted(answers.results.values(), key=lambda x: x.largest_state, reverse=True)
     if not found:
-        return DEFAULT_LIMIT
-    found.sort(key=lambda x: x.largest_state, reverse=True)
+        return DEFAULT_LIMIT  # none answered: the publish reports why
     return found[min(session.threshold, len(found)) - 1]
 
 
