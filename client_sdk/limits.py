@@ -42,6 +42,7 @@ _CHUNK_SEALED_BYTES = 4 * 1024 * 1024  # sealed bytes per publish request, at mo
 class UploadLimit:
     max_body_bytes: int
     largest_state: int
+    max_batch: int = m.MAX_BATCH
 
 
 DEFAULT_LIMIT = UploadLimit(DEFAULT_MAX_BODY_BYTES, largest_state(DEFAULT_MAX_BODY_BYTES))
@@ -53,7 +54,9 @@ def limit_of(limits: m.NodeLimits | None) -> UploadLimit:
     if limits is None:
         return DEFAULT_LIMIT
     body = limits.max_body_bytes
-    return UploadLimit(body, min(limits.largest_state, largest_state(body)))
+    return UploadLimit(
+        body, min(limits.largest_state, largest_state(body)), min(limits.max_batch, m.MAX_BATCH)
+    )
 
 
 async def upload_limit(session: Session) -> UploadLimit:
@@ -65,10 +68,19 @@ async def upload_limit(session: Session) -> UploadLimit:
         return limit_of(node.limits)
 
     answers = await session.fan.call(limits, quorum=session.threshold)
-    found = sorted(answers.results.values(), key=lambda x: x.largest_state, reverse=True)
+    found = list(answers.results.values())
     if not found:
         return DEFAULT_LIMIT  # none answered: the publish reports why
-    return found[min(session.threshold, len(found)) - 1]
+    index = min(session.threshold, len(found)) - 1
+
+    def mth(values: list[int]) -> int:
+        return sorted(values, reverse=True)[index]
+
+    return UploadLimit(
+        mth([x.max_body_bytes for x in found]),
+        mth([x.largest_state for x in found]),
+        mth([x.max_batch for x in found]),
+    )
 
 
 def check_sizes(items: Sequence[SnapshotInput], limit: UploadLimit) -> None:
@@ -79,9 +91,9 @@ def check_sizes(items: Sequence[SnapshotInput], limit: UploadLimit) -> None:
             raise StateTooLarge(size, limit.largest_state, what)
 
 
-def chunks(entries: list[OutboxEntry], max_body_bytes: int) -> list[list[OutboxEntry]]:
-    """Sealed snapshots in publish requests: each body within `max_body_bytes` and at most
-    4 MiB of sealed data and `MAX_BATCH` items (a snapshot alone may be larger)."""
+def chunks(entries: list[OutboxEntry], limit: UploadLimit) -> list[list[OutboxEntry]]:
+    """Sealed snapshots in publish requests: each body within the limit's body size and
+    batch, and at most 4 MiB of sealed data (a snapshot alone may be larger)."""
     out: list[list[OutboxEntry]] = []
     current: list[OutboxEntry] = []
     sealed, body = 0, PUBLISH_ENVELOPE
@@ -90,8 +102,8 @@ def chunks(entries: list[OutboxEntry], max_body_bytes: int) -> list[list[OutboxE
         cost = b64_length(n) + 3  # `"<base64>",`
         if current and (
             sealed + n > _CHUNK_SEALED_BYTES
-            or body + cost > max_body_bytes
-            or len(current) == m.MAX_BATCH
+            or body + cost > limit.max_body_bytes
+            or len(current) >= limit.max_batch
         ):
             out.append(current)
             current, sealed, body = [], 0, PUBLISH_ENVELOPE

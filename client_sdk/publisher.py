@@ -155,7 +155,7 @@ class Publisher:
         counts = _Counts()
         nodes = self._session.nodes
         threshold = self._session.threshold
-        batches = chunks(entries, limit.max_body_bytes)
+        batches = chunks(entries, limit)
         for index, chunk in enumerate(batches):
             snaps = [e.snapshot for e in chunk]
             # Every node is waited for, but for no more than half the time left once M

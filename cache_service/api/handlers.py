@@ -74,11 +74,12 @@ def _key_epoch(request: web.Request) -> int:
 
 
 async def register_account(request: web.Request) -> web.Response:
-    # Counted before the body is parsed or verified: refused attempts cost the same.
+    body = await parse_body(request, m.RegisterAccountRequest)
+    # Counted once the body has the right shape, before its records are verified: an
+    # attempt that fails verification counts as much as one that succeeds.
     await services(request).accounts.count_registration(
         client_address(request), per_hour=request.app[SETTINGS].register_per_hour
     )
-    body = await parse_body(request, m.RegisterAccountRequest)
     info, created = await services(request).accounts.register(body)
     return respond(info, 201 if created else 200)
 

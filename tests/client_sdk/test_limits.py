@@ -73,6 +73,21 @@ async def test_the_limit_is_what_m_nodes_take_so_one_node_cannot_block(
         assert report.per_node_failures[small.url].code is Code.TOO_LARGE
 
 
+async def test_publish_requests_fit_the_body_limit_and_batch_the_nodes_advertise(
+    cluster: Cluster,
+) -> None:
+    await _restart(cluster, max_body_bytes=BODY, max_batch=2)
+    profile = await cluster.account()
+    async with cluster.statecache(profile) as sc:
+        # 3 states of 100 kB: all in one request would be a body of about 400 kB
+        large = [
+            SnapshotInput(os.urandom(16), "group_state", 1, os.urandom(100_000)) for _ in range(3)
+        ]
+        small = [SnapshotInput(os.urandom(16), "group_state", 1, b"state") for _ in range(5)]
+        report = await sc.publish(large + small)
+    assert (report.stored, report.per_node_failures) == (8, {})
+
+
 def test_sizes_read_in_mib_when_a_decimal_tells_them_apart() -> None:
     default = largest_state(16 * 1024 * 1024)
     size = 13 * 1024 * 1024 + 100_000
