@@ -10,6 +10,7 @@ taking less than the others is reported when it refuses. A node that advertises 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -24,7 +25,7 @@ from cache_service.protocol.limits import (
     largest_state,
 )
 
-from .errors import QuotaExceeded, StateTooLarge
+from .errors import QuotaExceeded, StatecacheError, StateTooLarge
 from .outcomes import NodeOutcome
 
 if TYPE_CHECKING:
@@ -60,15 +61,29 @@ def limit_of(limits: m.NodeLimits | None) -> UploadLimit:
 
 
 async def upload_limit(session: Session) -> UploadLimit:
-    """The limit M of the session's nodes take (see the module's text). Asked as every
-    call is: a hung node is waited for no longer than the publish would wait for it."""
-
-    async def limits(node: NodeClient) -> UploadLimit:
-        await node.identity()
-        return limit_of(node.limits)
-
-    answers = await session.fan.call(limits, quorum=session.threshold)
-    found = list(answers.results.values())
+    """The limit M of the session's nodes take (see the module's text), from the nodes
+    that answer by `straggler_grace` after M did. A node still answering is not given up:
+    its `GET /v1/node` goes on, and the publish that follows waits for that same request
+    (no second one), as long as it waits for any answer of that node. Nothing is noted
+    against a node here: the publish reports what each node did."""
+    fan = session.fan
+    tasks = [asyncio.ensure_future(_limit(node)) for node in session.nodes]
+    for task in tasks:
+        task.add_done_callback(_consume)
+    found: list[UploadLimit] = []
+    pending: set[asyncio.Future[UploadLimit | None]] = set(tasks)
+    grace_ends: float | None = None
+    loop = asyncio.get_running_loop()
+    while pending:
+        timeout = fan.command.remaining() if grace_ends is None else grace_ends - loop.time()
+        done, pending = await asyncio.wait(
+            pending, timeout=max(0.0, timeout), return_when=asyncio.FIRST_COMPLETED
+        )
+        if not done:
+            break
+        found += [x for x in (t.result() for t in done) if x is not None]
+        if grace_ends is None and len(found) >= session.threshold:
+            grace_ends = loop.time() + fan.policy.straggler_grace
     if not found:
         return DEFAULT_LIMIT  # none answered: the publish reports why
     index = min(session.threshold, len(found)) - 1
@@ -81,6 +96,19 @@ async def upload_limit(session: Session) -> UploadLimit:
         mth([x.largest_state for x in found]),
         mth([x.max_batch for x in found]),
     )
+
+
+async def _limit(node: NodeClient) -> UploadLimit | None:
+    try:
+        await node.identity()
+    except (StatecacheError, OSError, TimeoutError):
+        return None  # unreachable or lying: the publish finds out and reports it
+    return limit_of(node.limits)
+
+
+def _consume(task: asyncio.Future[UploadLimit | None]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: a failure here is the publish's to report
 
 
 def check_sizes(items: Sequence[SnapshotInput], limit: UploadLimit) -> None:
