@@ -62,10 +62,8 @@ def limit_of(limits: m.NodeLimits | None) -> UploadLimit:
 
 async def upload_limit(session: Session) -> UploadLimit:
     """The limit M of the session's nodes take (see the module's text), from the nodes
-    that answer by `straggler_grace` after M did. A node still answering is not given up:
-    its `GET /v1/node` goes on, and the publish that follows waits for that same request
-    (no second one), as long as it waits for any answer of that node. Nothing is noted
-    against a node here: the publish reports what each node did."""
+    that answer by `straggler_grace` after M did. Nothing is noted against a node here:
+    the publish that follows asks every node again and reports what each did."""
     fan = session.fan
     tasks = [asyncio.ensure_future(_limit(node)) for node in session.nodes]
     for task in tasks:
@@ -74,16 +72,20 @@ async def upload_limit(session: Session) -> UploadLimit:
     pending: set[asyncio.Future[UploadLimit | None]] = set(tasks)
     grace_ends: float | None = None
     loop = asyncio.get_running_loop()
-    while pending:
-        timeout = fan.command.remaining() if grace_ends is None else grace_ends - loop.time()
-        done, pending = await asyncio.wait(
-            pending, timeout=max(0.0, timeout), return_when=asyncio.FIRST_COMPLETED
-        )
-        if not done:
-            break
-        found += [x for x in (t.result() for t in done) if x is not None]
-        if grace_ends is None and len(found) >= session.threshold:
-            grace_ends = loop.time() + fan.policy.straggler_grace
+    try:
+        while pending:
+            timeout = fan.command.remaining() if grace_ends is None else grace_ends - loop.time()
+            done, pending = await asyncio.wait(
+                pending, timeout=max(0.0, timeout), return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                break
+            found += [x for x in (t.result() for t in done) if x is not None]
+            if grace_ends is None and len(found) >= session.threshold:
+                grace_ends = loop.time() + fan.policy.straggler_grace
+    finally:
+        for task in pending:
+            task.cancel()
     if not found:
         return DEFAULT_LIMIT  # none answered: the publish reports why
     index = min(session.threshold, len(found)) - 1
