@@ -84,8 +84,8 @@ async def upload_limit(session: Session) -> UploadLimit:
             if grace_ends is None and len(found) >= session.threshold:
                 grace_ends = loop.time() + fan.policy.straggler_grace
     finally:
-        for task in pending:
-            task.cancel()
+        for late in pending:
+            late.cancel()
     if not found:
         return DEFAULT_LIMIT  # none answered: the publish reports why
     index = min(session.threshold, len(found)) - 1
