@@ -21,12 +21,12 @@ from cache_service.protocol.limits import (
     DEFAULT_MAX_BODY_BYTES,
     PUBLISH_ENVELOPE,
     b64_length,
-    format_mib,
     largest_state,
 )
 
 from .errors import QuotaExceeded, StatecacheError, StateTooLarge
 from .outcomes import NodeOutcome
+from .output import human_bytes
 
 if TYPE_CHECKING:
     from .node_client import NodeClient
@@ -146,7 +146,7 @@ def chunks(entries: list[OutboxEntry], limit: UploadLimit) -> list[list[OutboxEn
 
 _QUOTA_WORDS = {
     Quota.GROUPS.value: lambda n: f"{n:,} groups",
-    Quota.STORED_BYTES.value: lambda n: f"{format_mib(n)} of stored state",
+    Quota.STORED_BYTES.value: lambda n: f"{human_bytes(n)} of stored state",
 }
 
 

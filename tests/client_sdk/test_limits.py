@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from cache_service.protocol import models as m
 from cache_service.protocol.codes import Code
 from cache_service.protocol.limits import format_mib, largest_state
 from client_sdk.device import SnapshotInput
 from client_sdk.errors import QuotaExceeded, StateTooLarge
-from client_sdk.limits import DEFAULT_LIMIT, limit_of
+from client_sdk.limits import DEFAULT_LIMIT, limit_of, quota_message
 from client_sdk.local_nodes import start_nodes, stop_nodes
 from tests.client_sdk.conftest import Cluster
 from tests.client_sdk.test_cli import cli, node_args  # noqa: F401 - the `cli` fixture
@@ -118,6 +119,22 @@ async def test_a_quota_refusal_says_which_quota_and_what_to_do(cluster: Cluster)
         "ask the nodes' operator to raise the quota, or publish less"
     )
     assert all(o.code is Code.QUOTA_EXCEEDED for o in refused.value.failures.values())
+
+
+def test_a_quota_is_worded_from_the_answer_s_fields_not_its_text() -> None:
+    def result(**kw: object) -> m.PublishResult:
+        answer = {"status": "rejected", "code": "quota_exceeded", "detail": "x\u202e", **kw}
+        return m.PublishResult.model_validate_json(json.dumps(answer))
+
+    assert quota_message(result(quota="stored_bytes", limit=2**30)) == (
+        "the account's quota of 1.0 GiB of stored state is reached"
+    )
+    assert quota_message(result(quota="groups", limit=10_000)) == (
+        "the account's quota of 10,000 groups is reached"
+    )
+    assert quota_message(result(quota="from_a_newer_node", limit=3)) == (
+        "an account quota is reached"
+    )
 
 
 # the command line, against node processes
