@@ -169,14 +169,14 @@ def test_statecache_publish_refuses_a_state_too_large_before_uploading(
     assert cli(home, "account init --threshold 2", *node_args(small_nodes)).code == 0
     largest, big = tmp_path / "largest.bin", tmp_path / "state.bin"
     largest.write_bytes(os.urandom(LARGEST))
-    big.write_bytes(os.urandom(LARGEST + 60_000))
+    big.write_bytes(os.urandom(LARGEST + 1))
     publish = "--json publish --group aa01 --kind group_state --epoch 1 --file"
     assert cli(home, publish, largest).json["stored"] == 1
     before = [_publishes(u) for u in small_nodes]
     ran = cli(home, "publish --group aa02 --kind group_state --epoch 1 --file", big)
     ran.failed_cleanly()
     assert ran.err == (
-        f"statecache: {big} is {LARGEST + 60_000:,} bytes; "
+        f"statecache: {big} is {LARGEST + 1:,} bytes; "
         f"the largest state a node takes is {LARGEST:,} bytes\n"
     )
     error = cli(home, publish.replace("aa01", "aa02"), big).failed_cleanly()
