@@ -102,6 +102,8 @@ def _services(settings: Settings, opened: NodeResources, clock: Callable[[], flo
             skew_seconds=settings.skew_seconds,
             node=node,
             max_epoch_jump=settings.max_epoch_jump,
+            quota_groups=settings.quota_groups,
+            quota_stored_bytes=settings.quota_stored_bytes,
         ),
         manifests=ManifestService(store),
         deletions=DeletionService(store, node, clock=clock),

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from redis.asyncio.connection import parse_url
+
+from .protocol.limits import DEFAULT_MAX_BODY_BYTES
 
 __all__ = ["Settings"]
 
@@ -41,7 +44,11 @@ class Settings(BaseModel):
     appendfsync: Literal["always", "everysec"] = "always"
     share_index: Annotated[int, Field(ge=1, le=255)] = 1
     skew_seconds: Annotated[int, Field(ge=1, le=3600)] = 300
-    max_body_bytes: Annotated[int, Field(ge=1024)] = 16 * _MiB
+    max_body_bytes: Annotated[int, Field(ge=1024, lt=2**40)] = Field(
+        default=DEFAULT_MAX_BODY_BYTES,
+        description="largest request body; the largest state a device can publish follows "
+        "from it (`protocol.limits.largest_state`: about 3/4 of it, for base64 in JSON)",
+    )
     max_batch: Annotated[int, Field(ge=1, le=256)] = 256
     max_labels: Annotated[int, Field(ge=1)] = 10_000
     max_devices: Annotated[int, Field(ge=1)] = 256
@@ -52,6 +59,25 @@ class Settings(BaseModel):
         "snapshot may be (409 epoch_too_far beyond); the first is bounded by 2^53 - 1 only",
     )
     rate_limit_per_minute: Annotated[int, Field(ge=1)] = 6_000
+    register_per_hour: Annotated[int, Field(ge=1, lt=2**31)] = Field(
+        default=20,
+        description="account registrations and deletions (POST /v1/accounts, POST "
+        ".../deletion: unsigned, each may leave state) per client address and hour, counted "
+        "in Redis (429 rate_limited with Retry-After beyond)",
+    )
+    trusted_proxies: tuple[str, ...] = Field(
+        default=(),
+        description="addresses or CIDRs of reverse proxies whose X-Forwarded-For names the "
+        "client (comma-separated in STATECACHE_TRUSTED_PROXIES); none: the socket peer",
+    )
+    quota_groups: Annotated[int, Field(ge=1, lt=2**31)] = Field(
+        default=10_000,
+        description="groups with stored snapshots per account (403 quota_exceeded beyond)",
+    )
+    quota_stored_bytes: Annotated[int, Field(ge=1024, lt=2**50)] = Field(
+        default=1024 * _MiB,
+        description="bytes of sealed snapshots stored per account (403 quota_exceeded beyond)",
+    )
     idle_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
         default=60.0,
         description="close a connection whose next request head is not complete this long "
@@ -92,6 +118,13 @@ class Settings(BaseModel):
             raise ValueError("expected redis://HOST[:PORT][/DB], rediss://... or unix://PATH")
         return value
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            ipaddress.ip_network(item, strict=False)  # a ValueError names the bad entry
+        return value
+
     def retention(self, kind: str) -> int:
         if kind in self.retain:
             return self.retain[kind]
@@ -105,7 +138,12 @@ class Settings(BaseModel):
         for name in cls.model_fields:
             raw = env.get(f"STATECACHE_{name.upper()}")
             if raw is not None:
-                values[name] = _parse_retain(raw) if name == "retain" else raw
+                if name == "retain":
+                    values[name] = _parse_retain(raw)
+                elif name == "trusted_proxies":
+                    values[name] = tuple(filter(None, (p.strip() for p in raw.split(","))))
+                else:
+                    values[name] = raw
         if "REDIS_URL" in env and "redis_url" not in values:
             values["redis_url"] = env["REDIS_URL"]
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -49,7 +49,9 @@ from .errors import (
     NodeError,
     NodeUnavailable,
     NotApproved,
+    QuotaExceeded,
     StatecacheError,
+    StateTooLarge,
     ThresholdNotMet,
     VerificationFailed,
 )
@@ -429,6 +431,7 @@ def _publish(ctx: Context, a: argparse.Namespace) -> Pending:
         epoch=a.epoch,
         data=commands.read_input(a.file),
         label=a.label,
+        source=a.file,
     )
 
 
@@ -464,6 +467,8 @@ def _one_line(exc: BaseException) -> str:
 
 def _error_code(exc: BaseException) -> str:
     """A failure's machine code for `--json`: the node's code, or what the SDK found."""
+    if isinstance(exc, QuotaExceeded | StateTooLarge):
+        return exc.code
     if isinstance(exc, NodeError | NodeUnavailable | VerificationFailed):
         code = exc.outcome().code
         return code.value if code is not None else "node_error"

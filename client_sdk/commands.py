@@ -23,7 +23,7 @@ from .device import (
 )
 from .enrolment import check_request
 from .enrolment_view import ALREADY_REVOKED, approval_result
-from .errors import EnrolmentRefused
+from .errors import EnrolmentRefused, StateTooLarge
 from .home import Home
 from .keystore import Profile
 from .output import EXIT_INCOMPLETE, Cell, Progress, Result, Table, timestamp
@@ -321,11 +321,15 @@ def read_input(source: str, stdin: TextIO | None = None) -> bytes:
 
 
 async def publish(
-    ctx: Context, *, group_id: bytes, kind: str, epoch: int, data: bytes, label: str
-) -> Result:
+    ctx: Context, *, group_id: bytes, kind: str, epoch: int, data: bytes, label: str,
+    source: str | None = None,
+) -> Result:  # fmt: skip
     profile = ctx.home.load()
     async with connect(ctx, profile) as sc:
-        report = await sc.publish([SnapshotInput(group_id, kind, epoch, data, label=label)])
+        try:
+            report = await sc.publish([SnapshotInput(group_id, kind, epoch, data, label=label)])
+        except StateTooLarge as exc:  # named as the user named it
+            raise exc.named("stdin" if source in (None, "-") else str(source)) from None
     return Result(
         fields={
             "group_id": group_id.hex(),

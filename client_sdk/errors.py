@@ -8,6 +8,9 @@
     ├── ThresholdNotMet      fewer than M nodes gave a valid answer (`nodes`: each node's
     │   │                    typed `NodeOutcome`)
     │   └── NotApproved      ... because no node knows this device: not approved yet
+    │   └── QuotaExceeded    ... because nodes refused it for an account quota
+    ├── StateTooLarge        a state larger than the nodes take, refused before sealing
+    │                        (also ValueError)
     ├── VerificationFailed   a node's answer failed verification (wraps a pre.PreError)
     │   ├── BadAnswer        an answer off the API: shape, size, count, paging, identity
     │   ├── RollbackError    a snapshot's MLS epoch is below one this device already knows
@@ -34,6 +37,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from cache_service.protocol.codes import Code, parse_code
+from cache_service.protocol.limits import format_mib
 
 from .outcomes import LocalCode, NodeOutcome, NodeState
 
@@ -52,7 +56,9 @@ __all__ = [
     "NodeUnavailable",
     "NotApproved",
     "Purged",
+    "QuotaExceeded",
     "RollbackError",
+    "StateTooLarge",
     "StatecacheError",
     "ThresholdNotMet",
     "TreeMismatch",
@@ -213,6 +219,45 @@ def _failures_text(nodes: Mapping[str, NodeOutcome]) -> str:
         if len(urls) == len(nodes):
             return f"all {len(urls)} nodes: {reason}"
     return "; ".join(f"{', '.join(urls)}: {reason}" for reason, urls in by_reason.items())
+
+
+_MiB = 1024 * 1024
+
+
+class QuotaExceeded(ThresholdNotMet):
+    """Nodes refused a publish for an account quota (`quota_exceeded`): `reasons` says
+    which, in the SDK's words."""
+
+    code = "quota_exceeded"
+
+    def __init__(
+        self, what: str, needed: int, nodes: Mapping[str, NodeOutcome], reasons: list[str]
+    ) -> None:
+        super().__init__(what, needed, nodes)
+        self.reasons = reasons
+        refused = sum(o.code is Code.QUOTA_EXCEEDED for o in self.nodes.values())
+        self.args = (
+            f"{what}: refused by {refused} of {len(self.nodes)} nodes: {'; '.join(reasons)}; "
+            "ask the nodes' operator to raise the quota, or publish less",
+        )
+
+
+class StateTooLarge(StatecacheError, ValueError):
+    """A state larger than the nodes take (`size` and `limit` in bytes), refused before
+    anything is sealed or uploaded. `what` names it (a file name, for the CLI)."""
+
+    code = "too_large"
+
+    def __init__(self, size: int, limit: int, what: str) -> None:
+        self.size, self.limit, self.what = size, limit, what
+        if limit >= _MiB and size - limit >= _MiB // 10:
+            shown, most = format_mib(size, up=True), format_mib(limit)
+        else:  # within one decimal of MiB of each other: exact
+            shown, most = f"{size:,} bytes", f"{limit:,} bytes"
+        super().__init__(f"{what} is {shown}; the largest state a node takes is {most}")
+
+    def named(self, what: str) -> StateTooLarge:
+        return StateTooLarge(self.size, self.limit, what)
 
 
 class ContentConflict(StatecacheError):

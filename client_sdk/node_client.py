@@ -72,6 +72,7 @@ class NodeClient:
         self.node_key = pinned_key  # the node's identity key: pinned, or learnt at first use
         self.share_index = share_index  # the share this node must hold (its position)
         self._identity_checked = False
+        self.limits: m.NodeLimits | None = None  # as its `GET /v1/node` advertised them
         # Keys the other nodes of this session showed (key -> URL): one key, one position.
         self._keys_in_use = {} if keys_in_use is None else keys_in_use
         self._identity_lock = asyncio.Lock()
@@ -109,6 +110,7 @@ class NodeClient:
                 self._keys_in_use[info.public_key] = ""
                 raise BadAnswer("shows the same identity key as another node", self.base_url)
             self.node_key, self._identity_checked = info.public_key, True
+            self.limits = info.limits
             return info.public_key
 
     def _check_deleted(self, error: NodeError) -> None:

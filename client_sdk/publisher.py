@@ -23,6 +23,7 @@ from .confirmations import CLOCK_SKEW
 from .directory import DeviceDirectory, verify_listing
 from .errors import BadAnswer, ContentConflict, ThresholdNotMet
 from .keyring import Keyring
+from .limits import check_sizes, chunks, quota_failure, quota_message, upload_limit
 from .manifest_view import ManifestView
 from .node_client import NodeClient
 from .outbox import Outbox, OutboxEntry
@@ -35,7 +36,6 @@ from .trees import TreeInput, TreeStore
 __all__ = ["ACCOUNT_LABEL", "PublishReport", "Publisher", "SnapshotInput"]
 
 ACCOUNT_LABEL = "account"
-_PUBLISH_CHUNK_BYTES = 4 * 1024 * 1024
 
 Key = tuple[bytes, str, int]  # (group, kind, MLS epoch)
 
@@ -139,6 +139,11 @@ class Publisher:
                 duplicates += 1
                 continue
             todo.append((item, content, held))
+        if not todo:
+            return PublishReport(0, duplicates, self._session.outcomes.snapshot())
+        # What M nodes take (their `GET /v1/node`), before anything is sealed or uploaded.
+        limit = await upload_limit(self._session)
+        check_sizes([item for item, _, held in todo if held is None], limit)
         entries: list[OutboxEntry] = []
         sealed_now: set[Key] = set()
         for item, content, held in todo:
@@ -153,8 +158,8 @@ class Publisher:
         counts = _Counts()
         nodes = self._session.nodes
         threshold = self._session.threshold
-        chunks = _chunks(entries)
-        for index, chunk in enumerate(chunks):
+        batches = chunks(entries, limit)
+        for index, chunk in enumerate(batches):
             snaps = [e.snapshot for e in chunk]
             # Every node is waited for, but for no more than half the time left once M
             # answered: the confirmations that follow need the rest.
@@ -176,7 +181,9 @@ class Publisher:
                         failures[url] = NodeOutcome(
                             NodeState.UNAVAILABLE,  # it answered, but did not store it
                             code,
-                            _refusal(result, chunk[i].snapshot.header.mls_epoch),
+                            quota_message(result)
+                            if code is Code.QUOTA_EXCEEDED
+                            else _refusal(result, chunk[i].snapshot.header.mls_epoch),
                         )
                         self._session.outcomes.note(url, failures[url])
                         stale[i] += code is Code.STALE_KEY_EPOCH
@@ -194,12 +201,14 @@ class Publisher:
                 for entry, n in zip(chunk, stale, strict=True):
                     if n >= len(nodes) - threshold + 1:
                         self.outbox.remove(entry.key)
-                for later in chunks[index + 1 :]:  # sealed by this call and never sent
+                for later in batches[index + 1 :]:  # sealed by this call and never sent
                     for entry in later:
                         if entry.key in sealed_now:
                             self.outbox.remove(entry.key)
                 nodes_seen = {url: OK for url in answers.results} | failures
-                raise ThresholdNotMet("publish", threshold, nodes_seen)
+                raise quota_failure("publish", threshold, nodes_seen) or ThresholdNotMet(
+                    "publish", threshold, nodes_seen
+                )
             for entry, fresh in zip(chunk, new, strict=True):
                 h = entry.snapshot.header
                 stored, duplicates = stored + fresh, duplicates + (not fresh)
@@ -412,19 +421,3 @@ def _refusal(result: m.PublishResult, mls_epoch: int) -> str:
 
 def _one_line(text: str | None) -> str | None:
     return None if text is None else " ".join(text.split())[:300]
-
-
-def _chunks(sealed: list[OutboxEntry]) -> list[list[OutboxEntry]]:
-    out: list[list[OutboxEntry]] = []
-    current: list[OutboxEntry] = []
-    size = 0
-    for snap in sealed:
-        n = len(snap.snapshot.to_bytes())
-        if current and (size + n > _PUBLISH_CHUNK_BYTES or len(current) == m.MAX_BATCH):
-            out.append(current)
-            current, size = [], 0
-        current.append(snap)
-        size += n
-    if current:
-        out.append(current)
-    return out

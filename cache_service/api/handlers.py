@@ -11,6 +11,8 @@ from pydantic import BaseModel, ValidationError
 from ..errors import Code, ServiceError
 from ..protocol import models as m
 from ..protocol.b64 import decode_b64url
+from ..protocol.limits import largest_state
+from .client_address import client_address
 from .keys import METRICS, OPENAPI, SETTINGS, caller, services
 
 M = TypeVar("M", bound=BaseModel)
@@ -74,6 +76,11 @@ def _key_epoch(request: web.Request) -> int:
 
 async def register_account(request: web.Request) -> web.Response:
     body = await parse_body(request, m.RegisterAccountRequest)
+    # Counted once the body has the right shape, before its records are verified: an
+    # attempt that fails verification counts as much as one that succeeds.
+    await services(request).accounts.count_registration(
+        client_address(request), per_hour=request.app[SETTINGS].register_per_hour
+    )
     info, created = await services(request).accounts.register(body)
     return respond(info, 201 if created else 200)
 
@@ -104,6 +111,10 @@ async def revoke_device(request: web.Request) -> web.Response:
 
 async def delete_account(request: web.Request) -> web.Response:
     body = await parse_body(request, m.AccountDeletionBody)
+    # Unsigned, and it may leave a tombstone: counted with registrations per address.
+    await services(request).accounts.count_registration(
+        client_address(request), per_hour=request.app[SETTINGS].register_per_hour
+    )
     return respond(await services(request).deletions.delete(request.match_info["account_id"], body))
 
 
@@ -219,11 +230,20 @@ async def reencrypt(request: web.Request) -> web.Response:
 
 async def node_info(request: web.Request) -> web.Response:
     node = services(request).node
+    settings = request.app[SETTINGS]
     info = m.NodeInfo(
         node_id=node.node_id.hex(),
         public_key=node.public_key,
-        share_index=request.app[SETTINGS].share_index,
+        share_index=settings.share_index,
         version=VERSION,
+        limits=m.NodeLimits(
+            max_body_bytes=settings.max_body_bytes,
+            largest_state=largest_state(settings.max_body_bytes),
+            max_batch=settings.max_batch,
+            quota_groups=settings.quota_groups,
+            quota_stored_bytes=settings.quota_stored_bytes,
+            register_per_hour=settings.register_per_hour,
+        ),
     )
     return respond(info)
 

@@ -51,7 +51,8 @@ V1 = "/v1/accounts/" + ACCOUNT
 
 ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/accounts", h.register_account,
-          "Register an account with its first admin device (self-certifying).",
+          "Register an account with its first admin device (self-certifying); limited per"
+          " client address (429 rate_limited with Retry-After beyond).",
           body=m.RegisterAccountRequest, responses={201: m.AccountInfo, 200: m.AccountInfo},
           public=True),
     Route("GET", V1, h.get_account, "The account record.", responses={200: m.AccountInfo}),
@@ -91,10 +92,12 @@ ROUTES: tuple[Route, ...] = (
           "Store this node's grant share for a device (admin); verified on receipt.",
           body=m.GrantShareBody, responses={204: None}),
     Route("POST", V1 + "/snapshots", h.publish_snapshots,
-          "Publish a batch of sealed snapshots; one result per item.",
+          "Publish a batch of sealed snapshots; one result per item (quota_exceeded names"
+          " the account quota a refused item would exceed).",
           body=m.PublishRequest, responses={200: m.PublishResponse}),
     Route("PUT", V1 + "/groups/" + GROUP + "/" + KIND, h.put_snapshot,
-          "Publish one sealed snapshot; 409 states the current epoch.",
+          "Publish one sealed snapshot; 409 states the current epoch, 403 quota_exceeded"
+          " the account quota it would exceed.",
           body=m.SnapshotBody, responses={201: m.PublishResult, 200: m.PublishResult}),
     Route("POST", V1 + "/confirmations", h.confirm_snapshots,
           "Keep other nodes' receipts for snapshots this node holds; one result per item.",
@@ -105,7 +108,7 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", V1 + "/reencrypt", h.reencrypt,
           "Re-encrypt the key capsules the caller holds grants for; one result per item.",
           body=m.ReencryptRequest, responses={200: m.ReencryptResponse}),
-    Route("GET", "/v1/node", h.node_info, "This node's identity and share index.",
+    Route("GET", "/v1/node", h.node_info, "This node's identity, share index and limits.",
           responses={200: m.NodeInfo}, public=True),
     Route("GET", "/v1/openapi.json", h.openapi, "This document.", public=True),
     Route("GET", "/healthz", h.healthz, "Liveness.", public=True),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["STATUS", "TITLES", "Code", "PublishStatus", "parse_code"]
+__all__ = ["STATUS", "TITLES", "Code", "PublishStatus", "Quota", "parse_code"]
 
 
 class Code(StrEnum):
@@ -22,6 +22,7 @@ class Code(StrEnum):
     CLOCK_SKEW = "clock_skew"
     FORBIDDEN = "forbidden"
     DEVICE_REVOKED = "device_revoked"
+    QUOTA_EXCEEDED = "quota_exceeded"  # an account quota (`quota`, `limit` in the problem)
     # 404 / 405
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
@@ -57,6 +58,7 @@ STATUS: dict[Code, int] = {
     Code.CLOCK_SKEW: 401,
     Code.FORBIDDEN: 403,
     Code.DEVICE_REVOKED: 403,
+    Code.QUOTA_EXCEEDED: 403,
     Code.NOT_FOUND: 404,
     Code.METHOD_NOT_ALLOWED: 405,
     Code.REQUEST_TIMEOUT: 408,
@@ -80,6 +82,7 @@ TITLES: dict[Code, str] = {
     Code.CLOCK_SKEW: "Request time outside the accepted window",
     Code.FORBIDDEN: "Not allowed for this device",
     Code.DEVICE_REVOKED: "Device revoked",
+    Code.QUOTA_EXCEEDED: "Account quota exceeded",
     Code.NOT_FOUND: "Not found",
     Code.METHOD_NOT_ALLOWED: "Method not allowed",
     Code.REQUEST_TIMEOUT: "Request body not received in time",
@@ -102,6 +105,13 @@ class PublishStatus(StrEnum):
     STORED = "stored"
     DUPLICATE = "duplicate"  # an identical retry: nothing changed
     REJECTED = "rejected"
+
+
+class Quota(StrEnum):
+    """Which account quota a `quota_exceeded` problem names (its `quota` member)."""
+
+    GROUPS = "groups"  # groups with stored snapshots
+    STORED_BYTES = "stored_bytes"  # bytes of sealed snapshots stored
 
 
 def parse_code(value: object) -> Code:

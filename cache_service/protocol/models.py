@@ -38,6 +38,7 @@ __all__ = [
     "ManifestBody",
     "ManifestInfo",
     "NodeInfo",
+    "NodeLimits",
     "Problem",
     "PublishRequest",
     "PublishResponse",
@@ -220,6 +221,9 @@ class PublishResult(_Model):
     code: str | None = None
     detail: str | None = None
     current_epoch: int | None = None
+    # quota_exceeded: which quota (a `codes.Quota` value) and its value on this node
+    quota: Annotated[str, Field(max_length=32)] | None = None
+    limit: Annotated[int, Field(ge=0, lt=1 << 63)] | None = None
 
     @property
     def error_code(self) -> Code | None:
@@ -331,8 +335,28 @@ class ReencryptResponse(_Model):
     results: list[ReencryptResult]
 
 
+Count = Annotated[int, Field(ge=1, lt=1 << 53)]
+
+
+class NodeLimits(_Model):
+    """What this node takes, so a device checks before it uploads. A newer node may name
+    more limits: unknown members are ignored, not refused."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", str_max_length=4096, strict=True)
+
+    max_body_bytes: Count
+    largest_state: Count = Field(
+        description="the largest plaintext state a publish carries (`protocol.limits`)"
+    )
+    max_batch: Count
+    quota_groups: Count = Field(description="groups with stored snapshots per account")
+    quota_stored_bytes: Count = Field(description="bytes of sealed snapshots per account")
+    register_per_hour: Count = Field(description="registrations per client address and hour")
+
+
 class NodeInfo(_Model):
     node_id: str
     public_key: Annotated[bytes, Base64Url(32, 32)]
     share_index: int
     version: str
+    limits: NodeLimits | None = None  # absent from nodes before limits were advertised

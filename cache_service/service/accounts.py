@@ -10,6 +10,8 @@ from ..storage import Storage
 from .auth import Caller
 from .records import Clock, decode, verifying
 
+REGISTRATION_WINDOW = 3600  # seconds: `Settings.register_per_hour`
+
 
 class AccountService:
     def __init__(
@@ -19,6 +21,20 @@ class AccountService:
         self._node = node
         self._clock = clock
         self._max_devices = max_devices
+
+    async def count_registration(self, address: str, *, per_hour: int) -> None:
+        """Count a registration attempt from `address` (`api.client_address`); refuse it
+        (429, Retry-After) beyond `per_hour` in the address's current window."""
+        count, retry_after = await self._storage.count_registration(
+            address, window=REGISTRATION_WINDOW
+        )
+        if count > per_hour:
+            raise ServiceError(
+                Code.RATE_LIMITED,
+                f"at most {per_hour} account registrations per hour from one address; "
+                f"retry in {retry_after} s",
+                retry_after=retry_after,
+            )
 
     async def register(self, body: m.RegisterAccountRequest) -> tuple[m.AccountInfo, bool]:
         """Self-certifying: the record's root key names the account, the first admin

@@ -13,6 +13,7 @@ import pre
 
 from ..errors import Code, ServiceError
 from ..protocol import models as m
+from ..protocol.codes import Quota
 from ..storage import SnapshotWrite, Storage, StoredSnapshot, WriteOutcome
 from .auth import Caller
 from .delegation import DelegationService
@@ -32,6 +33,10 @@ _REJECTIONS = {
         "MLS epoch is more than the allowed jump above the newest stored",
     ),
 }
+_QUOTAS = {
+    WriteOutcome.QUOTA_GROUPS: (Quota.GROUPS, "a new group is beyond", "groups"),
+    WriteOutcome.QUOTA_STORED_BYTES: (Quota.STORED_BYTES, "storing it exceeds", "bytes stored"),
+}
 # A purge reads a group's snapshots page by page to find the author's.
 _PURGE_PAGE = 500
 _MANIFEST_KEY_CACHE = 1024  # accounts whose manifest node keys are kept decoded
@@ -48,7 +53,11 @@ class SnapshotService:
         skew_seconds: int,
         node: pre.NodeSecrets,
         max_epoch_jump: int = 65_536,
+        quota_groups: int = 10_000,
+        quota_stored_bytes: int = 1 << 30,
     ) -> None:
+        self._quota_groups = quota_groups
+        self._quota_stored_bytes = quota_stored_bytes
         self._storage = storage
         self._node = node
         self._max_jump = max_epoch_jump
@@ -74,6 +83,8 @@ class SnapshotService:
                         code=exc.code.value,
                         detail=exc.detail,
                         current_epoch=exc.extra.get("current_epoch"),
+                        quota=exc.extra.get("quota"),
+                        limit=exc.extra.get("limit"),
                     )
                 )
         return m.PublishResponse(results=results)
@@ -131,10 +142,20 @@ class SnapshotService:
                 max_jump=self._max_jump,
                 stored_at=now,
                 receipt=receipt,
+                quota_groups=self._quota_groups,
+                quota_stored_bytes=self._quota_stored_bytes,
             ),
         )
         if outcome.status is WriteOutcome.REVOKED:
             raise ServiceError(Code.DEVICE_REVOKED, "this device is revoked")
+        if outcome.status in _QUOTAS:
+            quota, what, unit = _QUOTAS[outcome.status]
+            raise ServiceError(
+                Code.QUOTA_EXCEEDED,
+                f"{what} the account's quota on this node: {outcome.limit:,} {unit}",
+                quota=quota.value,
+                limit=outcome.limit,
+            )
         if outcome.status in _REJECTIONS:
             code, detail = _REJECTIONS[outcome.status]
             raise ServiceError(code, detail, current_epoch=outcome.current_epoch)

@@ -79,6 +79,9 @@ class SnapshotWrite:
     # This node's clock at storing, and its signed receipt saying so (`pre.SnapshotReceipt`).
     stored_at: int = 0
     receipt: bytes = b""
+    # The account's quotas (`Settings.quota_*`), checked atomically with the store.
+    quota_groups: int = 10_000
+    quota_stored_bytes: int = 1 << 30
 
 
 class WriteOutcome(StrEnum):
@@ -92,6 +95,8 @@ class WriteOutcome(StrEnum):
     NO_CAPSULE = "no_capsule"  # the label has no key capsule yet
     REVOKED = "revoked"  # the author was revoked meanwhile
     EPOCH_TOO_FAR = "epoch_too_far"  # above the stored top by more than `max_jump`
+    QUOTA_GROUPS = "quota_groups"  # a new group beyond the account's quota of groups
+    QUOTA_STORED_BYTES = "quota_stored_bytes"  # beyond the account's quota of bytes
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,7 @@ class PublishOutcome:
     current_epoch: int | None = None
     receipt: bytes | None = None  # stored or duplicate: this node's receipt (None: stored
     # before receipts existed)
+    limit: int | None = None  # a quota refusal: the quota's value
 
 
 class ReceiptOutcome(StrEnum):
@@ -162,6 +168,12 @@ class Storage(Protocol):
     async def count_request(
         self, account_id: str, device_id: str, *, window: int, now: int
     ) -> int: ...
+
+    async def count_registration(self, address: str, *, window: int) -> tuple[int, int]:
+        """Count one registration attempt from a client address in a window of `window`
+        seconds opened by its first attempt (shared by every node process on this
+        storage); returns the count so far and the seconds until the window closes."""
+        ...
 
     async def put_device(
         self, account_id: str, device_id: str, certificate: bytes, max_devices: int
@@ -244,10 +256,18 @@ class Storage(Protocol):
 
     # snapshots
     async def delete_snapshots(self, account_id: str, group_id: bytes, seqs: list[int]) -> int:
-        """Delete these snapshots of one group (a purge); how many were still there."""
+        """Delete these snapshots of one group (a purge), off the quota counters too; how
+        many were still there."""
         ...
 
-    async def publish(self, account_id: str, item: SnapshotWrite) -> PublishOutcome: ...
+    async def publish(self, account_id: str, item: SnapshotWrite) -> PublishOutcome:
+        """Store a snapshot unless refused (`WriteOutcome`); retention and pruning delete
+        older ones in the same atomic step, and the quotas are checked with them off."""
+        ...
+
+    async def usage(self, account_id: str) -> tuple[int, int] | None:
+        """The account's quota counters (stored bytes, groups); None until counted."""
+        ...
 
     async def set_receipt(self, account_id: str, seq: int, stored_at: int, receipt: bytes) -> bytes:
         """Give a snapshot stored before receipts existed this node's receipt, unless it

@@ -24,7 +24,7 @@ __all__ = ["ACCOUNT_KEYS", "RedisAccountDeletion", "account_key"]
 
 BATCH = 500
 # The account's keys that are not named by another key (see redis_store's key layout).
-ACCOUNT_KEYS = ("seq", "manifest", "capcur", "dev", "rev", "account")
+ACCOUNT_KEYS = ("seq", "manifest", "usage", "capcur", "dev", "rev", "account")
 
 
 def account_key(account_id: str, *parts: str) -> str:

@@ -20,6 +20,12 @@ Cluster slot and its Lua scripts stay atomic there):
     sc:{A}:nonce:<dev>:<nonce>      string  replay cache, TTL: until its request leaves the window
     sc:{A}:rl:<dev>:<minute>        string  request counter for rate limiting
     sc:{A}:deleted                  hash    tombstone of a deleted account (redis_deletion)
+    sc:{A}:usage                    hash    quota counters: `bytes` (sealed snapshots
+                                            stored), `groups` (groups holding one), `v`
+                                            (set once counted: accounts stored before
+                                            quotas are counted at their next publish)
+    sc:reg:{<address>}              string  registrations from one client address, TTL:
+                                            until its window closes
 
 <g> is the group id in base64url. Scripts touch keys derived from their declared KEYS
 under the same hash tag, which Redis Cluster serves from the one slot.
@@ -83,6 +89,18 @@ end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 return 1
+"""
+
+# KEYS: the address's counter.  ARGV: window seconds. A fixed window opened by the first
+# attempt; returns {count, seconds until it closes}.
+_COUNT_REGISTRATION = """
+local n = redis.call('INCR', KEYS[1])
+local ttl = redis.call('TTL', KEYS[1])
+if n == 1 or ttl < 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return {n, ttl}
 """
 
 # KEYS: dev, rev.  ARGV: device id, certificate, max devices.
@@ -152,14 +170,37 @@ redis.call('SADD', KEYS[3], ARGV[4])
 return 1
 """
 
+# The account's quota counters, counted from what is stored the first time a script needs
+# them (accounts stored before quotas existed). KEYS[1] of the caller is the feed.
+_USAGE = """
+local function usage_init(usage, feed, snap_prefix)
+  if redis.call('HEXISTS', usage, 'v') == 1 then return end
+  local bytes, groups, seen = 0, 0, {}
+  for _, seq in ipairs(redis.call('ZRANGE', feed, 0, -1)) do
+    bytes = bytes + redis.call('HSTRLEN', snap_prefix .. seq, 'data')
+    local g = redis.call('HGET', snap_prefix .. seq, 'group')
+    if g and not seen[g] then
+      seen[g] = true
+      groups = groups + 1
+    end
+  end
+  redis.call('HSET', usage, 'bytes', bytes, 'groups', groups, 'v', 1)
+end
+"""
+
 # KEYS: capcur, gk:<g>:<kind>, feed, seq, rev, group:<g>, gk:<g>:<pruned kind> (KEYS[2]
-#       again when nothing is pruned).
+#       again when nothing is pruned), usage.
 # ARGV: label, key epoch, mls epoch, digest, data, retain, snap key prefix, author,
 #       group id, kind, prune ('1': once stored, delete the group's snapshots of the
 #       pruned kind below this MLS epoch, as a new tree base does to older patches),
-#       max jump (how far above the stored top an MLS epoch may go), stored at, receipt.
-# Returns {status, seq or current epoch, the stored receipt (duplicates; false if none)}.
-_PUBLISH = """
+#       max jump (how far above the stored top an MLS epoch may go), stored at, receipt,
+#       quota of groups, quota of stored bytes.
+# Returns {status, seq or current epoch (the quota's limit for a quota refusal), the
+# stored receipt (duplicates; false if none)}. The quotas are checked with what this
+# store deletes (retention, pruned patches) already taken off.
+_PUBLISH = (
+    _USAGE
+    + """
 if redis.call('HEXISTS', KEYS[5], ARGV[8]) == 1 then return {'revoked', 0} end
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if not cur then return {'no_capsule', 0} end
@@ -178,6 +219,24 @@ if top[1] then
     return {'conflict', top_epoch}
   end
 end
+local doomed = {}
+local extra = redis.call('ZCARD', KEYS[2]) + 1 - tonumber(ARGV[6])
+if extra > 0 then doomed = redis.call('ZRANGE', KEYS[2], 0, extra - 1) end
+local below = '(' .. ARGV[3]
+local pruned = {}
+if ARGV[11] == '1' then pruned = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', below) end
+local freed = 0
+for _, old in ipairs(doomed) do freed = freed + redis.call('HSTRLEN', ARGV[7] .. old, 'data') end
+for _, old in ipairs(pruned) do freed = freed + redis.call('HSTRLEN', ARGV[7] .. old, 'data') end
+usage_init(KEYS[8], KEYS[3], ARGV[7])
+local used = redis.call('HMGET', KEYS[8], 'bytes', 'groups')
+local new_group = redis.call('EXISTS', KEYS[6]) == 0
+if new_group and tonumber(used[2]) >= tonumber(ARGV[15]) then
+  return {'quota_groups', tonumber(ARGV[15])}
+end
+if tonumber(used[1]) - freed + #ARGV[5] > tonumber(ARGV[16]) then
+  return {'quota_stored_bytes', tonumber(ARGV[16])}
+end
 local seq = redis.call('INCR', KEYS[4])
 redis.call('HSET', ARGV[7] .. seq, 'data', ARGV[5], 'digest', ARGV[4], 'label', ARGV[1],
   'key_epoch', ARGV[2], 'group', ARGV[9], 'kind', ARGV[10], 'mls_epoch', ARGV[3],
@@ -185,26 +244,23 @@ redis.call('HSET', ARGV[7] .. seq, 'data', ARGV[5], 'digest', ARGV[4], 'label', 
 redis.call('ZADD', KEYS[2], epoch, seq)
 redis.call('ZADD', KEYS[3], seq, seq)
 redis.call('ZADD', KEYS[6], seq, seq)
-local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[6])
-if extra > 0 then
-  for _, old in ipairs(redis.call('ZRANGE', KEYS[2], 0, extra - 1)) do
-    redis.call('DEL', ARGV[7] .. old)
-    redis.call('ZREM', KEYS[3], old)
-    redis.call('ZREM', KEYS[6], old)
-  end
-  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, extra - 1)
+for _, old in ipairs(doomed) do
+  redis.call('DEL', ARGV[7] .. old)
+  redis.call('ZREM', KEYS[3], old)
+  redis.call('ZREM', KEYS[6], old)
+  redis.call('ZREM', KEYS[2], old)
 end
-if ARGV[11] == '1' then
-  local below = '(' .. ARGV[3]
-  for _, old in ipairs(redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', below)) do
-    redis.call('DEL', ARGV[7] .. old)
-    redis.call('ZREM', KEYS[3], old)
-    redis.call('ZREM', KEYS[6], old)
-  end
-  redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', below)
+for _, old in ipairs(pruned) do
+  redis.call('DEL', ARGV[7] .. old)
+  redis.call('ZREM', KEYS[3], old)
+  redis.call('ZREM', KEYS[6], old)
+  redis.call('ZREM', KEYS[7], old)
 end
+redis.call('HINCRBY', KEYS[8], 'bytes', #ARGV[5] - freed)
+if new_group then redis.call('HINCRBY', KEYS[8], 'groups', 1) end
 return {'stored', seq}
 """
+)
 
 
 # KEYS: manifest.  ARGV: data, version, digest, previous digest.
@@ -248,15 +304,19 @@ redis.call('HSETNX', KEYS[1], 'rc', ARGV[2])
 return redis.call('HGET', KEYS[1], 'rc')
 """
 
-# KEYS: feed (names the account's slot).  ARGV: snap key prefix, group:<g> key,
-# gk:<g>: key prefix, then sequence numbers. Deletes each snapshot still there from the
-# feed, its group and its (group, kind) index; returns how many.
-_DELETE_SNAPSHOTS = """
-local deleted = 0
+# KEYS: feed, usage.  ARGV: snap key prefix, group:<g> key, gk:<g>: key prefix, then
+# sequence numbers. Deletes each snapshot still there from the feed, its group and its
+# (group, kind) index, and takes it off the quota counters; returns how many.
+_DELETE_SNAPSHOTS = (
+    _USAGE
+    + """
+usage_init(KEYS[2], KEYS[1], ARGV[1])
+local deleted, freed = 0, 0
 for i = 4, #ARGV do
   local seq = ARGV[i]
   local kind = redis.call('HGET', ARGV[1] .. seq, 'kind')
   if kind then
+    freed = freed + redis.call('HSTRLEN', ARGV[1] .. seq, 'data')
     redis.call('DEL', ARGV[1] .. seq)
     redis.call('ZREM', KEYS[1], seq)
     redis.call('ZREM', ARGV[2], seq)
@@ -264,8 +324,13 @@ for i = 4, #ARGV do
     deleted = deleted + 1
   end
 end
+redis.call('HINCRBY', KEYS[2], 'bytes', -freed)
+if deleted > 0 and redis.call('EXISTS', ARGV[2]) == 0 then
+  redis.call('HINCRBY', KEYS[2], 'groups', -1)
+end
 return deleted
 """
+)
 
 
 class RedisStorage(RedisAccountDeletion):
@@ -275,6 +340,7 @@ class RedisStorage(RedisAccountDeletion):
         self._r = client
         self._create_account = self._guarded(client, _CREATE_ACCOUNT)
         self._put_device = self._guarded(client, _PUT_DEVICE)
+        self._count_registration = client.register_script(_COUNT_REGISTRATION)
         self._revoke = self._guarded(client, _REVOKE)
         self._put_capsule = self._guarded(client, _PUT_CAPSULE)
         self._put_grant = self._guarded(client, _PUT_GRANT)
@@ -387,6 +453,12 @@ class RedisStorage(RedisAccountDeletion):
             p.expire(key, 2 * window)
             count, _ = await p.execute()
         return int(count)
+
+    async def count_registration(self, address: str, *, window: int) -> tuple[int, int]:
+        count, ttl = await self._count_registration(
+            keys=["sc:reg:{" + address + "}"], args=[window]
+        )
+        return int(count), max(1, int(ttl))
 
     async def put_device(
         self, account_id: str, device_id: str, certificate: bytes, max_devices: int
@@ -542,6 +614,7 @@ class RedisStorage(RedisAccountDeletion):
                 k(account_id, "rev"),
                 k(account_id, "group", g),
                 k(account_id, "gk", g, pruned or item.kind),
+                k(account_id, "usage"),
             ],
             args=[
                 item.label,
@@ -558,6 +631,8 @@ class RedisStorage(RedisAccountDeletion):
                 item.max_jump,
                 item.stored_at,
                 item.receipt,
+                item.quota_groups,
+                item.quota_stored_bytes,
             ],
         )
         status, value, *rest = answer
@@ -567,7 +642,15 @@ class RedisStorage(RedisAccountDeletion):
         if outcome is WriteOutcome.DUPLICATE:
             held = rest[0] if rest else None
             return PublishOutcome(outcome, seq=int(value), receipt=bytes(held) if held else None)
+        if outcome in (WriteOutcome.QUOTA_GROUPS, WriteOutcome.QUOTA_STORED_BYTES):
+            return PublishOutcome(outcome, limit=int(value))
         return PublishOutcome(outcome, current_epoch=int(value))
+
+    async def usage(self, account_id: str) -> tuple[int, int] | None:
+        stored, groups, counted = await self._r.hmget(
+            self._k(account_id, "usage"), ["bytes", "groups", "v"]
+        )
+        return None if counted is None else (int(stored), int(groups))
 
     async def set_receipt(self, account_id: str, seq: int, stored_at: int, receipt: bytes) -> bytes:
         """Give a snapshot stored before receipts existed this node's receipt (unless one
@@ -599,7 +682,7 @@ class RedisStorage(RedisAccountDeletion):
         deleted = await self._write(
             self._delete_snapshots,
             account_id,
-            keys=[k(account_id, "feed")],
+            keys=[k(account_id, "feed"), k(account_id, "usage")],
             args=[
                 k(account_id, "snap") + ":",
                 k(account_id, "group", g),

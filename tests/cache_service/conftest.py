@@ -34,6 +34,7 @@ from cache_service.settings import Settings
 from cache_service.storage import RedisStorage
 from client_sdk.errors import NodeError
 from client_sdk.node_client import NodeClient
+from tests.conftest import TEST_REGISTER_PER_HOUR
 
 PROBLEM_JSON = "application/problem+json"
 HOUR = 3600
@@ -362,7 +363,10 @@ async def start_node(
         node_clock = clock if clock is not None else Clock()
         if data_dir is None:
             data_dir = tmp_path / f"node{len(started)}"
-        settings = Settings(data_dir=data_dir, **{"workers": 0, **overrides})
+        settings = Settings(
+            data_dir=data_dir,
+            **{"workers": 0, "register_per_hour": TEST_REGISTER_PER_HOUR, **overrides},
+        )
         storage = RedisStorage(
             aioredis.Redis(unix_socket_path=socket or redis_server.socket, db=db)
         )

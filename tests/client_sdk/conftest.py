@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -31,6 +32,7 @@ from client_sdk.fanout import RetryPolicy
 from client_sdk.keystore import Profile
 from client_sdk.verify import OpenedSnapshot
 from tests.client_sdk.malicious_proxy import MaliciousProxy
+from tests.conftest import TEST_REGISTER_PER_HOUR
 
 NODES, THRESHOLD = 3, 2
 # Small, so a dead or hanging node costs the suite little time.
@@ -60,13 +62,20 @@ class Node:
     clock: Clock
     port: int = 0
     runner: web.AppRunner | None = None
+    settings: dict[str, Any] = field(default_factory=dict)  # overrides, e.g. quotas
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        settings = Settings(data_dir=self.data_dir, share_index=self.index, workers=0)
+        settings = Settings(
+            data_dir=self.data_dir,
+            share_index=self.index,
+            workers=0,
+            register_per_hour=TEST_REGISTER_PER_HOUR,
+            **self.settings,
+        )
         app = create_app(settings, clock=self.clock, storage=self.storage)
         runner = web.AppRunner(app, shutdown_timeout=0.5)
         await runner.setup()

@@ -12,7 +12,14 @@ __all__ = ["peak_rss_mib", "start_bench_nodes", "stop_nodes"]
 async def start_bench_nodes(
     base: Path, count: int = 3, *, appendfsync: str = "always", workers: int = 2
 ) -> list[LocalNode]:
-    env = {"STATECACHE_APPENDFSYNC": appendfsync, "STATECACHE_RATE_LIMIT_PER_MINUTE": "1000000"}
+    env = {
+        "STATECACHE_APPENDFSYNC": appendfsync,
+        "STATECACHE_RATE_LIMIT_PER_MINUTE": "1000000",
+        # a benchmark registers many accounts from one address and may store a lot
+        "STATECACHE_REGISTER_PER_HOUR": "1000000",
+        "STATECACHE_QUOTA_GROUPS": "1000000",
+        "STATECACHE_QUOTA_STORED_BYTES": str(1 << 40),
+    }
     return await start_nodes(base, count, workers=workers, extra_env=env)
 
 

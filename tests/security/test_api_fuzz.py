@@ -293,7 +293,11 @@ def target() -> Iterator[Target]:
         1,
         short_tempdir("sc-fuzz-") / "node",
         workers=1,
-        extra_env={"STATECACHE_RATE_LIMIT_PER_MINUTE": "100000000"},
+        extra_env={
+            "STATECACHE_RATE_LIMIT_PER_MINUTE": "100000000",
+            # registrations beyond this answer 429 rate_limited: fuzzed too
+            "STATECACHE_REGISTER_PER_HOUR": "5",
+        },
     )
     asyncio.run(local.start())
     try:
