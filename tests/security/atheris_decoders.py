@@ -113,12 +113,20 @@ def seeds() -> dict[str, bytes]:
     snapshot_receipt = node.sign_snapshot_receipt(
         account_id=record.account_id, digest=sealed.digest, stored_at=now
     )
+    deletion = pre.delete_account(account, record, now=now)
+    deletion_receipt = node.sign_deletion_receipt(
+        account_id=record.account_id, deletion=deletion.to_bytes(), deleted=3, now=now
+    )
+    enrolment = pre.make_enrollment_request(
+        device, account_id=record.account_id, nodes=["http://127.0.0.1:8700"], threshold=1
+    )
     encodings: dict[str, bytes] = {
         type(r).__name__: r.to_bytes()
         for r in (account, record, device, device.public_keys, cert, capsule, share, fragment,
                   sealed, sealed.header, revocation, node, ref, receipt, manifest, update,
                   *manifest.nodes, *manifest.labels, *manifest.devices, *manifest.grants,
-                  *update.grants_removed, purge.entry, purge, purge_receipt, snapshot_receipt)
+                  *update.grants_removed, purge.entry, purge, purge_receipt, snapshot_receipt,
+                  deletion, deletion_receipt, enrolment)
     }  # fmt: skip
     encodings["_PassphraseBox"] = pre.seal_with_passphrase(b"secret", "pw", log2_n=10)
 
@@ -169,6 +177,10 @@ def seeds() -> dict[str, bytes]:
                          "manifest": b64(manifest.to_bytes())},
         "PurgeBody": {"purge": b64(purge.to_bytes())},
         "PurgeReceiptBody": {"receipt": b64(purge_receipt.to_bytes())},
+        "AccountDeletionBody": {"deletion": b64(deletion.to_bytes())},
+        "DeletionReceiptBody": {
+            "receipt": b64(deletion_receipt.to_bytes()), "deletion": b64(deletion.to_bytes())
+        },
         "ConfirmItem": confirm_item,
         "ConfirmRequest": {"items": [confirm_item]},
         "ConfirmResult": {"status": "stored"},
