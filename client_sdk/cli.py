@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import sys
 from collections.abc import Callable, Coroutine
 from importlib import metadata
@@ -39,96 +38,21 @@ import pre
 from cache_service import cli as node_cli
 
 from . import cli_keystore, cli_labels, commands
+from . import cli_types as argtypes
 from .account_deletion_command import account_delete
+from .cli_errors import error_code, error_nodes, fail, one_line
 from .commands import CommandError, Context
 from .errors import (
-    AdminRequired,
-    ContentConflict,
-    EnrolmentRefused,
-    KeystoreError,
-    NodeError,
-    NodeUnavailable,
-    NotApproved,
-    QuotaExceeded,
     StatecacheError,
-    StateTooLarge,
-    ThresholdNotMet,
-    VerificationFailed,
 )
 from .mls import cli as mls_cli
-from .outcomes import NodeOutcome
-from .output import Result, error_json, to_json, to_text
+from .output import Result, to_json, to_text
 from .publisher import ACCOUNT_LABEL
 
 __all__ = ["build_parser", "main"]
 
 Pending = Coroutine[Any, Any, Result]
 Action = Callable[[Context, argparse.Namespace], Pending]
-
-_KIND = re.compile(r"[a-z][a-z0-9_]{0,31}")
-
-
-# argument types: a bad value is a usage error (exit 2)
-
-
-def _hex(size: int | None = None, max_size: int = pre.MAX_GROUP_ID_SIZE) -> Callable[[str], bytes]:
-    def parse(text: str) -> bytes:
-        try:
-            value = bytes.fromhex(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not hexadecimal: {text!r}") from None
-        if size is not None and len(value) != size:
-            raise argparse.ArgumentTypeError(f"need {size} bytes ({2 * size} hex digits)")
-        if not 1 <= len(value) <= max_size:
-            raise argparse.ArgumentTypeError(f"need 1 to {max_size} bytes")
-        return value
-
-    return parse
-
-
-def _url(text: str) -> str:
-    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", text):
-        raise argparse.ArgumentTypeError(f"not an http(s) URL: {text!r}")
-    return text.rstrip("/")
-
-
-def _kind(text: str) -> str:
-    if not _KIND.fullmatch(text):
-        raise argparse.ArgumentTypeError("a kind is [a-z][a-z0-9_]*, at most 32 characters")
-    return text
-
-
-def _int_at_least(low: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be {low} or more")
-        if value >= 1 << 64:
-            raise argparse.ArgumentTypeError("too large")
-        return value
-
-    return parse
-
-
-def _fingerprint(text: str) -> str:
-    digits = re.sub(r"[\s-]", "", text)
-    if not re.fullmatch(r"[0-9]{30}", digits):
-        raise argparse.ArgumentTypeError("a fingerprint is 30 digits (six groups of five)")
-    return text
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 < value <= 86_400:
-        raise argparse.ArgumentTypeError("between 0 and 86400 seconds")
-    return value
-
 
 # the parser
 
@@ -161,7 +85,7 @@ def _common() -> argparse.ArgumentParser:
     group.add_argument(
         "--timeout",
         metavar="SECONDS",
-        type=_seconds,
+        type=argtypes.seconds,
         default=argparse.SUPPRESS,
         help="give up on a node operation after this long (default 300); a hung node "
         "costs a command about 3 s, whatever this is",
@@ -180,13 +104,13 @@ def _add_nodes(parser: argparse.ArgumentParser) -> None:
         "--node",
         dest="nodes",
         metavar="URL",
-        type=_url,
+        type=argtypes.url,
         action="append",
         required=True,
         help="a cache node, once per node, in share order (node i holds share i)",
     )
     parser.add_argument(
-        "--threshold", metavar="M", type=_int_at_least(1), required=True, help="M of N"
+        "--threshold", metavar="M", type=argtypes.int_at_least(1), required=True, help="M of N"
     )
 
 
@@ -246,11 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     replace.add_argument(
         "--index",
         metavar="I",
-        type=_int_at_least(1),
+        type=argtypes.int_at_least(1),
         required=True,
         help="the share index (1-based position) of the node replaced",
     )
-    replace.add_argument("--node", metavar="URL", type=_url, required=True, help="the new node")
+    replace.add_argument(
+        "--node", metavar="URL", type=argtypes.url, required=True, help="the new node"
+    )
     delete = add(
         account_cmds,
         "delete",
@@ -265,14 +191,18 @@ def build_parser() -> argparse.ArgumentParser:
     group_cmds = group.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
     purge = add(group_cmds, "purge", _group_purge, "void a revoked device's snapshots of a group")
     purge.add_argument(
-        "--group", metavar="GROUP_ID_HEX", type=_hex(), required=True, help="the MLS group id"
+        "--group",
+        metavar="GROUP_ID_HEX",
+        type=argtypes.hex_bytes(),
+        required=True,
+        help="the MLS group id",
     )
     purge.add_argument(
-        "--author", metavar="DEVICE_ID", type=_hex(size=pre.DEVICE_ID_SIZE), required=True,
-        help="the revoked device whose snapshots are voided",
+        "--author", metavar="DEVICE_ID", type=argtypes.hex_bytes(size=pre.DEVICE_ID_SIZE),
+        required=True, help="the revoked device whose snapshots are voided",
     )  # fmt: skip
     purge.add_argument(
-        "--from-epoch", metavar="N", type=_int_at_least(0), default=0,
+        "--from-epoch", metavar="N", type=argtypes.int_at_least(0), default=0,
         help="void its snapshots at this MLS epoch and above (default 0: all)",
     )  # fmt: skip
 
@@ -280,8 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     device_cmds = device.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
     enroll = add(device_cmds, "enroll", _device_enroll, "make this device; print its request")
     enroll.add_argument(
-        "--account", metavar="ACCOUNT_ID", type=_hex(size=pre.ACCOUNT_ID_SIZE), required=True,
-        help="the account id `account init` printed",
+        "--account", metavar="ACCOUNT_ID", type=argtypes.hex_bytes(size=pre.ACCOUNT_ID_SIZE),
+        required=True, help="the account id `account init` printed",
     )  # fmt: skip
     _add_nodes(enroll)
     enroll.add_argument("--name", default="", help="this device's name")
@@ -291,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     approve.add_argument(
         "--expect",
         metavar="FINGERPRINT",
-        type=_fingerprint,
+        type=argtypes.fingerprint,
         help="refuse unless the device's fingerprint is this one, as the new device shows it "
         "(spaces and dashes ignored; quote it)",
     )
@@ -304,23 +234,27 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"grant this label (repeatable; default {ACCOUNT_LABEL})",
     )
     approve.add_argument(
-        "--grant-days", metavar="DAYS", type=_int_at_least(1), default=30, help="default 30"
+        "--grant-days", metavar="DAYS", type=argtypes.int_at_least(1), default=30, help="default 30"
     )
     approve.add_argument(
-        "--valid-days", metavar="DAYS", type=_int_at_least(1), default=365, help="default 365"
+        "--valid-days",
+        metavar="DAYS",
+        type=argtypes.int_at_least(1),
+        default=365,
+        help="default 365",
     )
 
     add(device_cmds, "list", _device_list, "the account's devices")
 
     revoke = add(device_cmds, "revoke", _device_revoke, "revoke a device; rotate every label")
     revoke.add_argument(
-        "device_id", metavar="DEVICE_ID", type=_hex(size=pre.DEVICE_ID_SIZE),
+        "device_id", metavar="DEVICE_ID", type=argtypes.hex_bytes(size=pre.DEVICE_ID_SIZE),
         help="the device to revoke (`device list` shows the ids)",
     )  # fmt: skip
     revoke.add_argument(
         "--grant-days",
         metavar="DAYS",
-        type=_int_at_least(1),
+        type=argtypes.int_at_least(1),
         default=30,
         help="longest validity of the grants remade for the other devices, which keep "
         "their labels and expiry (default 30)",
@@ -334,11 +268,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     publish = add(commands_, "publish", _publish, "publish one snapshot")
     publish.add_argument(
-        "--group", metavar="GROUP_ID_HEX", type=_hex(), required=True, help="the MLS group id"
+        "--group",
+        metavar="GROUP_ID_HEX",
+        type=argtypes.hex_bytes(),
+        required=True,
+        help="the MLS group id",
     )
-    publish.add_argument("--kind", type=_kind, required=True, help="e.g. group_state")
+    publish.add_argument("--kind", type=argtypes.kind, required=True, help="e.g. group_state")
     publish.add_argument(
-        "--epoch", metavar="N", type=_int_at_least(0), required=True,
+        "--epoch", metavar="N", type=argtypes.int_at_least(0), required=True,
         help="the MLS epoch of this state (a new state needs a newer epoch)",
     )  # fmt: skip
     publish.add_argument("--file", metavar="PATH", required=True, help="the state; - for stdin")
@@ -457,55 +395,6 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             parser.error(f"--threshold {args.threshold} is more than the {len(nodes)} nodes")
 
 
-def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and not isinstance(exc, StatecacheError) and exc.filename:
-        text = f"{exc.filename}: {exc.strerror}"
-    else:
-        text = str(exc) or type(exc).__name__
-    return " ".join(text.split())
-
-
-def _error_code(exc: BaseException) -> str:
-    """A failure's machine code for `--json`: the node's code, or what the SDK found."""
-    if isinstance(exc, QuotaExceeded | StateTooLarge):
-        return exc.code
-    if isinstance(exc, NodeError | NodeUnavailable | VerificationFailed):
-        code = exc.outcome().code
-        return code.value if code is not None else "node_error"
-    if isinstance(exc, NotApproved):
-        return "not_approved"
-    if isinstance(exc, ThresholdNotMet):
-        return "account_deleted" if exc.account_deleted else "threshold_not_met"
-    if isinstance(exc, EnrolmentRefused):
-        return exc.code
-    if isinstance(exc, ContentConflict):
-        return "conflict"
-    if isinstance(exc, KeystoreError):
-        return "keystore"
-    if isinstance(exc, AdminRequired | CommandError):
-        return "refused"
-    return "error"
-
-
-def _error_nodes(exc: BaseException) -> dict[str, NodeOutcome]:
-    if isinstance(exc, ThresholdNotMet):
-        return exc.nodes
-    if isinstance(exc, NodeError | NodeUnavailable | VerificationFailed) and exc.node:
-        return {exc.node: exc.outcome()}
-    return {}
-
-
-def _fail(
-    as_json: bool, code: str, message: str, nodes: dict[str, NodeOutcome], status: int
-) -> int:
-    """A failed command: one JSON object on stdout (`--json`), else one line on stderr."""
-    if as_json:
-        sys.stdout.write(error_json(code, message, nodes))
-    else:
-        print(f"statecache: {message}", file=sys.stderr)
-    return status
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -519,14 +408,14 @@ def main(argv: list[str] | None = None) -> int:
         home = cli_keystore.home_for(args)
         outcome = asyncio.run(action(Context(home, timeout=getattr(args, "timeout", None)), args))
     except (StatecacheError, CommandError, pre.PreError, OSError) as exc:
-        return _fail(as_json, _error_code(exc), _one_line(exc), _error_nodes(exc), 1)
+        return fail(as_json, error_code(exc), one_line(exc), error_nodes(exc), 1)
     except KeyboardInterrupt:
-        return _fail(as_json, "interrupted", "interrupted", {}, 130)
+        return fail(as_json, "interrupted", "interrupted", {}, 130)
     except Exception as exc:  # a bug: still one line (STATECACHE_TRACEBACK=1 shows it)
         if os.environ.get("STATECACHE_TRACEBACK"):
             raise
-        message = f"unexpected {type(exc).__name__}: {_one_line(exc)}"
-        return _fail(as_json, "internal", message, {}, 1)
+        message = f"unexpected {type(exc).__name__}: {one_line(exc)}"
+        return fail(as_json, "internal", message, {}, 1)
     sys.stdout.write(to_json(outcome) if getattr(args, "json", False) else to_text(outcome))
     for warning in outcome.warnings:
         print(f"statecache: warning: {warning}", file=sys.stderr)

@@ -42,6 +42,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
 from ..errors import Code, ServiceError, deleted_error
+from . import redis_scripts as lua
 from .base import (
     AuthState,
     DeviceRecord,
@@ -69,287 +70,23 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-# Every write script below starts with this guard; its last KEYS entry is the account's
-# tombstone (`_write` appends it).
-_DELETED = "ACCOUNT_DELETED"
-_DELETED_GUARD = f"""
-if redis.call('EXISTS', KEYS[#KEYS]) == 1 then return redis.error_reply('{_DELETED}') end
-"""
-
-# KEYS: account, dev.  ARGV: record, device id, certificate.
-# 1 created, 0 identical retry (same record and first certificate), -1 anything else.
-_CREATE_ACCOUNT = """
-local existing = redis.call('GET', KEYS[1])
-if existing then
-  if existing == ARGV[1] and redis.call('HGET', KEYS[2], ARGV[2]) == ARGV[3] then
-    return 0
-  end
-  return -1
-end
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-return 1
-"""
-
-# KEYS: the address's counter.  ARGV: window seconds. A fixed window opened by the first
-# attempt; returns {count, seconds until it closes}.
-_COUNT_REGISTRATION = """
-local n = redis.call('INCR', KEYS[1])
-local ttl = redis.call('TTL', KEYS[1])
-if n == 1 or ttl < 0 then
-  redis.call('EXPIRE', KEYS[1], ARGV[1])
-  ttl = tonumber(ARGV[1])
-end
-return {n, ttl}
-"""
-
-# KEYS: dev, rev.  ARGV: device id, certificate, max devices.
-_PUT_DEVICE = """
-if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return -1 end
-local existing = redis.call('HGET', KEYS[1], ARGV[1])
-if existing == ARGV[2] then return 0 end
-if not existing and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return -2 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return 1
-"""
-
-# KEYS: rev, grants set of the device.  ARGV: device id, revocation, grant key prefix.
-# Returns the revocation in force (the first one recorded), then the refs of the shares
-# that were deleted.
-_REVOKE = """
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-end
-local deleted = {redis.call('HGET', KEYS[1], ARGV[1])}
-for _, ref in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  if redis.call('DEL', ARGV[3] .. ref) == 1 then table.insert(deleted, ref) end
-end
-redis.call('DEL', KEYS[2])
-return deleted
-"""
-
-# KEYS: capcur, cap:<label>.  ARGV: label, key epoch, capsule, max labels.
-# Returns {status, current}: 1 stored, 0 identical retry, -1 stale/gap, -2 conflict, -3 full.
-_PUT_CAPSULE = """
-local epoch = tonumber(ARGV[2])
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if not cur then
-  if epoch ~= 0 then return {-1, -1} end
-  if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then return {-3, -1} end
-else
-  cur = tonumber(cur)
-  if epoch <= cur then
-    if redis.call('HGET', KEYS[2], ARGV[2]) == ARGV[3] then return {0, cur} end
-    if epoch == cur then return {-2, cur} end
-    return {-1, cur}
-  end
-  if epoch ~= cur + 1 then return {-1, cur} end
-end
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return {1, epoch}
-"""
-
-# KEYS: capcur (names the account's slot for Redis Cluster; the capsule hashes are derived
-# from ARGV[1] under the same hash tag). ARGV: "sc:{A}:cap:" prefix, then label, key epoch
-# pairs. Returns the capsules in order (false where missing): one round trip for a
-# re-encryption batch of any size.
-_GET_CAPSULES = """
-local out = {}
-for i = 2, #ARGV, 2 do
-  out[#out + 1] = redis.call('HGET', ARGV[1] .. ARGV[i], ARGV[i + 1])
-end
-return out
-"""
-
-# KEYS: rev, grant key, grants set.  ARGV: device id, share, ttl seconds, ref.
-_PUT_GRANT = """
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return -1 end
-redis.call('SET', KEYS[2], ARGV[2], 'EX', tonumber(ARGV[3]))
-redis.call('SADD', KEYS[3], ARGV[4])
-return 1
-"""
-
-# The account's quota counters, counted from what is stored the first time a script needs
-# them (accounts stored before quotas existed). KEYS[1] of the caller is the feed.
-_USAGE = """
-local function usage_init(usage, feed, snap_prefix)
-  if redis.call('HEXISTS', usage, 'v') == 1 then return end
-  local bytes, groups, seen = 0, 0, {}
-  for _, seq in ipairs(redis.call('ZRANGE', feed, 0, -1)) do
-    bytes = bytes + redis.call('HSTRLEN', snap_prefix .. seq, 'data')
-    local g = redis.call('HGET', snap_prefix .. seq, 'group')
-    if g and not seen[g] then
-      seen[g] = true
-      groups = groups + 1
-    end
-  end
-  redis.call('HSET', usage, 'bytes', bytes, 'groups', groups, 'v', 1)
-end
-"""
-
-# KEYS: capcur, gk:<g>:<kind>, feed, seq, rev, group:<g>, gk:<g>:<pruned kind> (KEYS[2]
-#       again when nothing is pruned), usage.
-# ARGV: label, key epoch, mls epoch, digest, data, retain, snap key prefix, author,
-#       group id, kind, prune ('1': once stored, delete the group's snapshots of the
-#       pruned kind below this MLS epoch, as a new tree base does to older patches),
-#       max jump (how far above the stored top an MLS epoch may go), stored at, receipt,
-#       quota of groups, quota of stored bytes.
-# Returns {status, seq or current epoch (the quota's limit for a quota refusal), the
-# stored receipt (duplicates; false if none)}. The quotas are checked with what this
-# store deletes (retention, pruned patches) already taken off.
-_PUBLISH = (
-    _USAGE
-    + """
-if redis.call('HEXISTS', KEYS[5], ARGV[8]) == 1 then return {'revoked', 0} end
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if not cur then return {'no_capsule', 0} end
-if tonumber(cur) ~= tonumber(ARGV[2]) then return {'stale_key_epoch', tonumber(cur)} end
-local epoch = tonumber(ARGV[3])
-local top = redis.call('ZREVRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-if top[1] then
-  local top_epoch = tonumber(top[2])
-  if epoch < top_epoch then return {'stale_epoch', top_epoch} end
-  if epoch > top_epoch + tonumber(ARGV[12]) then return {'epoch_too_far', top_epoch} end
-  if epoch == top_epoch then
-    local held = redis.call('HMGET', ARGV[7] .. top[1], 'digest', 'rc')
-    if held[1] == ARGV[4] then
-      return {'duplicate', tonumber(top[1]), held[2]}
-    end
-    return {'conflict', top_epoch}
-  end
-end
-local doomed = {}
-local extra = redis.call('ZCARD', KEYS[2]) + 1 - tonumber(ARGV[6])
-if extra > 0 then doomed = redis.call('ZRANGE', KEYS[2], 0, extra - 1) end
-local below = '(' .. ARGV[3]
-local pruned = {}
-if ARGV[11] == '1' then pruned = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', below) end
-local freed = 0
-for _, old in ipairs(doomed) do freed = freed + redis.call('HSTRLEN', ARGV[7] .. old, 'data') end
-for _, old in ipairs(pruned) do freed = freed + redis.call('HSTRLEN', ARGV[7] .. old, 'data') end
-usage_init(KEYS[8], KEYS[3], ARGV[7])
-local used = redis.call('HMGET', KEYS[8], 'bytes', 'groups')
-local new_group = redis.call('EXISTS', KEYS[6]) == 0
-if new_group and tonumber(used[2]) >= tonumber(ARGV[15]) then
-  return {'quota_groups', tonumber(ARGV[15])}
-end
-if tonumber(used[1]) - freed + #ARGV[5] > tonumber(ARGV[16]) then
-  return {'quota_stored_bytes', tonumber(ARGV[16])}
-end
-local seq = redis.call('INCR', KEYS[4])
-redis.call('HSET', ARGV[7] .. seq, 'data', ARGV[5], 'digest', ARGV[4], 'label', ARGV[1],
-  'key_epoch', ARGV[2], 'group', ARGV[9], 'kind', ARGV[10], 'mls_epoch', ARGV[3],
-  'at', ARGV[13], 'rc', ARGV[14])
-redis.call('ZADD', KEYS[2], epoch, seq)
-redis.call('ZADD', KEYS[3], seq, seq)
-redis.call('ZADD', KEYS[6], seq, seq)
-for _, old in ipairs(doomed) do
-  redis.call('DEL', ARGV[7] .. old)
-  redis.call('ZREM', KEYS[3], old)
-  redis.call('ZREM', KEYS[6], old)
-  redis.call('ZREM', KEYS[2], old)
-end
-for _, old in ipairs(pruned) do
-  redis.call('DEL', ARGV[7] .. old)
-  redis.call('ZREM', KEYS[3], old)
-  redis.call('ZREM', KEYS[6], old)
-  redis.call('ZREM', KEYS[7], old)
-end
-redis.call('HINCRBY', KEYS[8], 'bytes', #ARGV[5] - freed)
-if new_group then redis.call('HINCRBY', KEYS[8], 'groups', 1) end
-return {'stored', seq}
-"""
-)
-
-
-# KEYS: manifest.  ARGV: data, version, digest, previous digest.
-# Returns {status, version stored after}: 'stored', 'duplicate' or 'conflict'.
-_PUT_MANIFEST = """
-local cur = redis.call('HMGET', KEYS[1], 'version', 'digest')
-if cur[1] then
-  local version = tonumber(cur[1])
-  local new = tonumber(ARGV[2])
-  if new == version and cur[2] == ARGV[3] then return {'duplicate', version} end
-  if new ~= version + 1 or cur[2] ~= ARGV[4] then return {'conflict', version} end
-end
-redis.call('HSET', KEYS[1], 'data', ARGV[1], 'version', ARGV[2], 'digest', ARGV[3])
-return {'stored', tonumber(ARGV[2])}
-"""
-
-# KEYS: gk:<g>:<kind>.  ARGV: MLS epoch, digest, snap key prefix, receipts.
-# Stores other nodes' receipts for the snapshot at that epoch if it has that digest and
-# they are more than the stored ones (a longer set replaces a shorter one: every set
-# comes whole from a publisher, each receipt checked). Returns 'stored',
-# 'kept' (as many or more already) or 'not_found'.
-_PUT_RECEIPTS = """
-local seqs = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[1])
-if not seqs[1] then return 'not_found' end
-local key = ARGV[3] .. seqs[1]
-if redis.call('HGET', key, 'digest') ~= ARGV[2] then return 'not_found' end
-if #ARGV[4] == 0 then return 'kept' end
-local held = redis.call('HGET', key, 'cert')
-if held and #held >= #ARGV[4] then return 'kept' end
-redis.call('HSET', key, 'cert', ARGV[4])
-return 'stored'
-"""
-
-# KEYS: snap:<seq>.  ARGV: stored at, receipt.
-# Gives a snapshot stored before receipts existed this node's receipt unless it has one;
-# returns the receipt in force (false if the snapshot is gone: no stray hash is created).
-_SET_RECEIPT = """
-if redis.call('HEXISTS', KEYS[1], 'digest') == 0 then return false end
-redis.call('HSETNX', KEYS[1], 'at', ARGV[1])
-redis.call('HSETNX', KEYS[1], 'rc', ARGV[2])
-return redis.call('HGET', KEYS[1], 'rc')
-"""
-
-# KEYS: feed, usage.  ARGV: snap key prefix, group:<g> key, gk:<g>: key prefix, then
-# sequence numbers. Deletes each snapshot still there from the feed, its group and its
-# (group, kind) index, and takes it off the quota counters; returns how many.
-_DELETE_SNAPSHOTS = (
-    _USAGE
-    + """
-usage_init(KEYS[2], KEYS[1], ARGV[1])
-local deleted, freed = 0, 0
-for i = 4, #ARGV do
-  local seq = ARGV[i]
-  local kind = redis.call('HGET', ARGV[1] .. seq, 'kind')
-  if kind then
-    freed = freed + redis.call('HSTRLEN', ARGV[1] .. seq, 'data')
-    redis.call('DEL', ARGV[1] .. seq)
-    redis.call('ZREM', KEYS[1], seq)
-    redis.call('ZREM', ARGV[2], seq)
-    redis.call('ZREM', ARGV[3] .. kind, seq)
-    deleted = deleted + 1
-  end
-end
-redis.call('HINCRBY', KEYS[2], 'bytes', -freed)
-if deleted > 0 and redis.call('EXISTS', ARGV[2]) == 0 then
-  redis.call('HINCRBY', KEYS[2], 'groups', -1)
-end
-return deleted
-"""
-)
-
-
 class RedisStorage(RedisAccountDeletion):
     """`Storage` over one Redis (or Redis Cluster) connection pool."""
 
     def __init__(self, client: Any) -> None:
         self._r = client
-        self._create_account = self._guarded(client, _CREATE_ACCOUNT)
-        self._put_device = self._guarded(client, _PUT_DEVICE)
-        self._count_registration = client.register_script(_COUNT_REGISTRATION)
-        self._revoke = self._guarded(client, _REVOKE)
-        self._put_capsule = self._guarded(client, _PUT_CAPSULE)
-        self._put_grant = self._guarded(client, _PUT_GRANT)
-        self._publish = self._guarded(client, _PUBLISH)
-        self._get_capsules = client.register_script(_GET_CAPSULES)
-        self._put_manifest = self._guarded(client, _PUT_MANIFEST)
-        self._delete_snapshots = self._guarded(client, _DELETE_SNAPSHOTS)
-        self._put_receipts = self._guarded(client, _PUT_RECEIPTS)
-        self._set_receipt = self._guarded(client, _SET_RECEIPT)
+        self._create_account = self._guarded(client, lua.CREATE_ACCOUNT)
+        self._put_device = self._guarded(client, lua.PUT_DEVICE)
+        self._count_registration = client.register_script(lua.COUNT_REGISTRATION)
+        self._revoke = self._guarded(client, lua.REVOKE)
+        self._put_capsule = self._guarded(client, lua.PUT_CAPSULE)
+        self._put_grant = self._guarded(client, lua.PUT_GRANT)
+        self._publish = self._guarded(client, lua.PUBLISH)
+        self._get_capsules = client.register_script(lua.GET_CAPSULES)
+        self._put_manifest = self._guarded(client, lua.PUT_MANIFEST)
+        self._delete_snapshots = self._guarded(client, lua.DELETE_SNAPSHOTS)
+        self._put_receipts = self._guarded(client, lua.PUT_RECEIPTS)
+        self._set_receipt = self._guarded(client, lua.SET_RECEIPT)
 
     @classmethod
     def connect(
@@ -395,7 +132,7 @@ class RedisStorage(RedisAccountDeletion):
         account's tombstone key as the last KEYS entry (`_write`), so the check and the
         write are one atomic step and nothing is stored for a deleted account, even by a
         request that authenticated just before the deletion."""
-        return client.register_script(_DELETED_GUARD + script)
+        return client.register_script(lua.DELETED_GUARD + script)
 
     async def _write(
         self, script: Any, account_id: str, *, keys: list[str], args: list[Any]
@@ -403,7 +140,7 @@ class RedisStorage(RedisAccountDeletion):
         try:
             return await script(keys=[*keys, self._k(account_id, "deleted")], args=args)
         except redis.exceptions.ResponseError as exc:
-            if str(exc) != _DELETED:
+            if str(exc) != lua.DELETED:
                 raise
         raise deleted_error(await self.deletion_order(account_id) or b"")
 
