@@ -19,16 +19,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from .base import StoredDeletion
+from .redis_base import RedisBase, account_key
 
-__all__ = ["ACCOUNT_KEYS", "RedisAccountDeletion", "account_key"]
+__all__ = ["ACCOUNT_KEYS", "RedisAccountDeletion"]
 
 BATCH = 500
 # The account's keys that are not named by another key (see redis_store's key layout).
 ACCOUNT_KEYS = ("seq", "manifest", "usage", "capcur", "dev", "rev", "account")
-
-
-def account_key(account_id: str, *parts: str) -> str:
-    return ":".join(("sc", "{" + account_id + "}", *parts))
 
 
 # KEYS: account, deleted.  ARGV: deletion.
@@ -42,10 +39,8 @@ return {2 * redis.call('DEL', KEYS[1]), ARGV[1], ''}
 """
 
 
-class RedisAccountDeletion:
-    """The deletion half of `RedisStorage` (which supplies `_r`, a redis.asyncio client)."""
-
-    _r: Any
+class RedisAccountDeletion(RedisBase):
+    """The deletion half of `RedisStorage`."""
 
     def _mark_script(self) -> Any:
         script = getattr(self, "_mark_deleted_script", None)
@@ -64,10 +59,6 @@ class RedisAccountDeletion:
             receipt=bytes(receipt) or None,
             record_deleted=found == 2,
         )
-
-    async def deletion_order(self, account_id: str) -> bytes | None:
-        order = await self._r.hget(account_key(account_id, "deleted"), "deletion")
-        return None if order is None else bytes(order)
 
     async def sweep_account(self, account_id: str) -> int:
         def k(*parts: str) -> str:

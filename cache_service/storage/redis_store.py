@@ -33,122 +33,23 @@ under the same hash tag, which Redis Cluster serves from the one slot.
 
 from __future__ import annotations
 
-import base64
-from typing import Any
-
-import redis.asyncio as aioredis
-import redis.exceptions
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
-
-from ..errors import Code, ServiceError, deleted_error
-from . import redis_scripts as lua
+from ..errors import Code, ServiceError
 from .base import (
     AuthState,
     DeviceRecord,
     ManifestOutcome,
-    PublishOutcome,
-    ReceiptOutcome,
-    SnapshotWrite,
     StoredCapsule,
     StoredGrant,
     StoredManifest,
-    StoredSnapshot,
-    WriteOutcome,
 )
-from .redis_deletion import RedisAccountDeletion, account_key
+from .redis_deletion import RedisAccountDeletion
+from .redis_snapshots import RedisSnapshots
 
 __all__ = ["RedisStorage"]
 
 
-# MLS epochs are sorted-set scores and Lua numbers here, both IEEE doubles: exact up to
-# 2^53 - 1. Above that, neighbouring epochs would compare equal; refuse them instead.
-MAX_MLS_EPOCH = 2**53 - 1
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-class RedisStorage(RedisAccountDeletion):
+class RedisStorage(RedisSnapshots, RedisAccountDeletion):
     """`Storage` over one Redis (or Redis Cluster) connection pool."""
-
-    def __init__(self, client: Any) -> None:
-        self._r = client
-        self._create_account = self._guarded(client, lua.CREATE_ACCOUNT)
-        self._put_device = self._guarded(client, lua.PUT_DEVICE)
-        self._count_registration = client.register_script(lua.COUNT_REGISTRATION)
-        self._revoke = self._guarded(client, lua.REVOKE)
-        self._put_capsule = self._guarded(client, lua.PUT_CAPSULE)
-        self._put_grant = self._guarded(client, lua.PUT_GRANT)
-        self._publish = self._guarded(client, lua.PUBLISH)
-        self._get_capsules = client.register_script(lua.GET_CAPSULES)
-        self._put_manifest = self._guarded(client, lua.PUT_MANIFEST)
-        self._delete_snapshots = self._guarded(client, lua.DELETE_SNAPSHOTS)
-        self._put_receipts = self._guarded(client, lua.PUT_RECEIPTS)
-        self._set_receipt = self._guarded(client, lua.SET_RECEIPT)
-
-    @classmethod
-    def connect(
-        cls,
-        url: str | None = None,
-        *,
-        unix_socket: str | None = None,
-        cluster: bool = False,
-        timeout: float = 3.0,
-    ) -> RedisStorage:
-        """`timeout` bounds each connect and each command: a hung Redis costs a request
-        that long, then a 503. A command whose connection broke (Redis restarted) is
-        retried once on a fresh connection; a timed-out one is not retried."""
-        bounds: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
-        if cluster:
-            if url is None:
-                raise ValueError("Redis Cluster needs a URL")
-            return cls(aioredis.RedisCluster.from_url(url, **bounds))
-        bounds["retry"] = Retry(
-            ExponentialWithJitterBackoff(base=0.01, cap=0.2),
-            retries=1,
-            supported_errors=(redis.exceptions.ConnectionError,),
-        )
-        if unix_socket is not None:
-            return cls(
-                aioredis.Redis(unix_socket_path=unix_socket, health_check_interval=30, **bounds)
-            )
-        if url is None:
-            raise ValueError("need a Redis URL or a unix socket")
-        return cls(aioredis.Redis.from_url(url, health_check_interval=30, **bounds))
-
-    async def reconnect(self) -> None:
-        """Drop every pooled connection (Redis was restarted): the next commands open new
-        ones instead of finding the old ones broken."""
-        if isinstance(self._r, aioredis.Redis):
-            await self._r.connection_pool.disconnect()
-
-    _k = staticmethod(account_key)
-
-    @staticmethod
-    def _guarded(client: Any, script: str) -> Any:
-        """A write script that first refuses a deleted account: the caller appends the
-        account's tombstone key as the last KEYS entry (`_write`), so the check and the
-        write are one atomic step and nothing is stored for a deleted account, even by a
-        request that authenticated just before the deletion."""
-        return client.register_script(lua.DELETED_GUARD + script)
-
-    async def _write(
-        self, script: Any, account_id: str, *, keys: list[str], args: list[Any]
-    ) -> Any:
-        try:
-            return await script(keys=[*keys, self._k(account_id, "deleted")], args=args)
-        except redis.exceptions.ResponseError as exc:
-            if str(exc) != lua.DELETED:
-                raise
-        raise deleted_error(await self.deletion_order(account_id) or b"")
-
-    async def ping(self) -> bool:
-        return bool(await self._r.ping())
-
-    async def close(self) -> None:
-        await self._r.aclose()
 
     # accounts and devices
 
@@ -330,105 +231,6 @@ class RedisStorage(RedisAccountDeletion):
             if s is not None
         ]
 
-    # snapshots
-
-    async def publish(self, account_id: str, item: SnapshotWrite) -> PublishOutcome:
-        if item.mls_epoch > MAX_MLS_EPOCH:
-            raise ServiceError(
-                Code.INVALID_RECORD, f"MLS epochs above {MAX_MLS_EPOCH} are not supported"
-            )
-        k = self._k
-        g = _b64(item.group_id)
-        pruned = item.prunes if item.prunes not in (None, item.kind) else None
-        answer = await self._write(
-            self._publish,
-            account_id,
-            keys=[
-                k(account_id, "capcur"),
-                k(account_id, "gk", g, item.kind),
-                k(account_id, "feed"),
-                k(account_id, "seq"),
-                k(account_id, "rev"),
-                k(account_id, "group", g),
-                k(account_id, "gk", g, pruned or item.kind),
-                k(account_id, "usage"),
-            ],
-            args=[
-                item.label,
-                item.key_epoch,
-                item.mls_epoch,
-                item.digest,
-                item.data,
-                item.retain,
-                k(account_id, "snap") + ":",
-                item.author,
-                g,
-                item.kind,
-                "1" if pruned else "0",
-                item.max_jump,
-                item.stored_at,
-                item.receipt,
-                item.quota_groups,
-                item.quota_stored_bytes,
-            ],
-        )
-        status, value, *rest = answer
-        outcome = WriteOutcome(status.decode())
-        if outcome is WriteOutcome.STORED:
-            return PublishOutcome(outcome, seq=int(value), receipt=item.receipt)
-        if outcome is WriteOutcome.DUPLICATE:
-            held = rest[0] if rest else None
-            return PublishOutcome(outcome, seq=int(value), receipt=bytes(held) if held else None)
-        if outcome in (WriteOutcome.QUOTA_GROUPS, WriteOutcome.QUOTA_STORED_BYTES):
-            return PublishOutcome(outcome, limit=int(value))
-        return PublishOutcome(outcome, current_epoch=int(value))
-
-    async def usage(self, account_id: str) -> tuple[int, int] | None:
-        stored, groups, counted = await self._r.hmget(
-            self._k(account_id, "usage"), ["bytes", "groups", "v"]
-        )
-        return None if counted is None else (int(stored), int(groups))
-
-    async def set_receipt(self, account_id: str, seq: int, stored_at: int, receipt: bytes) -> bytes:
-        """Give a snapshot stored before receipts existed this node's receipt (unless one
-        is there already); returns the receipt in force."""
-        held = await self._write(
-            self._set_receipt,
-            account_id,
-            keys=[self._k(account_id, "snap", str(seq))],
-            args=[stored_at, receipt],
-        )  # a snapshot deleted since it was read keeps no stray hash of its receipt
-        return bytes(held) if held else receipt
-
-    async def put_receipts(
-        self, account_id: str, *, group_id: bytes, kind: str, mls_epoch: int, digest: bytes,
-        receipts: bytes,
-    ) -> ReceiptOutcome:  # fmt: skip
-        status = await self._write(
-            self._put_receipts,
-            account_id,
-            keys=[self._k(account_id, "gk", _b64(group_id), kind)],
-            args=[mls_epoch, digest, self._k(account_id, "snap") + ":", receipts],
-        )
-        return ReceiptOutcome(status.decode())
-
-    async def delete_snapshots(self, account_id: str, group_id: bytes, seqs: list[int]) -> int:
-        if not seqs:
-            return 0
-        k, g = self._k, _b64(group_id)
-        deleted = await self._write(
-            self._delete_snapshots,
-            account_id,
-            keys=[k(account_id, "feed"), k(account_id, "usage")],
-            args=[
-                k(account_id, "snap") + ":",
-                k(account_id, "group", g),
-                k(account_id, "gk", g) + ":",
-                *seqs,
-            ],
-        )
-        return int(deleted)
-
     # the account manifest
 
     async def get_manifest(self, account_id: str) -> StoredManifest | None:
@@ -449,61 +251,6 @@ class RedisStorage(RedisAccountDeletion):
             args=[manifest.data, manifest.version, manifest.digest, previous],
         )
         return ManifestOutcome(status.decode()), int(version)
-
-    async def list_snapshots(
-        self,
-        account_id: str,
-        *,
-        descending: bool,
-        start: int | None,
-        limit: int,
-        group_id: bytes | None,
-        with_data: bool = True,
-    ) -> tuple[list[StoredSnapshot], int, int | None]:
-        k = self._k
-        index = (
-            k(account_id, "feed") if group_id is None else k(account_id, "group", _b64(group_id))
-        )
-        async with self._r.pipeline(transaction=False) as p:
-            if descending:
-                top = "+inf" if start is None else f"({start}"
-                p.zrevrangebyscore(index, top, "-inf", start=0, num=limit)
-            else:
-                p.zrangebyscore(index, f"({start or 0}", "+inf", start=0, num=limit)
-            p.get(k(account_id, "seq"))
-            seqs, head = await p.execute()
-        cursor = int(seqs[-1]) if len(seqs) == limit else None
-        if not seqs:
-            return [], int(head or 0), None
-        fields: tuple[str, ...] = (
-            "digest", "label", "key_epoch", "group", "kind", "mls_epoch", "rc", "cert"
-        )  # fmt: skip
-        if with_data:
-            fields += ("data",)
-        async with self._r.pipeline(transaction=False) as p:
-            for seq in seqs:
-                p.hmget(k(account_id, "snap", seq.decode()), fields)
-            rows = await p.execute()
-        out = []
-        for seq, row in zip(seqs, rows, strict=True):
-            if row[0] is None:  # trimmed by retention between the two round trips
-                continue
-            digest, label, key_epoch, group, kind, mls_epoch, rc, cert = row[:8]
-            out.append(
-                StoredSnapshot(
-                    seq=int(seq),
-                    label=label.decode(),
-                    key_epoch=int(key_epoch),
-                    group_id=base64.urlsafe_b64decode(group + b"=" * (-len(group) % 4)),
-                    kind=kind.decode(),
-                    mls_epoch=int(mls_epoch),
-                    digest=bytes(digest),
-                    data=bytes(row[8]) if with_data else b"",
-                    receipt=None if rc is None else bytes(rc),
-                    others=b"" if cert is None else bytes(cert),
-                )
-            )
-        return out, int(head or 0), cursor
 
 
 def _parse_ref(ref: bytes | str) -> tuple[str, int]:

@@ -1,0 +1,106 @@
+"""What every part of `RedisStorage` stands on: the client, the registered scripts, key
+names, and `_write`, which runs a write script behind the deleted-account guard."""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+import redis.asyncio as aioredis
+import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+
+from ..errors import deleted_error
+from . import redis_scripts as lua
+
+__all__ = ["RedisBase", "account_key"]
+
+
+def account_key(account_id: str, *parts: str) -> str:
+    return ":".join(("sc", "{" + account_id + "}", *parts))
+
+
+class RedisBase:
+    """One Redis (or Redis Cluster) connection pool and the scripts registered on it."""
+
+    def __init__(self, client: Any) -> None:
+        self._r = client
+        self._create_account = self._guarded(client, lua.CREATE_ACCOUNT)
+        self._put_device = self._guarded(client, lua.PUT_DEVICE)
+        self._count_registration = client.register_script(lua.COUNT_REGISTRATION)
+        self._revoke = self._guarded(client, lua.REVOKE)
+        self._put_capsule = self._guarded(client, lua.PUT_CAPSULE)
+        self._put_grant = self._guarded(client, lua.PUT_GRANT)
+        self._publish = self._guarded(client, lua.PUBLISH)
+        self._get_capsules = client.register_script(lua.GET_CAPSULES)
+        self._put_manifest = self._guarded(client, lua.PUT_MANIFEST)
+        self._delete_snapshots = self._guarded(client, lua.DELETE_SNAPSHOTS)
+        self._put_receipts = self._guarded(client, lua.PUT_RECEIPTS)
+        self._set_receipt = self._guarded(client, lua.SET_RECEIPT)
+
+    @classmethod
+    def connect(
+        cls,
+        url: str | None = None,
+        *,
+        unix_socket: str | None = None,
+        cluster: bool = False,
+        timeout: float = 3.0,
+    ) -> Self:
+        """`timeout` bounds each connect and each command: a hung Redis costs a request
+        that long, then a 503. A command whose connection broke (Redis restarted) is
+        retried once on a fresh connection; a timed-out one is not retried."""
+        bounds: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+        if cluster:
+            if url is None:
+                raise ValueError("Redis Cluster needs a URL")
+            return cls(aioredis.RedisCluster.from_url(url, **bounds))
+        bounds["retry"] = Retry(
+            ExponentialWithJitterBackoff(base=0.01, cap=0.2),
+            retries=1,
+            supported_errors=(redis.exceptions.ConnectionError,),
+        )
+        if unix_socket is not None:
+            return cls(
+                aioredis.Redis(unix_socket_path=unix_socket, health_check_interval=30, **bounds)
+            )
+        if url is None:
+            raise ValueError("need a Redis URL or a unix socket")
+        return cls(aioredis.Redis.from_url(url, health_check_interval=30, **bounds))
+
+    async def reconnect(self) -> None:
+        """Drop every pooled connection (Redis was restarted): the next commands open new
+        ones instead of finding the old ones broken."""
+        if isinstance(self._r, aioredis.Redis):
+            await self._r.connection_pool.disconnect()
+
+    _k = staticmethod(account_key)
+
+    @staticmethod
+    def _guarded(client: Any, script: str) -> Any:
+        """A write script that first refuses a deleted account: the caller appends the
+        account's tombstone key as the last KEYS entry (`_write`), so the check and the
+        write are one atomic step and nothing is stored for a deleted account, even by a
+        request that authenticated just before the deletion."""
+        return client.register_script(lua.DELETED_GUARD + script)
+
+    async def _write(
+        self, script: Any, account_id: str, *, keys: list[str], args: list[Any]
+    ) -> Any:
+        try:
+            return await script(keys=[*keys, self._k(account_id, "deleted")], args=args)
+        except redis.exceptions.ResponseError as exc:
+            if str(exc) != lua.DELETED:
+                raise
+        raise deleted_error(await self.deletion_order(account_id) or b"")
+
+    async def ping(self) -> bool:
+        return bool(await self._r.ping())
+
+    async def close(self) -> None:
+        await self._r.aclose()
+
+    async def deletion_order(self, account_id: str) -> bytes | None:
+        """The deletion order the account's tombstone keeps, if it has one."""
+        order = await self._r.hget(account_key(account_id, "deleted"), "deletion")
+        return None if order is None else bytes(order)
