@@ -68,7 +68,8 @@ class EmbeddedRedis:
     """
 
     def __init__(self, data_dir: Path, *, appendfsync: str = "always") -> None:
-        self.data_dir = Path(data_dir)
+        # Absolute: redis-server changes into --dir before it opens its log file.
+        self.data_dir = Path(data_dir).absolute()
         self.appendfsync = appendfsync
         self.socket = str(self.data_dir / "redis.sock")
         self._proc: subprocess.Popen[bytes] | None = None

@@ -221,9 +221,11 @@ class Admin:
             account, keys, role=pre.Role.MEMBER, not_before=now - 60, not_after=now + valid_for,
             name=name,
         )  # fmt: skip
+        # The grants first (they may fail), then the certificate: a failed approval
+        # records nothing that a later admin command would deliver.
+        ids = self._grant(records, cert, labels, now + grant_for)
         records.certificates[cert.device_id] = cert.to_bytes()
-        ids = [record_id("certificate", cert.to_bytes())]
-        ids += self._grant(records, cert, labels, now + grant_for)
+        ids.insert(0, record_id("certificate", cert.to_bytes()))
         before = _sent(self._session)
         result = await self._converge(records)
         self._require(result, records, ids, "approval")
@@ -238,9 +240,10 @@ class Admin:
     def _grant(
         self, records: AdminRecords, cert: pre.DeviceCertificate, labels: Sequence[str], until: int
     ) -> list[str]:
-        """New M-of-N grants of `labels` at their current key epochs (records only)."""
+        """New M-of-N grants of `labels` at their current key epochs (records only: every
+        grant is made before any is recorded, so a failure records nothing)."""
         current = _current(records)
-        ids = []
+        made: dict[tuple[bytes, str], list[bytes]] = {}
         for label in labels:
             if label not in current:
                 raise ValueError(f"label {label!r} has no key capsule")
@@ -249,9 +252,9 @@ class Admin:
                 self._account(), capsule, cert, threshold=self._session.threshold,
                 shares=len(self._session.nodes), expires_at=until,
             )  # fmt: skip
-            records.grants[(cert.device_id, label)] = [s.to_bytes() for s in shares]
-            ids += [record_id("grant", s.to_bytes()) for s in shares]
-        return ids
+            made[(cert.device_id, label)] = [s.to_bytes() for s in shares]
+        records.grants.update(made)
+        return [record_id("grant", s) for shares in made.values() for s in shares]
 
     async def authorise(
         self,

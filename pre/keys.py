@@ -126,6 +126,12 @@ class DeviceKeys(Record):
     signing_key: bytes = wire(Fixed(ED25519_PUBLIC_SIZE))
     pre_key: bytes = wire(Fixed(UMBRAL_PUBLIC_SIZE))
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # A pre_key that is not a curve point would be certified, then fail every grant
+        # made for it: refused wherever the keys are decoded or made.
+        prim.umbral_public(self.pre_key)
+
     @property
     def device_id(self) -> bytes:
         return device_id_for(self.signing_key)

@@ -139,7 +139,14 @@ class NodeProcess:
             os.kill(pid, signal.SIGKILL)
 
 
-def spawn(data_dir: Path, *args: str, log: Path, env: dict[str, str] | None = None) -> NodeProcess:
+def spawn(
+    data_dir: Path,
+    *args: str,
+    log: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> NodeProcess:
+    """`data_dir` may be relative to `cwd`, as a user types it."""
     ready = log.with_suffix(".ready")
     ready.unlink(missing_ok=True)
     argv = [*NODE, "--host", "127.0.0.1", "--port", "0", "--workers", "0"]
@@ -147,9 +154,9 @@ def spawn(data_dir: Path, *args: str, log: Path, env: dict[str, str] | None = No
     with log.open("wb") as stderr:
         proc = subprocess.Popen(
             argv, env=env or clean_env(), stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=stderr,
+            stdout=subprocess.DEVNULL, stderr=stderr, cwd=cwd,
         )  # fmt: skip
-    return NodeProcess(proc, Path(data_dir), log)
+    return NodeProcess(proc, (cwd or Path.cwd()) / data_dir, log)
 
 
 def wait_ready(node: NodeProcess, timeout: float = 30) -> NodeProcess:
@@ -167,8 +174,14 @@ def wait_ready(node: NodeProcess, timeout: float = 30) -> NodeProcess:
     return node
 
 
-def start(data_dir: Path, *args: str, log: Path, env: dict[str, str] | None = None) -> NodeProcess:
-    return wait_ready(spawn(data_dir, *args, log=log, env=env))
+def start(
+    data_dir: Path,
+    *args: str,
+    log: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> NodeProcess:
+    return wait_ready(spawn(data_dir, *args, log=log, env=env, cwd=cwd))
 
 
 # an account on a node process, to check data survives

@@ -278,3 +278,15 @@ async def test_a_node_key_others_can_read_is_warned_about(data_dir: Path) -> Non
         assert warnings[0]["path"] == str(key)
     finally:
         node.stop()
+
+
+async def test_a_relative_data_dir_as_the_readme_types_it(data_dir: Path) -> None:
+    """`serve --data-dir var/node1` from the directory the user is in: redis-server moves
+    into its --dir before it opens its log, so the node hands it absolute paths."""
+    node = start(Path("var/node1"), log=data_dir.parent / "node.log", cwd=data_dir.parent)
+    try:
+        status, _ = await get_json(node.url + "/readyz")
+        assert status == 200
+        assert (data_dir.parent / "var/node1/redis.log").exists()
+    finally:
+        node.stop()

@@ -8,6 +8,7 @@ import pytest
 
 import pre
 from client_sdk import EnrolmentRefused, NotApproved, ThresholdNotMet, enrollment_request
+from client_sdk.enrolment import encode_enrollment
 from client_sdk.keystore import Profile
 from client_sdk.outcomes import NodeState
 from tests.client_sdk.conftest import THRESHOLD, Cluster, collect
@@ -83,3 +84,29 @@ async def test_revoking_again_redelivers_without_rotating(cluster: Cluster) -> N
         assert set(again.receipts) == {down.url}  # only the node that missed it
         forced = await admin.revoke(laptop.device.device_id, force=True)
         assert forced.already_revoked and forced.rotated == {"account": 2}
+
+
+async def test_a_request_with_a_key_off_the_curve_records_nothing(cluster: Cluster) -> None:
+    """A request the new device really signed, whose PRE key is not a curve point: refused
+    at parsing, and nothing of it lands in the admin's records (which the next admin
+    command delivers to every node), so it is never certified."""
+    profile = await cluster.account()
+    device = pre.DeviceSecrets.generate()
+    keys = object.__new__(pre.DeviceKeys)  # past DeviceKeys' own check, as an attacker's
+    object.__setattr__(keys, "signing_key", device.public_keys.signing_key)
+    object.__setattr__(keys, "pre_key", b"\x02" + b"\xff" * 32)
+    unsigned = pre.EnrollmentRequest(
+        account_id=profile.account_id, keys=keys, nodes=tuple(profile.nodes),
+        threshold=profile.threshold, name="evil", signature=bytes(64),
+    )  # fmt: skip
+    signed = unsigned.replace(signature=device.sign("enrollment-request", unsigned.tbs()))
+    blob = encode_enrollment(signed)
+    async with cluster.statecache(profile) as admin:
+        records = await admin._admin.records()
+        before = records.to_json()
+        with pytest.raises(EnrolmentRefused):
+            await admin.approve(blob)
+        assert records.to_json() == before
+        await admin.repair()
+        listed = {cert.device_id for cert, _ in await admin.list_devices()}
+        assert device.device_id not in listed

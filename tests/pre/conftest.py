@@ -15,10 +15,12 @@ from typing import NamedTuple
 import pytest
 
 from pre import (
+    AccountDeletion,
     AccountManifest,
     AccountRecord,
     AccountSecrets,
     CapsuleFragment,
+    DeletionReceipt,
     DeviceCertificate,
     DeviceKeys,
     DeviceSecrets,
@@ -49,6 +51,7 @@ from pre import (
     certificate_hash,
     certify_device,
     create_key_capsule,
+    delete_account,
     label_for_group,
     make_enrollment_request,
     make_grant,
@@ -472,6 +475,12 @@ def sample_records(
                 revoked_at=receipt.revoked_at,
                 deleted=(),
                 now=NOW,
+            ),
+        ),
+        AccountDeletion: (delete_account(account, account_record, now=NOW),),
+        DeletionReceipt: (
+            node.sign_deletion_receipt(
+                account_id=account.account_id, deletion=b"an order", deleted=7, now=NOW
             ),
         ),
         EnrollmentRequest: (

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from pre import (
     AccountManifest,
+    DeviceKeys,
     DeviceSecrets,
     EnrollmentRequest,
     GrantShare,
@@ -135,12 +136,19 @@ def _enrollment_requests(draw: st.DrawFn) -> EnrollmentRequest:
     )
 
 
+# Valid Umbral public keys (a DeviceKeys' pre_key must be a curve point).
+_PRE_KEYS = [DeviceSecrets.generate().public_keys.pre_key for _ in range(16)]
+
 _SPECIAL: dict[type[Record], st.SearchStrategy[Any]] = {
     EnrollmentRequest: _enrollment_requests(),
     AccountManifest: _manifests(AccountManifest),
     ManifestUpdate: _manifests(ManifestUpdate),
     GrantShare: _grant_shares(),
     SnapshotHeader: _snapshot_headers(),
+    DeviceKeys: st.builds(
+        DeviceKeys,
+        **{**field_strategies(DeviceKeys), "pre_key": st.sampled_from(_PRE_KEYS)},
+    ),
     DeviceSecrets: st.builds(
         DeviceSecrets,
         **{

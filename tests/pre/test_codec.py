@@ -11,6 +11,7 @@ from pre import (
     DecodeError,
     DeviceCertificate,
     DeviceKeys,
+    DeviceSecrets,
     KeyCapsule,
     Role,
     SnapshotHeader,
@@ -235,7 +236,7 @@ def test_field_that_fails_the_record_check_is_a_decode_error(
 
 
 def test_from_bytes_accepts_buffers_but_not_text() -> None:
-    keys = DeviceKeys(bytes(32), b"\x02" + bytes(32))
+    keys = DeviceSecrets.generate().public_keys
     data = keys.to_bytes()
     assert DeviceKeys.from_bytes(bytearray(data)) == keys
     assert DeviceKeys.from_bytes(memoryview(data)) == keys

@@ -15,6 +15,7 @@ from pre import (
     DeviceKeys,
     DeviceSecrets,
     EnrollmentRequest,
+    PreError,
     SignatureError,
     device_fingerprint,
     enrollment_checksum,
@@ -129,7 +130,7 @@ def test_fingerprints(member_device: DeviceSecrets, stranger_device: DeviceSecre
 
 def test_fingerprint_known_answer() -> None:
     """Pinned: a change of the derivation changes every fingerprint people compare."""
-    keys = DeviceKeys(bytes(range(32)), b"\x02" + bytes(range(32, 64)))
+    keys = DeviceKeys(bytes(range(32)), SECP256K1_GENERATOR)
     assert device_fingerprint(keys) == KNOWN_FINGERPRINT
 
 
@@ -141,4 +142,19 @@ def test_checksum() -> None:
     assert enrollment_checksum(text) != enrollment_checksum(b"sc2.ab")
 
 
-KNOWN_FINGERPRINT = "85382 12066 54886 49316 16892 31292"
+KNOWN_FINGERPRINT = "28028 89032 73346 09161 53042 71667"
+# A valid pre_key (DeviceKeys refuses one that is not a curve point): secp256k1's G.
+SECP256K1_GENERATOR = bytes.fromhex(
+    "0279BE667EF9DCBBAC55A06295CE870B07029BFCDB2DCE28D959F2815B16F81798"
+)
+
+
+def test_a_pre_key_off_the_curve_is_refused(member_device: DeviceSecrets) -> None:
+    """Certified, it would fail every grant made for it: refused where keys are made or
+    decoded, so an enrolment request carrying one never reaches an approval."""
+    bad = b"\x02" + b"\xff" * 32
+    with pytest.raises(PreError):
+        DeviceKeys(member_device.public_keys.signing_key, bad)
+    raw = member_device.public_keys.to_bytes()
+    with pytest.raises(PreError):
+        DeviceKeys.from_bytes(raw[: -len(bad)] + bad)
