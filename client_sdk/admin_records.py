@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pre
 from cache_service.protocol.b64 import decode_b64url, encode_b64url
+
+from .private_files import write_private
 
 __all__ = ["AdminRecords", "Delivery"]
 
@@ -152,15 +153,7 @@ class AdminRecords:
         )
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.unlink(missing_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(self.to_json())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_private(path, self.to_json())
 
     @classmethod
     def load(cls, path: Path) -> AdminRecords | None:

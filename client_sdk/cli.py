@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Coroutine
@@ -42,11 +43,12 @@ from . import cli_types as argtypes
 from .account_deletion_command import account_delete
 from .cli_errors import error_code, error_nodes, fail, one_line
 from .commands import CommandError, Context
+from .enrolment import MAX_TEXT
 from .errors import (
     StatecacheError,
 )
 from .mls import cli as mls_cli
-from .output import Result, to_json, to_text
+from .output import Result, escape, to_json, to_text
 from .publisher import ACCOUNT_LABEL
 
 __all__ = ["build_parser", "main"]
@@ -340,7 +342,8 @@ def _device_enroll(ctx: Context, a: argparse.Namespace) -> Pending:
 
 
 def _device_approve(ctx: Context, a: argparse.Namespace) -> Pending:
-    blob = sys.stdin.read() if a.blob == "-" else a.blob
+    # A request is a few hundred bytes: stdin is read no further than a bound.
+    blob = sys.stdin.read(2 * MAX_TEXT) if a.blob == "-" else a.blob
     return commands.device_approve(
         ctx,
         blob=blob.strip(),
@@ -395,7 +398,17 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             parser.error(f"--threshold {args.threshold} is more than the {len(nodes)} nodes")
 
 
+def _tolerant_streams() -> None:
+    """A name or a node's words the terminal's encoding cannot show (an ASCII or Latin-1
+    locale) are written escaped, never raised after the work is done."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _tolerant_streams()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in ("serve", "mls", "node"):  # commands with no device home
@@ -416,9 +429,14 @@ def main(argv: list[str] | None = None) -> int:
             raise
         message = f"unexpected {type(exc).__name__}: {one_line(exc)}"
         return fail(as_json, "internal", message, {}, 1)
-    sys.stdout.write(to_json(outcome) if getattr(args, "json", False) else to_text(outcome))
+    try:
+        sys.stdout.write(to_json(outcome) if as_json else to_text(outcome))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `statecache ... | head`: the reader left; the work is done
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - so the exit flush is quiet
     for warning in outcome.warnings:
-        print(f"statecache: warning: {warning}", file=sys.stderr)
+        print(f"statecache: warning: {escape(warning)}", file=sys.stderr)
     return outcome.status
 
 

@@ -10,6 +10,7 @@ from .commands import CommandError
 from .errors import (
     AdminRequired,
     ContentConflict,
+    DeviceRevoked,
     EnrolmentRefused,
     KeystoreError,
     NodeError,
@@ -22,7 +23,7 @@ from .errors import (
     VerificationFailed,
 )
 from .outcomes import NodeOutcome
-from .output import error_json
+from .output import error_json, escape
 
 __all__ = ["error_code", "error_nodes", "fail", "one_line"]
 
@@ -42,6 +43,8 @@ def error_code(exc: BaseException) -> str:
     if isinstance(exc, NodeError | NodeUnavailable | VerificationFailed):
         code = exc.outcome().code
         return code.value if code is not None else "node_error"
+    if isinstance(exc, DeviceRevoked):
+        return "device_revoked"
     if isinstance(exc, NotApproved):
         return "not_approved"
     if isinstance(exc, ThresholdNotMet):
@@ -69,6 +72,6 @@ def fail(as_json: bool, code: str, message: str, nodes: dict[str, NodeOutcome], 
     """A failed command: one JSON object on stdout (`--json`), else one line on stderr."""
     if as_json:
         sys.stdout.write(error_json(code, message, nodes))
-    else:
-        print(f"statecache: {message}", file=sys.stderr)
+    else:  # node words may be in it: control characters shown, never sent to the terminal
+        print(f"statecache: {escape(message)}", file=sys.stderr)
     return status

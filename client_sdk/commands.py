@@ -280,7 +280,10 @@ async def account_replace_node(ctx: Context, *, share_index: int, url: str) -> R
             "manifest_version": report.manifest_version,
         },
         nodes=report.nodes,
-        notes=["Other devices use the new node once their node list names it."],
+        notes=[
+            "Other devices keep the node list they were given: the replaced node counts as "
+            "down for them (they read through the others) until they enrol again."
+        ],
     )
 
 

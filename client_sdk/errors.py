@@ -45,6 +45,7 @@ __all__ = [
     "AdminRequired",
     "BadAnswer",
     "ContentConflict",
+    "DeviceRevoked",
     "EnrolmentRefused",
     "EpochConflict",
     "ForkError",
@@ -196,9 +197,8 @@ class ThresholdNotMet(StatecacheError):
                 "nodes say so): this device's home can be removed"
             )
             return
-        super().__init__(
-            f"{what}: fewer than {needed} nodes answered validly ({_failures_text(self.nodes)})"
-        )
+        fewer = "no node" if needed == 1 else f"fewer than {needed} nodes"
+        super().__init__(f"{what}: {fewer} answered validly ({_failures_text(self.nodes)})")
 
     @property
     def failures(self) -> dict[str, NodeOutcome]:
@@ -304,11 +304,30 @@ class NotApproved(ThresholdNotMet):
         )
 
 
-def threshold_not_met(what: str, needed: int, nodes: Mapping[str, NodeOutcome]) -> ThresholdNotMet:
-    """`ThresholdNotMet`, or `NotApproved` when no node took the request and every node
-    that answered at all refused the device's signature (`unauthenticated`: the nodes
-    give one answer for an unknown device, an unknown account and a bad signature)."""
+class DeviceRevoked(ThresholdNotMet):
+    """M or more nodes, and every node that answered, refuse this device as revoked."""
+
+    code = "device_revoked"
+
+    def __init__(self, what: str, needed: int, nodes: Mapping[str, NodeOutcome]) -> None:
+        super().__init__(what, needed, nodes)
+        self.args = (
+            "this device was revoked by an admin: it can no longer read or publish "
+            "(enrol it again, in a new home, if it should)",
+        )
+
+
+def threshold_not_met(
+    what: str, needed: int, nodes: Mapping[str, NodeOutcome], *, agree: int = 1
+) -> ThresholdNotMet:
+    """`ThresholdNotMet`; or, when no node took the request and at least `needed` and
+    `agree` (M) nodes said the same of this device, what they said: `NotApproved` (every
+    node that answered refused the device's signature: `unauthenticated`, the nodes' one
+    answer for an unknown device, an unknown account and a bad signature) or
+    `DeviceRevoked`. Fewer than M such answers prove nothing: M - 1 lying nodes cannot
+    tell a device that."""
     answered = [o for o in nodes.values() if isinstance(o.code, Code) or o.state is NodeState.OK]
-    if answered and all(o.code is Code.UNAUTHENTICATED for o in answered):
-        return NotApproved(what, needed, nodes)
+    for code, error in ((Code.UNAUTHENTICATED, NotApproved), (Code.DEVICE_REVOKED, DeviceRevoked)):
+        if len(answered) >= max(needed, agree, 1) and all(o.code is code for o in answered):
+            return error(what, needed, nodes)
     return ThresholdNotMet(what, needed, nodes)

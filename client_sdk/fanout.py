@@ -60,10 +60,17 @@ class Answers(Generic[T]):
 
 
 class FanOut:
-    def __init__(self, nodes: Sequence[NodeClient], policy: RetryPolicy, command: Command) -> None:
+    def __init__(
+        self,
+        nodes: Sequence[NodeClient],
+        policy: RetryPolicy,
+        command: Command,
+        threshold: int = 1,
+    ) -> None:
         self.nodes = list(nodes)
         self.policy = policy
         self.command = command
+        self.threshold = threshold  # M: how many nodes must agree to tell the device anything
 
     async def ask(
         self,
@@ -156,7 +163,7 @@ class FanOut:
             for task, node in running.items():
                 task.cancel()
                 self.command.slow.add(node.base_url)
-        raise threshold_not_met(what, 1, failures)
+        raise threshold_not_met(what, 1, failures, agree=self.threshold)
 
     async def _one(
         self,

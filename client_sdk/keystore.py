@@ -11,7 +11,6 @@ removes the passphrase of an existing keystore, rewriting only its secrets.
 from __future__ import annotations
 
 import json
-import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import pre
 from cache_service.protocol.b64 import decode_b64url, encode_b64url
 
 from .errors import KeystoreError
+from .private_files import write_private
 
 if TYPE_CHECKING:
     from .admin_records import AdminRecords
@@ -85,16 +85,7 @@ def _put_secrets(doc: dict[str, Any], secrets: bytes, passphrase: str | None) ->
 
 def _write_private(path: Path, doc: dict[str, Any]) -> None:
     """`doc` as `path`, whole or not at all, mode 0600."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    # A fresh file, never one left behind (its mode, or a symlink, would be kept).
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(doc, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_private(path, json.dumps(doc, indent=2))
 
 
 def load_profile(path: Path, passphrase: str | None = None) -> Profile:

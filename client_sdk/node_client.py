@@ -28,6 +28,7 @@ from cache_service.protocol.codes import Code, parse_code
 from cache_service.protocol.httpsig import sign_request_headers
 
 from .errors import BadAnswer, EpochConflict, NodeError, NodeTimeout, NodeUnavailable
+from .output import escape
 from .policy import RetryPolicy
 
 __all__ = ["NodeClient"]
@@ -391,8 +392,8 @@ def _problem(node: str, status: int, raw: bytes) -> NodeError:
     except ValidationError:
         problem = {"code": Code.UNKNOWN.value, "detail": None}
     detail = problem.get("detail")
-    if isinstance(detail, str):  # a node's words: one line, bounded
-        problem["detail"] = " ".join(detail.split())[:300]
+    if isinstance(detail, str):  # a node's words: one line, bounded, nothing invisible
+        problem["detail"] = escape(" ".join(detail.split())[:300])
     if status == 409 and parse_code(problem.get("code")) in _CONFLICT_CODES:
         return EpochConflict(node, status, problem)
     return NodeError(node, status, problem)

@@ -143,7 +143,7 @@ class Session:
     def fan(self) -> FanOut:
         if self._command is None:
             raise RuntimeError("node requests run inside `Session.command()`")
-        return FanOut(self.nodes, self.policy, self._command)
+        return FanOut(self.nodes, self.policy, self._command, self.threshold)
 
     @property
     def outcomes(self) -> Outcomes:

@@ -10,12 +10,16 @@ state does not linger beside the new one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 import shutil
+import stat
 from pathlib import Path
 
 __all__ = ["move_inbox", "snapshot_path", "write_snapshot"]
 
+_DIGITS = re.compile(r"[0-9]+")
 _PRIVATE_DIR = 0o700
 _PRIVATE_FILE = 0o600
 
@@ -26,6 +30,10 @@ def _group_dir(out: Path, group_hex: str) -> Path:
     out.mkdir(mode=_PRIVATE_DIR, parents=True, exist_ok=True)
     directory = out / group_hex
     directory.mkdir(mode=_PRIVATE_DIR, exist_ok=True)
+    if not stat.S_ISDIR(os.lstat(directory).st_mode):
+        # A link would make the writes, the chmod and the pruning of older epochs land
+        # wherever it points.
+        raise OSError(errno.ELOOP, "not a plain directory (a symbolic link?): refused", directory)
     os.chmod(directory, _PRIVATE_DIR)  # also one made earlier, or under a loose umask
     return directory
 
@@ -58,7 +66,7 @@ def _epochs(directory: Path, kind: str) -> dict[int, Path]:
     found: dict[int, Path] = {}
     for path in directory.glob(f"{kind}.*.bin"):
         epoch = path.name[len(kind) + 1 : -len(".bin")]
-        if epoch.isdigit():
+        if _DIGITS.fullmatch(epoch):  # ASCII digits only ("²".isdigit() is True)
             found[int(epoch)] = path
     return found
 

@@ -5,12 +5,13 @@ interrupted onboarding got. Not secret; kept as JSON beside the keystore."""
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pre
 from cache_service.protocol.b64 import decode_b64url, encode_b64url
+
+from .private_files import write_private
 
 __all__ = ["Known", "SyncState"]
 
@@ -121,9 +122,8 @@ class SyncState:
         )
 
     def save(self, path: Path) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_json())
-        os.replace(tmp, path)
+        """0600, atomically, on disk: it holds what protects the device from rollbacks."""
+        write_private(path, self.to_json())
 
     @classmethod
     def load(cls, path: Path) -> SyncState:

@@ -35,7 +35,9 @@ Attacks:
 - `fake_deletion`: answer an account deletion with a receipt the node did not sign (its
   key named, another key's signature): a node claiming a deletion it cannot prove;
   `claim_deleted`: answer every account request 410 `account_deleted`, with this order
-  (bytes) as its proof, or none (b"").
+  (bytes) as its proof, or none (b"");
+- `refuse_with`: answer every account request with this problem (its `status` the HTTP
+  status): a node's words and codes of its choosing.
 """
 
 from __future__ import annotations
@@ -91,6 +93,7 @@ class MaliciousProxy:
         self.hide_revocations = False
         self.fake_deletion = False
         self.claim_deleted: bytes | None = None
+        self.refuse_with: dict[str, Any] | None = None
         self.pose_as_share: int | None = None  # relay to `upstream`, claiming this share
         self.close_after: float | None = None  # wait, then drop the connection unanswered
         # what it saw and did
@@ -131,7 +134,7 @@ class MaliciousProxy:
         self.drop = self.endless = self.fail_group_listing = self.hide_capsules = None
         self.pad_answers = 0
         self.hide_grants = self.hide_revocations = self.fake_deletion = False
-        self.claim_deleted = None
+        self.claim_deleted = self.refuse_with = None
 
     # forwarding
 
@@ -144,6 +147,12 @@ class MaliciousProxy:
             self.tampered += 1
             return web.Response(status=self.fail_group_listing)
         body = await request.read()
+        if self.refuse_with is not None and request.path.startswith("/v1/accounts/"):
+            self.tampered += 1
+            problem = {"type": "about:blank", "title": "no", **self.refuse_with}
+            return web.json_response(
+                problem, status=problem["status"], content_type="application/problem+json"
+            )
         if self.claim_deleted is not None and request.path.startswith("/v1/accounts/"):
             self.tampered += 1
             problem = {"type": "urn:statecache:problem:account_deleted", "status": 410,

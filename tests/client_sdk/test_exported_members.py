@@ -33,6 +33,7 @@ EXPECTED = [
     "NodeTimeout",
     "NodeUnavailable",
     "NotApproved",
+    "DeviceRevoked",
     "Opened",
     "OpenedSnapshot",
     "OpenedTree",
