@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
@@ -164,8 +165,12 @@ async def wait_for_redis(storage: Storage, url: str, wait: float) -> None:
 
 
 def redact_url(url: str) -> str:
-    """`url` without its user name and password."""
-    parts = urlsplit(url)
+    """`url` without its user name and password; a URL too malformed to parse has anything
+    between `//` and the last `@` masked all the same (it may be a password)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return re.sub(r"//.*@", "//***@", url)
     if "@" not in parts.netloc:
         return url
     return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))

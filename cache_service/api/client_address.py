@@ -28,8 +28,14 @@ def _networks(proxies: tuple[str, ...]) -> tuple[Network, ...]:
 
 
 def _parse(text: str) -> Address | None:
+    """An address as proxies write a hop: `a.b.c.d`, `a.b.c.d:port`, `v6` or `[v6]:port`."""
+    text = text.strip()
+    if text.startswith("["):  # [v6] or [v6]:port
+        text = text[1:].split("]", 1)[0]
+    elif text.count(":") == 1:  # v4:port
+        text = text.split(":", 1)[0]
     try:
-        address = ipaddress.ip_address(text.strip())
+        address = ipaddress.ip_address(text)
     except ValueError:
         return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:

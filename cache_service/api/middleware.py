@@ -48,6 +48,39 @@ _HTTP_CODES = {
 }
 
 
+# Redis replies that mean "not now" rather than "wrong": its state, not the request.
+_UNAVAILABLE_REPLIES = (
+    "MISCONF", "READONLY", "OOM", "BUSY", "MASTERDOWN", "LOADING", "NOREPLICAS",
+    "TRYAGAIN", "CLUSTERDOWN",
+)  # fmt: skip
+
+
+# redis-py names some of them by class (their prefix taken off the message).
+_UNAVAILABLE_ERRORS = (
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.MasterDownError,
+)
+
+
+def _storage_unavailable(exc: redis.exceptions.ResponseError) -> bool:
+    if isinstance(exc, _UNAVAILABLE_ERRORS):
+        return True
+    words = str(exc).split(maxsplit=8)  # a script's error keeps the reply's prefix inside
+    return any(w.strip(":") in _UNAVAILABLE_REPLIES for w in words)
+
+
+def _internal_error(route: str) -> web.Response:
+    log.exception("unhandled error", extra={"route": route})
+    return web.json_response(
+        {"type": "about:blank", "title": "Internal error", "status": 500, "code": "internal"},
+        status=500,
+        content_type=PROBLEM_JSON,
+    )
+
+
 def problem_response(error: ServiceError) -> web.Response:
     headers = {}
     if "retry_after" in error.extra:
@@ -91,13 +124,15 @@ async def errors_and_metrics(request: web.Request, handler: Handler) -> web.Stre
         response = problem_response(ServiceError(Code.UNAVAILABLE, "try again shortly"))
         extra["code"] = Code.UNAVAILABLE.value
         extra["cause"] = f"storage: {type(exc).__name__}"
-    except Exception:
-        log.exception("unhandled error", extra={"route": route})
-        response = web.json_response(
-            {"type": "about:blank", "title": "Internal error", "status": 500, "code": "internal"},
-            status=500,
-            content_type=PROBLEM_JSON,
-        )
+    except Exception as exc:
+        if isinstance(exc, redis.exceptions.ResponseError) and _storage_unavailable(exc):
+            # Redis up but not taking writes (disk full, a replica after a failover, out
+            # of memory, loading, busy): the node cannot serve now; it is not broken.
+            response = problem_response(ServiceError(Code.UNAVAILABLE, "try again shortly"))
+            extra["code"] = Code.UNAVAILABLE.value
+            extra["cause"] = f"storage: {str(exc)[:80]}"
+        else:
+            response = _internal_error(route)
     if _content_coded(request) or extra.get("code") == Code.REQUEST_TIMEOUT.value:
         # aiohttp's parser inflates bodies as they arrive; refused unread, the rest must
         # not be drained through the decoder. A body that did not arrive in time is not

@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "PUBLISH_ENVELOPE",
     "SEAL_OVERHEAD",
+    "SNAPSHOT_OVERHEAD",
     "b64_length",
     "format_mib",
     "largest_sealed",
@@ -32,6 +33,10 @@ __all__ = [
 MiB = 1024 * 1024
 DEFAULT_MAX_BODY_BYTES = 16 * MiB  # a node's default `max_body_bytes`
 SEAL_OVERHEAD = 649
+# What a stored snapshot takes in Redis besides its sealed bytes and the receipts kept with
+# it (its hash's other fields and encoding, its entries in three sorted sets), measured
+# with MEMORY USAGE on small snapshots: charged to the account's byte quota for each.
+SNAPSHOT_OVERHEAD = 1536
 # `{"snapshots":[` and `]}` around the items; each item is `"<base64>"`, comma-separated.
 PUBLISH_ENVELOPE = len('{"snapshots":[]}') - 1
 _PER_ITEM = len('"",')

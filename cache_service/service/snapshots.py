@@ -170,9 +170,18 @@ class SnapshotService:
     async def confirm(self, caller: Caller, body: m.ConfirmRequest) -> m.ConfirmResponse:
         """Keep other nodes' receipts for snapshots this node holds, so that a reader who
         reaches only this node still finds M. Each must be a valid signature of a node of
-        the account's manifest (any node key if it has none) over this account and the
-        snapshot's digest; the rest of the item's receipts are refused with it."""
+        the account's manifest over this account and the snapshot's digest; the rest of
+        the item's receipts are refused with it. Without a manifest nothing is kept: a
+        receipt of any key would let an account store many times what its quota counts."""
         keys = await self._node_keys(caller.account_id)
+        if keys is None:
+            refused = m.ConfirmResult(
+                status="rejected",
+                code=Code.INVALID_RECORD.value,
+                detail="no account manifest on this node yet: receipts are kept only from "
+                "the nodes it names (the admin's next command delivers it)",
+            )
+            return m.ConfirmResponse(results=[refused] * len(body.items))
         results: list[m.ConfirmResult] = []
         for item in body.items:
             try:
@@ -190,7 +199,7 @@ class SnapshotService:
         return m.ConfirmResponse(results=results)
 
     def _checked_receipts(
-        self, caller: Caller, item: m.ConfirmItem, keys: frozenset[bytes] | None
+        self, caller: Caller, item: m.ConfirmItem, keys: frozenset[bytes]
     ) -> bytes:
         """Every distinct receipt of the item must hold, or the item is refused; the cheap
         checks run on all before any signature (copies of one receipt are checked once)."""
@@ -199,7 +208,7 @@ class SnapshotService:
             receipt = decode(pre.SnapshotReceipt.from_bytes, data, "snapshot receipt")
             if receipt.account_id != caller.account.account_id or receipt.digest != item.digest:
                 raise ServiceError(Code.INVALID_RECORD, "a receipt names another snapshot")
-            if keys is not None and receipt.node_key not in keys:
+            if receipt.node_key not in keys:
                 raise ServiceError(Code.INVALID_RECORD, "a receipt of a node not in the manifest")
             receipts[data] = receipt
         by_node: dict[bytes, bytes] = {}

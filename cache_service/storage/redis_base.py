@@ -95,7 +95,17 @@ class RedisBase:
         raise deleted_error(await self.deletion_order(account_id) or b"")
 
     async def ping(self) -> bool:
-        return bool(await self._r.ping())
+        """Reachable and taking writes: it answers, it is a primary, and its last AOF write
+        and RDB save succeeded (Redis refuses every write with MISCONF otherwise)."""
+        if not await self._r.ping():
+            return False
+        if not isinstance(self._r, aioredis.Redis):
+            return True  # a cluster: each command finds its primary
+        info = await self._r.info("persistence")
+        failed = {info.get("aof_last_write_status"), info.get("rdb_last_bgsave_status")}
+        if "err" in failed:
+            return False
+        return (await self._r.info("replication")).get("role") in (None, "master")
 
     async def close(self) -> None:
         await self._r.aclose()

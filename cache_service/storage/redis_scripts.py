@@ -7,6 +7,8 @@ tombstone (`RedisStorage._write` appends it), so nothing is stored for a deleted
 
 from __future__ import annotations
 
+from ..protocol.limits import SNAPSHOT_OVERHEAD
+
 __all__ = [
     "COUNT_REGISTRATION",
     "CREATE_ACCOUNT",
@@ -126,19 +128,28 @@ return 1
 
 # The account's quota counters, counted from what is stored the first time a script needs
 # them (accounts stored before quotas existed). KEYS[1] of the caller is the feed.
-USAGE = """
+# What a snapshot costs its account's byte quota: its sealed bytes, the other nodes'
+# receipts kept with it, and SNAPSHOT_OVERHEAD for the rest of what it takes in Redis (its
+# hash's other fields, its entries in three sorted sets), so many small snapshots cannot
+# hold many times the quota. Counters from before this rule (`v` other than 2) are
+# counted again at the account's next publish or purge.
+USAGE = f"""
+local OVERHEAD = {SNAPSHOT_OVERHEAD}
+local function stored_size(key)
+  return redis.call('HSTRLEN', key, 'data') + redis.call('HSTRLEN', key, 'cert') + OVERHEAD
+end
 local function usage_init(usage, feed, snap_prefix)
-  if redis.call('HEXISTS', usage, 'v') == 1 then return end
-  local bytes, groups, seen = 0, 0, {}
+  if redis.call('HGET', usage, 'v') == '2' then return end
+  local bytes, groups, seen = 0, 0, {{}}
   for _, seq in ipairs(redis.call('ZRANGE', feed, 0, -1)) do
-    bytes = bytes + redis.call('HSTRLEN', snap_prefix .. seq, 'data')
+    bytes = bytes + stored_size(snap_prefix .. seq)
     local g = redis.call('HGET', snap_prefix .. seq, 'group')
     if g and not seen[g] then
       seen[g] = true
       groups = groups + 1
     end
   end
-  redis.call('HSET', usage, 'bytes', bytes, 'groups', groups, 'v', 1)
+  redis.call('HSET', usage, 'bytes', bytes, 'groups', groups, 'v', 2)
 end
 """
 
@@ -180,15 +191,16 @@ local below = '(' .. ARGV[3]
 local pruned = {}
 if ARGV[11] == '1' then pruned = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', below) end
 local freed = 0
-for _, old in ipairs(doomed) do freed = freed + redis.call('HSTRLEN', ARGV[7] .. old, 'data') end
-for _, old in ipairs(pruned) do freed = freed + redis.call('HSTRLEN', ARGV[7] .. old, 'data') end
+for _, old in ipairs(doomed) do freed = freed + stored_size(ARGV[7] .. old) end
+for _, old in ipairs(pruned) do freed = freed + stored_size(ARGV[7] .. old) end
+local charge = #ARGV[5] + OVERHEAD
 usage_init(KEYS[8], KEYS[3], ARGV[7])
 local used = redis.call('HMGET', KEYS[8], 'bytes', 'groups')
 local new_group = redis.call('EXISTS', KEYS[6]) == 0
 if new_group and tonumber(used[2]) >= tonumber(ARGV[15]) then
   return {'quota_groups', tonumber(ARGV[15])}
 end
-if tonumber(used[1]) - freed + #ARGV[5] > tonumber(ARGV[16]) then
+if tonumber(used[1]) - freed + charge > tonumber(ARGV[16]) then
   return {'quota_stored_bytes', tonumber(ARGV[16])}
 end
 local seq = redis.call('INCR', KEYS[4])
@@ -210,7 +222,7 @@ for _, old in ipairs(pruned) do
   redis.call('ZREM', KEYS[6], old)
   redis.call('ZREM', KEYS[7], old)
 end
-redis.call('HINCRBY', KEYS[8], 'bytes', #ARGV[5] - freed)
+if charge ~= freed then redis.call('HINCRBY', KEYS[8], 'bytes', charge - freed) end
 if new_group then redis.call('HINCRBY', KEYS[8], 'groups', 1) end
 return {'stored', seq}
 """
@@ -231,11 +243,11 @@ redis.call('HSET', KEYS[1], 'data', ARGV[1], 'version', ARGV[2], 'digest', ARGV[
 return {'stored', tonumber(ARGV[2])}
 """
 
-# KEYS: gk:<g>:<kind>.  ARGV: MLS epoch, digest, snap key prefix, receipts.
+# KEYS: gk:<g>:<kind>, usage.  ARGV: MLS epoch, digest, snap key prefix, receipts.
 # Stores other nodes' receipts for the snapshot at that epoch if it has that digest and
 # they are more than the stored ones (a longer set replaces a shorter one: every set
-# comes whole from a publisher, each receipt checked). Returns 'stored',
-# 'kept' (as many or more already) or 'not_found'.
+# comes whole from a publisher, each receipt checked), charging the account's byte
+# counter for them. Returns 'stored', 'kept' (as many or more already) or 'not_found'.
 PUT_RECEIPTS = """
 local seqs = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[1])
 if not seqs[1] then return 'not_found' end
@@ -245,6 +257,9 @@ if #ARGV[4] == 0 then return 'kept' end
 local held = redis.call('HGET', key, 'cert')
 if held and #held >= #ARGV[4] then return 'kept' end
 redis.call('HSET', key, 'cert', ARGV[4])
+if redis.call('HGET', KEYS[2], 'v') == '2' then  -- else counted whole when first counted
+  redis.call('HINCRBY', KEYS[2], 'bytes', #ARGV[4] - #(held or ''))
+end
 return 'stored'
 """
 
@@ -270,7 +285,7 @@ for i = 4, #ARGV do
   local seq = ARGV[i]
   local kind = redis.call('HGET', ARGV[1] .. seq, 'kind')
   if kind then
-    freed = freed + redis.call('HSTRLEN', ARGV[1] .. seq, 'data')
+    freed = freed + stored_size(ARGV[1] .. seq)
     redis.call('DEL', ARGV[1] .. seq)
     redis.call('ZREM', KEYS[1], seq)
     redis.call('ZREM', ARGV[2], seq)
@@ -278,7 +293,7 @@ for i = 4, #ARGV do
     deleted = deleted + 1
   end
 end
-redis.call('HINCRBY', KEYS[2], 'bytes', -freed)
+if freed > 0 then redis.call('HINCRBY', KEYS[2], 'bytes', -freed) end
 if deleted > 0 and redis.call('EXISTS', ARGV[2]) == 0 then
   redis.call('HINCRBY', KEYS[2], 'groups', -1)
 end

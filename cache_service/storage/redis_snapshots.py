@@ -98,7 +98,7 @@ class RedisSnapshots(RedisBase):
         status = await self._write(
             self._put_receipts,
             account_id,
-            keys=[self._k(account_id, "gk", b64(group_id), kind)],
+            keys=[self._k(account_id, "gk", b64(group_id), kind), self._k(account_id, "usage")],
             args=[mls_epoch, digest, self._k(account_id, "snap") + ":", receipts],
         )
         return ReceiptOutcome(status.decode())

@@ -11,9 +11,11 @@ import pytest
 
 import pre
 from cache_service.api.client_address import resolve_client
+from cache_service.api.keys import SERVICES
 from cache_service.protocol import models as m
 from cache_service.protocol.limits import (
     SEAL_OVERHEAD,
+    SNAPSHOT_OVERHEAD,
     format_mib,
     largest_sealed,
     largest_state,
@@ -30,6 +32,7 @@ from tests.cache_service.conftest import (
     make_tenant,
     new_account,
 )
+from tests.cache_service.test_snapshot_receipts import confirm, item, receipt_of, with_nodes
 
 MiB = 1024 * 1024
 
@@ -230,8 +233,57 @@ async def test_an_account_stored_before_quotas_is_counted_at_its_next_publish(
     rows, _, _ = await node.storage.list_snapshots(
         tenant.account.id_hex, descending=False, start=None, limit=100, group_id=None
     )
-    assert usage == (sum(len(r.data) for r in rows), 3)
+    assert usage == (sum(len(r.data) + SNAPSHOT_OVERHEAD for r in rows), 3)
     await expect_error(admin.put_snapshot(tenant.seal(group=b"d")), 403, "quota_exceeded")
+
+
+async def test_counters_kept_by_the_previous_rule_are_counted_again(start_node: StartNode) -> None:
+    """Counters from before a snapshot's overhead and receipts were charged (`v` 1) are
+    counted again, whole, at the account's next publish."""
+    node = await start_node()
+    tenant = await make_tenant(node)
+    admin = tenant.admin_client
+    await admin.publish([tenant.seal(group=g, plaintext=bytes(500)) for g in (b"a", b"b")])
+    key = f"sc:{{{tenant.account.id_hex}}}:usage"
+    await node.storage._r.hset(key, mapping={"bytes": 1, "groups": 2, "v": 1})
+    await admin.put_snapshot(tenant.seal(group=b"c", plaintext=bytes(500)))
+    rows, _, _ = await node.storage.list_snapshots(
+        tenant.account.id_hex, descending=False, start=None, limit=100, group_id=None
+    )
+    assert await node.storage.usage(tenant.account.id_hex) == (
+        sum(len(r.data) + SNAPSHOT_OVERHEAD for r in rows),
+        3,
+    )
+
+
+async def test_many_small_snapshots_and_kept_receipts_are_charged(start_node: StartNode) -> None:
+    """What a snapshot takes in Redis besides its bytes is charged (`SNAPSHOT_OVERHEAD`),
+    and so are other nodes' receipts kept with it: tiny snapshots in many kinds, and
+    receipts confirmed for them, cannot hold many times the quota."""
+    quota = 64 * 1024
+    node = await start_node(quota_stored_bytes=quota)
+    tenant = await make_tenant(node)
+    admin = tenant.admin_client
+    stored = 0
+    for i in range(200):
+        answer = await admin.publish([tenant.seal(kind=f"k{i}", plaintext=b"x")])
+        if answer.results[0].status != "stored":
+            break
+        stored += 1
+    sealed = len(tenant.seal(kind="k", plaintext=b"x").to_bytes())  # kinds k0..: 1-3 more
+    assert quota // (sealed + 3 + SNAPSHOT_OVERHEAD) <= stored
+    assert stored <= quota // (sealed + SNAPSHOT_OVERHEAD)
+    used_before = (await node.storage.usage(tenant.account.id_hex) or (0, 0))[0]
+    others = [pre.NodeSecrets.generate() for _ in range(3)]
+    await with_nodes(tenant, [node.app[SERVICES].node.public_key, *(o.public_key for o in others)])
+    rows, _, _ = await node.storage.list_snapshots(
+        tenant.account.id_hex, descending=False, start=None, limit=1, group_id=None
+    )
+    snap = pre.SealedSnapshot.from_bytes(rows[0].data)
+    items = [item(snap, [receipt_of(o, snap) for o in others])]
+    assert await confirm(tenant, *items) == [("stored", None)]
+    used_after = (await node.storage.usage(tenant.account.id_hex) or (0, 0))[0]
+    assert used_after - used_before == 3 * pre.SNAPSHOT_RECEIPT_SIZE
 
 
 # registration
@@ -249,6 +301,9 @@ def test_the_client_address_believes_only_trusted_proxies() -> None:
     assert resolve_client("2001:db8:1:2:3::4", [], ()) == "2001:db8:1:2::/64"
     assert resolve_client("::ffff:198.51.100.7", [], ()) == "198.51.100.7"
     assert resolve_client(None, spoofed, ()) == "unknown"
+    # hops as proxies write them, with a port: the client, not the proxy's own bucket
+    assert resolve_client("10.1.2.3", ["198.51.100.7:51234"], proxies) == "198.51.100.7"
+    assert resolve_client("10.1.2.3", ["[2001:db8::9]:443"], proxies) == "2001:db8::/64"
 
 
 async def _register(node: Node, headers: dict[str, str] | None = None) -> tuple[int, dict]:
@@ -310,3 +365,16 @@ def test_limit_settings_have_environment_twins() -> None:
     assert (defaults.quota_groups, defaults.quota_stored_bytes) == (10_000, 1024 * MiB)
     with pytest.raises(ValueError, match="not-an-address"):
         Settings.from_env({"STATECACHE_TRUSTED_PROXIES": "not-an-address"})
+
+
+async def test_a_purge_of_snapshots_already_gone_deletes_nothing(node: Node) -> None:
+    """Two purges racing (or a purge racing retention) list the same snapshots: the
+    second finds them gone and takes nothing off the counters (not an error)."""
+    tenant = await make_tenant(node)
+    stored = await tenant.admin_client.put_snapshot(tenant.seal(group=b"gone"))
+    assert stored.seq is not None
+    account = tenant.account.id_hex
+    assert await node.storage.delete_snapshots(account, b"gone", [stored.seq]) == 1
+    before = await node.storage.usage(account)
+    assert await node.storage.delete_snapshots(account, b"gone", [stored.seq]) == 0
+    assert await node.storage.usage(account) == before == (0, 0)

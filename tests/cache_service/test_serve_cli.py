@@ -89,6 +89,11 @@ def test_a_redis_url_password_is_never_printed(data_dir: Path) -> None:
     result = run([*NODE, "--data-dir", str(data_dir), "--redis-url", url])
     line = assert_one_line_failure(result, "--redis-url redis://***@127.0.0.1", status=2)
     assert "hunter2" not in line
+    # one too malformed to parse (an unclosed IPv6 bracket), from the environment
+    env = clean_env(REDIS_URL="redis://admin:s3cretPW@[::1")
+    result = run([*NODE, "--data-dir", str(data_dir)], env=env)
+    line = assert_one_line_failure(result, "redis://***@", status=2)
+    assert "s3cretPW" not in result.stderr
 
 
 # an unusable data dir

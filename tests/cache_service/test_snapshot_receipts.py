@@ -306,6 +306,7 @@ async def test_bad_receipts_reject_their_item_and_store_nothing(
 
 async def test_receipts_for_a_snapshot_not_held_are_not_found(tenant: Tenant) -> None:
     other_node = pre.NodeSecrets.generate()
+    await with_nodes(tenant, [own_secrets(tenant.node).public_key, other_node.public_key])
     snap = tenant.seal(group=b"held", epoch=2)
     mine = (await tenant.admin_client.put_snapshot(snap)).receipt
     unsent = tenant.seal(group=b"held", epoch=3)  # never published
@@ -329,9 +330,12 @@ async def test_the_manifest_in_force_decides_which_nodes_count(tenant: Tenant) -
     a, b = pre.NodeSecrets.generate(), pre.NodeSecrets.generate()
     snap = tenant.seal(epoch=1)
     mine = (await tenant.admin_client.put_snapshot(snap)).receipt
-    # no manifest: any node's valid receipt for this account and snapshot
-    assert await confirm(tenant, item(snap, [receipt_of(a, snap)])) == [("stored", None)]
+    # no manifest: nothing is kept (a receipt of any key would hold bytes no quota counts)
+    assert await confirm(tenant, item(snap, [receipt_of(a, snap)])) == [
+        ("rejected", "invalid_record")
+    ]
     await with_nodes(tenant, [own.public_key, a.public_key])
+    assert await confirm(tenant, item(snap, [receipt_of(a, snap)])) == [("stored", None)]
     longer = [receipt_of(a, snap), receipt_of(b, snap)]
     assert await confirm(tenant, item(snap, longer)) == [("rejected", "invalid_record")]
     await with_nodes(tenant, [own.public_key, b.public_key, a.public_key])  # a new version
@@ -350,6 +354,7 @@ async def test_confirmation_bounds_are_4xx_problems(tenant: Tenant) -> None:
     mine = (await tenant.admin_client.put_snapshot(snap)).receipt
     assert mine is not None
     many = [pre.NodeSecrets.generate() for _ in range(m.MAX_RECEIPTS + 1)]
+    await with_nodes(tenant, [own.public_key, *(n.public_key for n in many)])
     receipts = [receipt_of(n, snap) for n in many]
 
     def body(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -381,7 +386,7 @@ async def test_confirmation_bounds_are_4xx_problems(tenant: Tenant) -> None:
         problem = assert_problem(resp, resp.status, resp.json()["code"])
         assert problem["status"] in (400, 413, 415, 422), what
     assert await listed(tenant, snap) == [mine]
-    # at the bounds: 32 receipts, 256 items (no manifest, so any node counts)
+    # at the bounds: 32 receipts, 256 items (the manifest names 34 nodes)
     resp = await post_confirm(tenant, body([raw_item(snap, [mine, *receipts[:31]])]))
     assert resp.status == 200, resp.body[:300]
     assert resp.json()["results"] == [{"status": "stored", "code": None, "detail": None}]
@@ -454,6 +459,7 @@ async def test_a_legacy_snapshot_is_receipted_when_first_listed(
     assert (again.status, again.receipt) == ("duplicate", receipts[1])
     # other nodes' receipts are kept for it like for any other
     other = pre.NodeSecrets.generate()
+    await with_nodes(tenant, [key, other.public_key])
     assert await confirm(tenant, item(snaps[1], [receipt_of(other, snaps[1])])) == [
         ("stored", None)
     ]
