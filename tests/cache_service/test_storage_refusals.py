@@ -8,7 +8,25 @@ import socket
 
 import redis.asyncio as aioredis
 
-from tests.cache_service.conftest import OwnRedis, StartNode, assert_problem, make_tenant
+from tests.cache_service.conftest import (
+    Node,
+    OwnRedis,
+    RawResponse,
+    StartNode,
+    Tenant,
+    assert_problem,
+    make_tenant,
+)
+
+
+async def _publish(node: Node, tenant: Tenant) -> RawResponse:
+    return await node.send(
+        "PUT",
+        f"/v1/accounts/{tenant.account.id_hex}/groups/Z3JvdXA/group_state",
+        body=tenant.seal(group=b"group").to_bytes(),
+        content_type="application/octet-stream",
+        device=tenant.account.admin,
+    )
 
 
 def _closed_port() -> int:
@@ -30,14 +48,7 @@ async def test_out_of_memory_is_503_not_500(start_node: StartNode, own_redis: Ow
             body={"snapshots": []}, device=tenant.account.admin,
         )  # fmt: skip
         assert resp.status in (400, 503), resp.body[:200]  # refused before or at storage
-        published = await node.send(
-            "PUT",
-            f"/v1/accounts/{tenant.account.id_hex}/groups/Z3JvdXA/group_state",
-            body=tenant.seal(group=b"group").to_bytes(),
-            content_type="application/octet-stream",
-            device=tenant.account.admin,
-        )
-        assert_problem(published, 503, "unavailable")
+        assert_problem(await _publish(node, tenant), 503, "unavailable")
     finally:
         await admin.config_set("maxmemory", 0)
         await admin.aclose()
@@ -54,14 +65,7 @@ async def test_a_replica_is_not_ready_and_refuses_with_503(
         assert (await node.send("GET", "/readyz")).status == 200
         await admin.execute_command("REPLICAOF", "127.0.0.1", _closed_port())
         assert_problem(await node.send("GET", "/readyz"), 503, "unavailable")
-        published = await node.send(
-            "PUT",
-            f"/v1/accounts/{tenant.account.id_hex}/groups/Z3JvdXA/group_state",
-            body=tenant.seal(group=b"group").to_bytes(),
-            content_type="application/octet-stream",
-            device=tenant.account.admin,
-        )
-        assert_problem(published, 503, "unavailable")
+        assert_problem(await _publish(node, tenant), 503, "unavailable")
     finally:
         await admin.execute_command("REPLICAOF", "NO", "ONE")
         await admin.aclose()
