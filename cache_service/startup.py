@@ -92,8 +92,8 @@ async def node_resources(
                 storage = external
             else:
                 embedded = EmbeddedRedis(settings.data_dir, appendfsync=settings.appendfsync)
+                stack.push_async_callback(embedded.stop)  # start() itself kills on failure
                 await embedded.start()
-                stack.push_async_callback(embedded.stop)
                 local = RedisStorage.connect(
                     unix_socket=embedded.socket, timeout=settings.redis_timeout
                 )

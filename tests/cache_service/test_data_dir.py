@@ -1,5 +1,6 @@
 """One node per data dir, one key per node: the data dir lock, node key creation racing on
-an empty dir, and a redis-server left behind by a killed node. Real node processes."""
+an empty dir, a redis-server left behind by a killed node (answering, loading or stopped)
+or by a node stopped while starting. Real node processes."""
 
 from __future__ import annotations
 
@@ -22,12 +23,15 @@ from cache_service.data_dir import LOCK_NAME
 from tests.cache_service.conftest import short_tempdir
 from tests.cache_service.node_process import (
     NODE,
+    alive,
+    append_slow_load,
     assert_one_line_failure,
     clean_env,
     device_ids,
     put_account,
     redis_servers_in,
     run,
+    spawn,
     start,
 )
 
@@ -39,6 +43,7 @@ def base() -> Iterator[Path]:
     path = short_tempdir("sc-dd-")
     yield path
     for pid in redis_servers_in(path / "node"):
+        os.kill(pid, signal.SIGCONT)
         os.kill(pid, signal.SIGKILL)
     shutil.rmtree(path, ignore_errors=True)
 
@@ -169,3 +174,55 @@ async def test_a_redis_server_left_by_a_killed_node_is_shut_down_by_the_next(
             assert "shutting down a redis-server left running" in second.stderr()
         finally:
             second.stop()
+
+
+def test_sigterm_while_redis_loads_at_start_leaves_no_redis_server(base: Path) -> None:
+    data_dir = base / "node"
+    append_slow_load(data_dir, 8)
+    node = spawn(data_dir, log=base / "node.log")
+    try:
+        redis_pid = node.redis_pid()  # started, loading: the node is inside its start
+        time.sleep(0.5)
+        node.proc.send_signal(signal.SIGTERM)
+        assert node.wait(10) == 0, node.stderr()
+        assert "Traceback" not in node.stderr()
+        assert not alive(redis_pid)
+        assert redis_servers_in(data_dir) == []
+    finally:
+        node.stop()
+
+
+@pytest.mark.parametrize("state", ["loading", "stopped"])
+async def test_an_orphaned_redis_server_loading_or_stopped_is_stopped_by_the_next_node(
+    base: Path, state: str
+) -> None:
+    """Never two redis-servers on one AOF: one a SIGKILLed node left behind is stopped
+    first, whether it answers LOADING or nothing at all (SIGSTOP)."""
+    data_dir = base / "node"
+    first = start(data_dir, log=base / "first.log")
+    async with aiohttp.ClientSession() as session:
+        account, member = await put_account(session, first.url)
+    first.stop()
+    if state == "loading":
+        append_slow_load(data_dir, 6)
+        first = spawn(data_dir, log=base / "first.log")
+        orphan = first.redis_pid()
+        time.sleep(0.5)
+    else:
+        first = start(data_dir, log=base / "first.log")
+        orphan = first.redis_pid()
+    first.proc.kill()  # SIGKILL: no chance to stop its redis-server
+    first.proc.wait()
+    if state == "stopped":
+        os.kill(orphan, signal.SIGSTOP)
+    assert redis_servers_in(data_dir) == [orphan]
+
+    second = start(data_dir, log=base / "second.log")
+    try:
+        assert not alive(orphan)
+        assert redis_servers_in(data_dir) == [second.redis_pid()]
+        assert "shutting down a redis-server left running" in second.stderr()
+        async with aiohttp.ClientSession() as session:
+            assert member in await device_ids(session, second.url, account)
+    finally:
+        second.stop()
