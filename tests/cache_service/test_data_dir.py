@@ -1,6 +1,7 @@
 """One node per data dir, one key per node: the data dir lock, node key creation racing on
 an empty dir, a redis-server left behind by a killed node (answering, loading or stopped)
-or by a node stopped while starting. Real node processes."""
+or by a node stopped while starting, and a data dir others could reach. Real node
+processes."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -226,3 +228,60 @@ async def test_an_orphaned_redis_server_loading_or_stopped_is_stopped_by_the_nex
             assert member in await device_ids(session, second.url, account)
     finally:
         second.stop()
+
+
+# a data dir that exists already
+
+
+def test_a_data_dir_of_another_user_is_refused_untouched(base: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to give the directory to another user")
+    data_dir, victim = base / "node", base / "victim"
+    victim.write_text("precious\n")
+    data_dir.mkdir(mode=0o777)
+    os.chmod(data_dir, 0o777)
+    (data_dir / LOCK_NAME).symlink_to(victim)
+    os.lchown(data_dir / LOCK_NAME, 65534, 65534)
+    os.chown(data_dir, 65534, 65534)
+    argv = [*NODE, "--data-dir", str(data_dir), "--port", "0", "--workers", "0"]
+    result = run(argv, timeout=15)
+    assert_one_line_failure(result, f"data dir {data_dir} belongs to uid 65534, not to this user")
+    assert victim.read_text() == "precious\n"
+    assert sorted(p.name for p in data_dir.iterdir()) == [LOCK_NAME]
+
+
+@pytest.mark.parametrize(
+    ("planted", "needle"),
+    [
+        (LOCK_NAME, f"{LOCK_NAME} is a symlink"),
+        ("node.key", "node.key: a symlink, not a regular file"),
+    ],
+)
+def test_a_symlink_planted_in_an_open_data_dir_is_refused(
+    base: Path, planted: str, needle: str
+) -> None:
+    data_dir, victim = base / "node", base / "victim"
+    victim.write_bytes(pre.NodeSecrets.generate().to_bytes())
+    before = victim.read_bytes()
+    data_dir.mkdir()
+    os.chmod(data_dir, 0o777)  # anyone could have put links here
+    (data_dir / planted).symlink_to(victim)
+    argv = [*NODE, "--data-dir", str(data_dir), "--port", "0", "--workers", "0"]
+    result = run(argv, timeout=15)
+    assert_one_line_failure(result, needle)
+    assert victim.read_bytes() == before
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700  # and it is no longer open
+    assert redis_servers_in(data_dir) == []
+
+
+async def test_an_open_data_dir_of_the_user_is_made_private(base: Path) -> None:
+    data_dir = base / "node"
+    data_dir.mkdir()
+    os.chmod(data_dir, 0o755)
+    node = start(data_dir, log=base / "node.log")
+    try:
+        assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+        warned = [json.loads(line) for line in node.stderr().splitlines() if "made it 0700" in line]
+        assert [(w["level"], w["mode"]) for w in warned] == [("warning", "0o755")]
+    finally:
+        node.stop()

@@ -290,3 +290,29 @@ async def test_a_relative_data_dir_as_the_readme_types_it(data_dir: Path) -> Non
         assert (data_dir.parent / "var/node1/redis.log").exists()
     finally:
         node.stop()
+
+
+@pytest.mark.parametrize("where", ["--node-key", "data dir"])
+def test_a_node_key_that_is_a_fifo_is_refused_at_once(data_dir: Path, where: str) -> None:
+    """Opening a FIFO would block the event loop for good (and SIGTERM with it)."""
+    argv = [*NODE, "--data-dir", str(data_dir), "--port", "0", "--workers", "0"]
+    if where == "--node-key":
+        fifo = data_dir.parent / "fifo.key"
+        argv += ["--node-key", str(fifo)]
+    else:
+        data_dir.mkdir(mode=0o700)
+        fifo = data_dir / "node.key"
+    os.mkfifo(fifo, 0o600)
+    result = run(argv, timeout=15)
+    assert_one_line_failure(result, f"cannot read node key {fifo}: not a regular file")
+
+
+def test_a_node_key_symlink_is_followed_for_the_node_key_option(data_dir: Path) -> None:
+    """`--node-key` names a file the operator chose, e.g. a mounted secret (a symlink)."""
+    key = data_dir.parent / "real.key"
+    run([*STATECACHE, "node", "keygen", "--out", str(key)])
+    link = data_dir.parent / "link.key"
+    link.symlink_to(key)
+    node = start(data_dir, "--node-key", str(link), log=data_dir.parent / "node.log")
+    node.stop()
+    assert node.proc.returncode == 0
