@@ -316,3 +316,32 @@ def test_a_node_key_symlink_is_followed_for_the_node_key_option(data_dir: Path) 
     node = start(data_dir, "--node-key", str(link), log=data_dir.parent / "node.log")
     node.stop()
     assert node.proc.returncode == 0
+
+
+def test_empty_environment_values_are_unset(data_dir: Path) -> None:
+    """`STATECACHE_NODE_KEY=` is no key file named "", `STATECACHE_DATA_DIR=` not the
+    current directory; and `--ready-file` has its twin, `STATECACHE_READY_FILE`."""
+    cwd = data_dir.parent
+    ready = cwd / "ready"
+    env = clean_env(
+        STATECACHE_NODE_KEY="", STATECACHE_DATA_DIR="", STATECACHE_READY_FILE=str(ready)
+    )
+    argv = [*NODE, "--port", "0", "--workers", "0"]
+    proc = subprocess.Popen(
+        argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert (cwd / "var/node/node.key").is_file()  # the default data dir
+        assert not (cwd / "node.lock").exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+        for pid in redis_servers_in(cwd / "var/node"):
+            os.kill(pid, signal.SIGKILL)
+    assert proc.returncode == 0, err
