@@ -1,12 +1,13 @@
 """The node's data directory: checked, created (0700) and locked before anything uses it.
 
-A data dir that exists already must belong to the node's effective user (else the node
-refuses it: another user could have planted links in it); one that others can reach is
-made 0700 (`DataDirLock.was_mode` keeps its mode before, for the node to warn once it
-serves), so what the node and its redis-server keep there (node key, AOF, log, socket) is
-private by the directory's mode. `node.lock` is opened
-relative to the checked directory, never through a symlink, and must be a regular file
-the node's user owns.
+A data dir that exists already must belong to the node's effective user and must not be
+writable by group or others (else the node refuses it: someone else could have planted
+links in it, e.g. an AOF or log pointing at a file of the node's user, which a later
+chmod would not undo); one that others can only read or search is made 0700
+(`DataDirLock.was_mode` keeps its mode before, for the node to warn once it serves), so
+what the node and its redis-server keep there (node key, AOF, log, socket) is private.
+`node.lock` is opened relative to the checked directory, never through a symlink, and must
+be a regular file the node's user owns.
 
 One node per data dir. `DataDirLock.acquire` takes an exclusive `flock(2)` on
 `DIR/node.lock` and the node holds it for its whole life; the kernel drops it when the
@@ -90,8 +91,8 @@ class DataDirLock:
 
 
 def _private_dir(path: Path) -> tuple[int, int | None]:
-    """An fd of the data dir, checked to be the node user's own and made 0700; and its
-    mode before, if that was not private."""
+    """An fd of the data dir, checked to be the node user's own and writable by it alone,
+    and made 0700; and its mode before, if that was not private."""
     try:
         dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
@@ -104,6 +105,11 @@ def _private_dir(path: Path) -> tuple[int, int | None]:
                 f"{os.geteuid()}): use a directory of the node's own user"
             )
         mode = stat.S_IMODE(info.st_mode)
+        if mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise NodeFailure(
+                f"data dir {path} is writable by other users (mode {mode:04o}): use a "
+                "directory only the node's user can write (0700)"
+            )
         if mode & 0o077:
             os.fchmod(dir_fd, 0o700)
     except OSError as exc:

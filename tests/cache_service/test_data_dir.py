@@ -250,6 +250,20 @@ def test_a_data_dir_of_another_user_is_refused_untouched(base: Path) -> None:
     assert sorted(p.name for p in data_dir.iterdir()) == [LOCK_NAME]
 
 
+def test_a_data_dir_others_can_write_is_refused_untouched(base: Path) -> None:
+    data_dir, victim = base / "node", base / "victim"
+    victim.write_text("precious\n")
+    data_dir.mkdir()
+    os.chmod(data_dir, 0o777)  # anyone could have put links here, e.g. for the AOF or log
+    (data_dir / "redis.log").symlink_to(victim)
+    argv = [*NODE, "--data-dir", str(data_dir), "--port", "0", "--workers", "0"]
+    result = run(argv, timeout=15)
+    assert_one_line_failure(result, f"data dir {data_dir} is writable by other users (mode 0777)")
+    assert victim.read_text() == "precious\n"
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o777
+    assert sorted(p.name for p in data_dir.iterdir()) == ["redis.log"]
+
+
 @pytest.mark.parametrize(
     ("planted", "needle"),
     [
@@ -257,20 +271,17 @@ def test_a_data_dir_of_another_user_is_refused_untouched(base: Path) -> None:
         ("node.key", "node.key: a symlink, not a regular file"),
     ],
 )
-def test_a_symlink_planted_in_an_open_data_dir_is_refused(
-    base: Path, planted: str, needle: str
-) -> None:
+def test_a_symlink_in_the_data_dir_is_not_followed(base: Path, planted: str, needle: str) -> None:
+    """Planted while the directory was open, say, and the mode fixed later."""
     data_dir, victim = base / "node", base / "victim"
     victim.write_bytes(pre.NodeSecrets.generate().to_bytes())
     before = victim.read_bytes()
-    data_dir.mkdir()
-    os.chmod(data_dir, 0o777)  # anyone could have put links here
+    data_dir.mkdir(mode=0o700)
     (data_dir / planted).symlink_to(victim)
     argv = [*NODE, "--data-dir", str(data_dir), "--port", "0", "--workers", "0"]
     result = run(argv, timeout=15)
     assert_one_line_failure(result, needle)
     assert victim.read_bytes() == before
-    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700  # and it is no longer open
     assert redis_servers_in(data_dir) == []
 
 

@@ -179,14 +179,14 @@ async def test_a_redis_that_comes_up_within_the_wait_is_used(data_dir: Path) -> 
 
 
 def test_a_redis_server_that_cannot_start(data_dir: Path) -> None:
-    data_dir.mkdir(parents=True)
+    data_dir.mkdir(mode=0o700, parents=True)
     (data_dir / "statecache.aof").write_bytes(b"*2\r\n$3\r\nSET\r\ngarbage")
     result = run([*NODE, "--data-dir", str(data_dir), "--port", "0", "--workers", "0"])
     assert_one_line_failure(result, "redis-server exited: Bad file format reading the append")
 
 
 def test_a_damaged_node_key(data_dir: Path) -> None:
-    data_dir.mkdir(parents=True)
+    data_dir.mkdir(mode=0o700, parents=True)
     (data_dir / "node.key").write_bytes(b"garbage")
     result = run([*NODE, "--data-dir", str(data_dir), "--port", "0", "--workers", "0"])
     assert_one_line_failure(result, f"{data_dir / 'node.key'} is not a statecache node key")
