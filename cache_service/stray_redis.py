@@ -12,7 +12,6 @@ once while loading), a bounded wait, then SIGKILL.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -84,9 +83,15 @@ async def stop_orphan(data_dir: Path, socket: str) -> bool:
         extra={"pid": pid, "data_dir": str(data_dir)},
     )
     for sig, wait in ((signal.SIGTERM, _TERM_WAIT), (signal.SIGKILL, _KILL_WAIT)):
-        with contextlib.suppress(ProcessLookupError):
+        try:
             os.kill(pid, signal.SIGCONT)  # a stopped process acts on nothing else
             os.kill(pid, sig)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            raise NodeFailure(
+                f"a redis-server left on {data_dir} (pid {pid}) is not this user's to stop"
+            ) from None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while _serves(pid, socket):
