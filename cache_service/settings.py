@@ -137,14 +137,14 @@ class Settings(BaseModel):
         values: dict[str, object] = {}
         for name in cls.model_fields:
             raw = env.get(f"STATECACHE_{name.upper()}")
-            if raw is not None:
+            if raw:  # set and not empty: `STATECACHE_DATA_DIR=` means unset, not "."
                 if name == "retain":
                     values[name] = _parse_retain(raw)
                 elif name == "trusted_proxies":
                     values[name] = tuple(filter(None, (p.strip() for p in raw.split(","))))
                 else:
                     values[name] = raw
-        if "REDIS_URL" in env and "redis_url" not in values:
+        if env.get("REDIS_URL") and "redis_url" not in values:
             values["redis_url"] = env["REDIS_URL"]
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(values)

@@ -72,6 +72,7 @@ async def node_resources(
     """Open everything (a test may pass its own `storage`); close it all on the way out."""
     async with contextlib.AsyncExitStack() as stack:
         uses_data_dir = settings.node_key is None or (storage is None and not settings.redis_url)
+        lock = None
         if uses_data_dir:
             lock = DataDirLock.acquire(settings.data_dir)  # before anything touches the dir
             stack.callback(lock.release)
@@ -93,8 +94,8 @@ async def node_resources(
                 storage = external
             else:
                 embedded = EmbeddedRedis(settings.data_dir, appendfsync=settings.appendfsync)
+                stack.push_async_callback(embedded.stop)  # start() itself kills on failure
                 await embedded.start()
-                stack.push_async_callback(embedded.stop)
                 local = RedisStorage.connect(
                     unix_socket=embedded.socket, timeout=settings.redis_timeout
                 )
@@ -108,6 +109,11 @@ async def node_resources(
             await pool.warm_up()
         except Exception as exc:  # OSError, BrokenProcessPool: one line either way
             raise NodeFailure(f"cannot start re-encryption workers: {one_line(exc)}") from None
+        if lock is not None and lock.was_mode is not None:  # said once started: a failure
+            log.warning(  # to start stays one line
+                "data dir was open to other users: made it 0700",
+                extra={"data_dir": str(settings.data_dir), "mode": oct(lock.was_mode)},
+            )
         yield NodeResources(node=node, storage=storage, pool=pool, embedded=embedded)
 
 

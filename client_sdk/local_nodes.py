@@ -31,7 +31,7 @@ class LocalNode:
         return self.data_dir / "ready"
 
     async def start(self, timeout: float = 30.0) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.ready_file.unlink(missing_ok=True)
         log = open(self.data_dir / "node.log", "ab")  # noqa: SIM115 - owned by the child
         self.process = subprocess.Popen(  # noqa: S603 - our own module, fixed argv

@@ -4,7 +4,9 @@ helpers to check the one-line failure contract."""
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -90,6 +92,32 @@ def redis_servers_in(data_dir: Path) -> list[int]:
         if serving and "State:\tZ" not in status:
             found.append(int(entry.name))
     return found
+
+
+_SLEEP = 0.0008  # DEBUG SLEEP per command: Redis answers LOADING every 1000 commands
+
+
+def append_slow_load(data_dir: Path, seconds: float) -> None:
+    """Append commands to `data_dir`'s AOF that take redis-server at least `seconds` to
+    load, as a large data set would (a file of RESP commands, written in an instant)."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    command = b"*3\r\n$5\r\nDEBUG\r\n$5\r\nSLEEP\r\n$6\r\n%.4f\r\n" % _SLEEP
+    with (data_dir / "statecache.aof").open("ab") as aof:
+        aof.write(command * math.ceil(seconds / _SLEEP))
+
+
+def aof_load_seconds(data_dir: Path) -> list[float]:
+    """How long each load of the AOF took, as redis.log says."""
+    text = (data_dir / "redis.log").read_text(errors="replace")
+    return [float(m) for m in re.findall(r"DB loaded from append only file: ([\d.]+) sec", text)]
+
+
+def alive(pid: int) -> bool:
+    try:
+        status = (Path("/proc") / str(pid) / "status").read_text()
+    except OSError:
+        return False
+    return "State:\tZ" not in status
 
 
 @dataclass

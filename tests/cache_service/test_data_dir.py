@@ -1,5 +1,7 @@
 """One node per data dir, one key per node: the data dir lock, node key creation racing on
-an empty dir, and a redis-server left behind by a killed node. Real node processes."""
+an empty dir, a redis-server left behind by a killed node (answering, loading or stopped)
+or by a node stopped while starting, and a data dir others could reach. Real node
+processes."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -22,12 +25,15 @@ from cache_service.data_dir import LOCK_NAME
 from tests.cache_service.conftest import short_tempdir
 from tests.cache_service.node_process import (
     NODE,
+    alive,
+    append_slow_load,
     assert_one_line_failure,
     clean_env,
     device_ids,
     put_account,
     redis_servers_in,
     run,
+    spawn,
     start,
 )
 
@@ -39,6 +45,7 @@ def base() -> Iterator[Path]:
     path = short_tempdir("sc-dd-")
     yield path
     for pid in redis_servers_in(path / "node"):
+        os.kill(pid, signal.SIGCONT)
         os.kill(pid, signal.SIGKILL)
     shutil.rmtree(path, ignore_errors=True)
 
@@ -169,3 +176,123 @@ async def test_a_redis_server_left_by_a_killed_node_is_shut_down_by_the_next(
             assert "shutting down a redis-server left running" in second.stderr()
         finally:
             second.stop()
+
+
+def test_sigterm_while_redis_loads_at_start_leaves_no_redis_server(base: Path) -> None:
+    data_dir = base / "node"
+    append_slow_load(data_dir, 8)
+    node = spawn(data_dir, log=base / "node.log")
+    try:
+        redis_pid = node.redis_pid()  # started, loading: the node is inside its start
+        time.sleep(0.5)
+        node.proc.send_signal(signal.SIGTERM)
+        assert node.wait(10) == 0, node.stderr()
+        assert "Traceback" not in node.stderr()
+        assert not alive(redis_pid)
+        assert redis_servers_in(data_dir) == []
+    finally:
+        node.stop()
+
+
+@pytest.mark.parametrize("state", ["loading", "stopped"])
+async def test_an_orphaned_redis_server_loading_or_stopped_is_stopped_by_the_next_node(
+    base: Path, state: str
+) -> None:
+    """Never two redis-servers on one AOF: one a SIGKILLed node left behind is stopped
+    first, whether it answers LOADING or nothing at all (SIGSTOP)."""
+    data_dir = base / "node"
+    first = start(data_dir, log=base / "first.log")
+    async with aiohttp.ClientSession() as session:
+        account, member = await put_account(session, first.url)
+    first.stop()
+    if state == "loading":
+        append_slow_load(data_dir, 6)
+        first = spawn(data_dir, log=base / "first.log")
+        orphan = first.redis_pid()
+        time.sleep(0.5)
+    else:
+        first = start(data_dir, log=base / "first.log")
+        orphan = first.redis_pid()
+    first.proc.kill()  # SIGKILL: no chance to stop its redis-server
+    first.proc.wait()
+    if state == "stopped":
+        os.kill(orphan, signal.SIGSTOP)
+    assert redis_servers_in(data_dir) == [orphan]
+
+    second = start(data_dir, log=base / "second.log")
+    try:
+        assert not alive(orphan)
+        assert redis_servers_in(data_dir) == [second.redis_pid()]
+        assert "shutting down a redis-server left running" in second.stderr()
+        async with aiohttp.ClientSession() as session:
+            assert member in await device_ids(session, second.url, account)
+    finally:
+        second.stop()
+
+
+# a data dir that exists already
+
+
+def test_a_data_dir_of_another_user_is_refused_untouched(base: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to give the directory to another user")
+    data_dir, victim = base / "node", base / "victim"
+    victim.write_text("precious\n")
+    data_dir.mkdir(mode=0o777)
+    os.chmod(data_dir, 0o777)
+    (data_dir / LOCK_NAME).symlink_to(victim)
+    os.lchown(data_dir / LOCK_NAME, 65534, 65534)
+    os.chown(data_dir, 65534, 65534)
+    argv = [*NODE, "--data-dir", str(data_dir), "--port", "0", "--workers", "0"]
+    result = run(argv, timeout=15)
+    assert_one_line_failure(result, f"data dir {data_dir} belongs to uid 65534, not to this user")
+    assert victim.read_text() == "precious\n"
+    assert sorted(p.name for p in data_dir.iterdir()) == [LOCK_NAME]
+
+
+def test_a_data_dir_others_can_write_is_refused_untouched(base: Path) -> None:
+    data_dir, victim = base / "node", base / "victim"
+    victim.write_text("precious\n")
+    data_dir.mkdir()
+    os.chmod(data_dir, 0o777)  # anyone could have put links here, e.g. for the AOF or log
+    (data_dir / "redis.log").symlink_to(victim)
+    argv = [*NODE, "--data-dir", str(data_dir), "--port", "0", "--workers", "0"]
+    result = run(argv, timeout=15)
+    assert_one_line_failure(result, f"data dir {data_dir} is writable by other users (mode 0777)")
+    assert victim.read_text() == "precious\n"
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o777
+    assert sorted(p.name for p in data_dir.iterdir()) == ["redis.log"]
+
+
+@pytest.mark.parametrize(
+    ("planted", "needle"),
+    [
+        (LOCK_NAME, f"{LOCK_NAME} is a symlink"),
+        ("node.key", "node.key: a symlink, not a regular file"),
+    ],
+)
+def test_a_symlink_in_the_data_dir_is_not_followed(base: Path, planted: str, needle: str) -> None:
+    """Planted while the directory was open, say, and the mode fixed later."""
+    data_dir, victim = base / "node", base / "victim"
+    victim.write_bytes(pre.NodeSecrets.generate().to_bytes())
+    before = victim.read_bytes()
+    data_dir.mkdir(mode=0o700)
+    (data_dir / planted).symlink_to(victim)
+    argv = [*NODE, "--data-dir", str(data_dir), "--port", "0", "--workers", "0"]
+    result = run(argv, timeout=15)
+    assert_one_line_failure(result, needle)
+    assert victim.read_bytes() == before
+    assert redis_servers_in(data_dir) == []
+
+
+async def test_an_open_data_dir_of_the_user_is_made_private(base: Path) -> None:
+    data_dir = base / "node"
+    data_dir.mkdir()
+    os.chmod(data_dir, 0o755)
+    node = start(data_dir, log=base / "node.log")
+    try:
+        assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+        warned = [json.loads(line) for line in node.stderr().splitlines() if "made it 0700" in line]
+        assert [(w["level"], w["mode"]) for w in warned] == [("warning", "0o755")]
+    finally:
+        node.stop()

@@ -1,7 +1,9 @@
 """The embedded redis-server is supervised: killed, it is restarted on the same AOF (data
 intact); dying too often ends the node in one line; hung (SIGSTOP), `/readyz` says 503
 within about a second while `/healthz` stays 200, requests get a bounded 503, and all is
-ready again soon after it resumes (SIGCONT). Real node processes, real redis-servers."""
+ready again soon after it resumes (SIGCONT). A data set that takes longer than
+`START_SILENCE` to load is waited for, at start and at a restart (which is no death).
+Real node processes, real redis-servers."""
 
 from __future__ import annotations
 
@@ -17,16 +19,20 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from cache_service.embedded_redis import RESTART_LIMIT
+from cache_service.embedded_redis import RESTART_LIMIT, START_SILENCE
 from cache_service.protocol import models as m
 from tests.cache_service.conftest import new_account, short_tempdir
 from tests.cache_service.node_process import (
     NodeProcess,
+    aof_load_seconds,
+    append_slow_load,
     clean_env,
     device_ids,
     put_account,
     redis_servers_in,
+    spawn,
     start,
+    wait_ready,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -160,6 +166,51 @@ async def test_a_hung_redis_server_is_not_ready_but_alive(base: Path) -> None:
         assert unavailable and {e["level"] for e in unavailable} == {"error"}
         refused = [e for e in events if isinstance(e.get("status"), int) and e["status"] < 500]
         assert {e["level"] for e in refused} <= {"info", "warning"}
+    finally:
+        node.stop()
+    assert node.proc.returncode == 0
+
+
+async def test_a_data_set_slower_than_the_start_limit_to_load_is_waited_for(base: Path) -> None:
+    data_dir = base / "node"
+    append_slow_load(data_dir, START_SILENCE + 0.3)
+    node = wait_ready(spawn(data_dir, log=base / "node.log"), timeout=50)
+    try:
+        async with aiohttp.ClientSession() as session:
+            assert await status_of(session, node.url + "/readyz") == 200
+        assert aof_load_seconds(data_dir)[-1] > START_SILENCE  # it did take that long
+        events = [e["event"] for e in log_events(node)]
+        assert "redis-server is loading its data set; not ready until it is done" in events
+        assert "redis-server loaded its data set" in events
+    finally:
+        node.stop()
+    assert node.proc.returncode == 0
+
+
+async def test_a_restart_still_loading_is_waited_for_and_no_death(base: Path) -> None:
+    data_dir = base / "node"
+    node = start(data_dir, log=base / "node.log")
+    try:
+        async with aiohttp.ClientSession() as session:
+            account, member = await put_account(session, node.url)
+            # more data behind what the live redis-server wrote (it appends, O_APPEND)
+            append_slow_load(data_dir, START_SILENCE + 0.3)
+            first = node.redis_pid()
+            os.kill(first, signal.SIGKILL)
+            restarted = node.redis_pid()
+            assert restarted != first
+            await asyncio.sleep(1)
+            assert await status_of(session, node.url + "/readyz") == 503  # loading
+            assert await status_of(session, node.url + "/healthz") == 200
+            await wait_status(session, node.url + "/readyz", 200, within=40)
+            assert node.redis_pid() == restarted  # the one restart loaded; never killed
+            assert member in await device_ids(session, node.url, account)
+        assert aof_load_seconds(data_dir)[-1] > START_SILENCE
+        events = [e["event"] for e in log_events(node)]
+        assert events.count("redis-server exited") == 1
+        assert "redis-server restart failed" not in events
+        assert "redis-server is loading its data set; not ready until it is done" in events
+        assert node.proc.poll() is None
     finally:
         node.stop()
     assert node.proc.returncode == 0

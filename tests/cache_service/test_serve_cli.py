@@ -184,14 +184,14 @@ async def test_a_redis_that_comes_up_within_the_wait_is_used(data_dir: Path) -> 
 
 
 def test_a_redis_server_that_cannot_start(data_dir: Path) -> None:
-    data_dir.mkdir(parents=True)
+    data_dir.mkdir(mode=0o700, parents=True)
     (data_dir / "statecache.aof").write_bytes(b"*2\r\n$3\r\nSET\r\ngarbage")
     result = run([*NODE, "--data-dir", str(data_dir), "--port", "0", "--workers", "0"])
     assert_one_line_failure(result, "redis-server exited: Bad file format reading the append")
 
 
 def test_a_damaged_node_key(data_dir: Path) -> None:
-    data_dir.mkdir(parents=True)
+    data_dir.mkdir(mode=0o700, parents=True)
     (data_dir / "node.key").write_bytes(b"garbage")
     result = run([*NODE, "--data-dir", str(data_dir), "--port", "0", "--workers", "0"])
     assert_one_line_failure(result, f"{data_dir / 'node.key'} is not a statecache node key")
@@ -295,3 +295,58 @@ async def test_a_relative_data_dir_as_the_readme_types_it(data_dir: Path) -> Non
         assert (data_dir.parent / "var/node1/redis.log").exists()
     finally:
         node.stop()
+
+
+@pytest.mark.parametrize("where", ["--node-key", "data dir"])
+def test_a_node_key_that_is_a_fifo_is_refused_at_once(data_dir: Path, where: str) -> None:
+    """Opening a FIFO would block the event loop for good (and SIGTERM with it)."""
+    argv = [*NODE, "--data-dir", str(data_dir), "--port", "0", "--workers", "0"]
+    if where == "--node-key":
+        fifo = data_dir.parent / "fifo.key"
+        argv += ["--node-key", str(fifo)]
+    else:
+        data_dir.mkdir(mode=0o700)
+        fifo = data_dir / "node.key"
+    os.mkfifo(fifo, 0o600)
+    result = run(argv, timeout=15)
+    assert_one_line_failure(result, f"cannot read node key {fifo}: not a regular file")
+
+
+def test_a_node_key_symlink_is_followed_for_the_node_key_option(data_dir: Path) -> None:
+    """`--node-key` names a file the operator chose, e.g. a mounted secret (a symlink)."""
+    key = data_dir.parent / "real.key"
+    run([*STATECACHE, "node", "keygen", "--out", str(key)])
+    link = data_dir.parent / "link.key"
+    link.symlink_to(key)
+    node = start(data_dir, "--node-key", str(link), log=data_dir.parent / "node.log")
+    node.stop()
+    assert node.proc.returncode == 0
+
+
+def test_empty_environment_values_are_unset(data_dir: Path) -> None:
+    """`STATECACHE_NODE_KEY=` is no key file named "", `STATECACHE_DATA_DIR=` not the
+    current directory; and `--ready-file` has its twin, `STATECACHE_READY_FILE`."""
+    cwd = data_dir.parent
+    ready = cwd / "ready"
+    env = clean_env(
+        STATECACHE_NODE_KEY="", STATECACHE_DATA_DIR="", STATECACHE_READY_FILE=str(ready)
+    )
+    argv = [*NODE, "--port", "0", "--workers", "0"]
+    proc = subprocess.Popen(
+        argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert (cwd / "var/node/node.key").is_file()  # the default data dir
+        assert not (cwd / "node.lock").exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+        for pid in redis_servers_in(cwd / "var/node"):
+            os.kill(pid, signal.SIGKILL)
+    assert proc.returncode == 0, err
