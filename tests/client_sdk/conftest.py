@@ -109,7 +109,9 @@ class Cluster:
         return proxy
 
     def statecache(self, profile: Profile, **kw: object) -> Statecache:
-        return Statecache(profile, clock=self.clock, policy=POLICY, **kw)  # type: ignore[arg-type]
+        """A device on this cluster; `policy` defaults to the quick test POLICY."""
+        kw = {"policy": POLICY, **kw}
+        return Statecache(profile, clock=self.clock, **kw)  # type: ignore[arg-type]
 
     async def account(self, urls: Sequence[str] | None = None) -> Profile:
         return await create_account(

@@ -9,6 +9,7 @@ import pre
 from cache_service.protocol.codes import Code
 from client_sdk.device import SnapshotInput, Statecache
 from client_sdk.errors import ThresholdNotMet
+from client_sdk.policy import RetryPolicy
 from client_sdk.verify import OpenedSnapshot
 from tests.client_sdk.conftest import (
     POLICY,
@@ -95,6 +96,9 @@ async def test_a_snapshot_acknowledged_before_its_authors_revocation_stays_reada
     assert_all_genuine(opened, state)
 
 
+SLOW_POLICY = RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.05, timeout=30.0)
+
+
 async def test_a_member_publishes_after_a_rotation_it_has_not_loaded(cluster: Cluster) -> None:
     """Sealed under the old key epoch, refused by every node, and then resent as the same
     bytes on every retry: the member could never publish that epoch. 300 items: two
@@ -103,7 +107,9 @@ async def test_a_member_publishes_after_a_rotation_it_has_not_loaded(cluster: Cl
     async with cluster.statecache(profile) as admin:
         laptop = await cluster.enrol(admin, "laptop")
         tablet = await cluster.enrol(admin, "tablet")
-        async with cluster.statecache(laptop) as lap:
+        # 150 items a request, on three in-process nodes: more than POLICY's 2 s on a
+        # loaded machine, and a timeout is not what this test is about
+        async with cluster.statecache(laptop, policy=SLOW_POLICY) as lap:
             first = groups(150)
             await lap.publish(first)  # loads key epoch 0
             await admin.revoke(tablet.device.device_id)  # key epoch 1, laptop re-granted
