@@ -116,6 +116,16 @@ def _add_nodes(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_group(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--group",
+        metavar="GROUP_ID_HEX",
+        type=argtypes.hex_bytes(),
+        required=True,
+        help="the MLS group id",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = argparse.ArgumentParser(
@@ -192,13 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     group = commands_.add_parser("group", help="admin actions on one group", parents=[common])
     group_cmds = group.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
     purge = add(group_cmds, "purge", _group_purge, "void a revoked device's snapshots of a group")
-    purge.add_argument(
-        "--group",
-        metavar="GROUP_ID_HEX",
-        type=argtypes.hex_bytes(),
-        required=True,
-        help="the MLS group id",
-    )
+    _add_group(purge)
     purge.add_argument(
         "--author", metavar="DEVICE_ID", type=argtypes.hex_bytes(size=pre.DEVICE_ID_SIZE),
         required=True, help="the revoked device whose snapshots are voided",
@@ -269,13 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     publish = add(commands_, "publish", _publish, "publish one snapshot")
-    publish.add_argument(
-        "--group",
-        metavar="GROUP_ID_HEX",
-        type=argtypes.hex_bytes(),
-        required=True,
-        help="the MLS group id",
-    )
+    _add_group(publish)
     publish.add_argument("--kind", type=argtypes.kind, required=True, help="e.g. group_state")
     publish.add_argument(
         "--epoch", metavar="N", type=argtypes.int_at_least(0), required=True,

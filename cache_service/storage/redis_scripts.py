@@ -210,18 +210,16 @@ redis.call('HSET', ARGV[7] .. seq, 'data', ARGV[5], 'digest', ARGV[4], 'label', 
 redis.call('ZADD', KEYS[2], epoch, seq)
 redis.call('ZADD', KEYS[3], seq, seq)
 redis.call('ZADD', KEYS[6], seq, seq)
-for _, old in ipairs(doomed) do
-  redis.call('DEL', ARGV[7] .. old)
-  redis.call('ZREM', KEYS[3], old)
-  redis.call('ZREM', KEYS[6], old)
-  redis.call('ZREM', KEYS[2], old)
+local function drop(olds, index)
+  for _, old in ipairs(olds) do
+    redis.call('DEL', ARGV[7] .. old)
+    redis.call('ZREM', KEYS[3], old)
+    redis.call('ZREM', KEYS[6], old)
+    redis.call('ZREM', index, old)
+  end
 end
-for _, old in ipairs(pruned) do
-  redis.call('DEL', ARGV[7] .. old)
-  redis.call('ZREM', KEYS[3], old)
-  redis.call('ZREM', KEYS[6], old)
-  redis.call('ZREM', KEYS[7], old)
-end
+drop(doomed, KEYS[2])
+drop(pruned, KEYS[7])
 if charge ~= freed then redis.call('HINCRBY', KEYS[8], 'bytes', charge - freed) end
 if new_group then redis.call('HINCRBY', KEYS[8], 'groups', 1) end
 return {'stored', seq}

@@ -4,13 +4,16 @@ helpers to check the one-line failure contract."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +22,7 @@ import pytest
 
 from client_sdk.node_client import NodeClient
 from client_sdk.policy import RetryPolicy
-from tests.cache_service.conftest import Account, new_account
+from tests.cache_service.conftest import Account, new_account, short_tempdir
 
 REPO = Path(__file__).resolve().parents[2]
 NODE = [sys.executable, "-m", "cache_service"]
@@ -62,6 +65,20 @@ def assert_one_line_failure(
     assert needle in lines[0], lines[0]
     assert result.returncode == status, (result.returncode, result.stderr)
     return lines[0]
+
+
+@contextlib.contextmanager
+def scratch(prefix: str) -> Iterator[Path]:
+    """A short directory (unix sockets) for node processes; afterwards every redis-server
+    left in its `node` dir is killed (woken first, if stopped) and the directory removed."""
+    path = short_tempdir(prefix)
+    try:
+        yield path
+    finally:
+        for pid in redis_servers_in(path / "node"):
+            os.kill(pid, signal.SIGCONT)
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def children(pid: int) -> list[int]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import stat
 import subprocess
@@ -22,7 +21,6 @@ import pytest
 
 import pre
 from cache_service.data_dir import LOCK_NAME
-from tests.cache_service.conftest import short_tempdir
 from tests.cache_service.node_process import (
     NODE,
     alive,
@@ -33,6 +31,7 @@ from tests.cache_service.node_process import (
     put_account,
     redis_servers_in,
     run,
+    scratch,
     spawn,
     start,
 )
@@ -42,12 +41,8 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture
 def base() -> Iterator[Path]:
-    path = short_tempdir("sc-dd-")
-    yield path
-    for pid in redis_servers_in(path / "node"):
-        os.kill(pid, signal.SIGCONT)
-        os.kill(pid, signal.SIGKILL)
-    shutil.rmtree(path, ignore_errors=True)
+    with scratch("sc-dd-") as path:
+        yield path
 
 
 async def test_a_second_node_on_a_data_dir_is_refused_and_the_first_goes_on(base: Path) -> None:

@@ -28,6 +28,7 @@ from tests.cache_service.conftest import (
     make_tenant,
     short_tempdir,
 )
+from tests.cache_service.node_process import children
 
 
 async def test_healthz(node: Node) -> None:
@@ -189,19 +190,6 @@ def processes_with(marker: str) -> list[int]:
     return found
 
 
-def children_of(pid: int) -> set[int]:
-    out = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                status = (entry / "status").read_text()
-            except OSError:
-                continue
-            if re.search(rf"^PPid:\s+{pid}$", status, re.M):
-                out.add(int(entry.name))
-    return out
-
-
 def alive(pid: int) -> bool:
     try:
         status = Path(f"/proc/{pid}/status").read_text()
@@ -235,8 +223,8 @@ async def test_node_process_starts_answers_and_stops_cleanly(tmp_path: Path) -> 
                 assert resp.status == 200
         redis_pids = [p for p in processes_with(str(data_dir)) if p != proc.pid]
         assert len(redis_pids) == 1, redis_pids  # the embedded redis-server
-        children = children_of(proc.pid)
-        assert set(redis_pids) <= children
+        kids = set(children(proc.pid))
+        assert set(redis_pids) <= kids
 
         proc.send_signal(signal.SIGTERM)
         started = time.monotonic()
@@ -246,9 +234,9 @@ async def test_node_process_starts_answers_and_stops_cleanly(tmp_path: Path) -> 
         assert processes_with(str(data_dir)) == []  # redis-server was stopped before exit
         # pool workers and multiprocessing's resource tracker go with their parent
         grace = time.monotonic() + 3
-        while any(alive(c) for c in children) and time.monotonic() < grace:
+        while any(alive(c) for c in kids) and time.monotonic() < grace:
             await asyncio.sleep(0.05)
-        leftover = {c: Path(f"/proc/{c}/cmdline").read_bytes() for c in children if alive(c)}
+        leftover = {c: Path(f"/proc/{c}/cmdline").read_bytes() for c in kids if alive(c)}
         assert leftover == {}
         assert (data_dir / "node.key").exists()
         assert '"event": "stopping"' in log.read_text()

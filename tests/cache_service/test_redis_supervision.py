@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ import pytest
 
 from cache_service.embedded_redis import RESTART_LIMIT, START_SILENCE
 from cache_service.protocol import models as m
-from tests.cache_service.conftest import new_account, short_tempdir
+from tests.cache_service.conftest import new_account
 from tests.cache_service.node_process import (
     NodeProcess,
     aof_load_seconds,
@@ -30,6 +29,7 @@ from tests.cache_service.node_process import (
     device_ids,
     put_account,
     redis_servers_in,
+    scratch,
     spawn,
     start,
     wait_ready,
@@ -40,12 +40,8 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture
 def base() -> Iterator[Path]:
-    path = short_tempdir("sc-sup-")
-    yield path
-    for pid in redis_servers_in(path / "node"):
-        os.kill(pid, signal.SIGCONT)
-        os.kill(pid, signal.SIGKILL)
-    shutil.rmtree(path, ignore_errors=True)
+    with scratch("sc-sup-") as path:
+        yield path
 
 
 async def status_of(session: aiohttp.ClientSession, url: str) -> int:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import socket
 import stat
@@ -31,6 +30,7 @@ from tests.cache_service.node_process import (
     clean_env,
     redis_servers_in,
     run,
+    scratch,
     spawn,
     start,
     wait_ready,
@@ -42,11 +42,8 @@ pytestmark = pytest.mark.timeout(60)
 @pytest.fixture
 def data_dir() -> Iterator[Path]:
     """A short path (unix sockets), removed at the end."""
-    base = short_tempdir("sc-cli-")
-    yield base / "node"
-    for pid in redis_servers_in(base / "node"):
-        os.kill(pid, signal.SIGKILL)
-    shutil.rmtree(base, ignore_errors=True)
+    with scratch("sc-cli-") as base:
+        yield base / "node"
 
 
 def free_port() -> int:

@@ -6,12 +6,8 @@ renewal and grant expiry, and revoking a revoked device."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import shutil
 import string
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,21 +18,12 @@ from cache_service.protocol.b64 import encode_b64url
 from client_sdk.cli import main
 from client_sdk.enrolment import encode_enrollment, enrollment_request, parse_enrollment
 from client_sdk.errors import EnrolmentRefused
-from client_sdk.local_nodes import start_nodes, stop_nodes
+from tests.client_sdk.test_cli import node_urls
+
+__all__ = ["node_urls"]  # a fixture, used by name (three node processes per module)
 
 DAMAGED = "damaged enrolment request: check it was copied whole"
 NOT_APPROVED = "this device is not approved yet: ask an admin to run `statecache device approve"
-
-
-@pytest.fixture(scope="module")
-def node_urls() -> Iterator[list[str]]:
-    base = Path(tempfile.mkdtemp(prefix="sc-enr-", dir="/tmp"))  # short unix socket paths
-    nodes = asyncio.run(start_nodes(base, 3))
-    try:
-        yield [n.url for n in nodes]
-    finally:
-        asyncio.run(stop_nodes(nodes))
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @dataclass
