@@ -76,7 +76,8 @@ class Settings(BaseModel):
     )
     quota_stored_bytes: Annotated[int, Field(ge=1024, lt=2**50)] = Field(
         default=1024 * _MiB,
-        description="bytes of sealed snapshots stored per account (403 quota_exceeded beyond)",
+        description="bytes stored per account: each snapshot's sealed bytes, the receipts "
+        "kept with it and SNAPSHOT_OVERHEAD (403 quota_exceeded beyond)",
     )
     idle_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
         default=60.0,

@@ -111,7 +111,7 @@ class Quota(StrEnum):
     """Which account quota a `quota_exceeded` problem names (its `quota` member)."""
 
     GROUPS = "groups"  # groups with stored snapshots
-    STORED_BYTES = "stored_bytes"  # bytes of sealed snapshots stored
+    STORED_BYTES = "stored_bytes"  # sealed bytes, kept receipts and overhead, per snapshot
 
 
 def parse_code(value: object) -> Code:

@@ -350,7 +350,10 @@ class NodeLimits(_Model):
     )
     max_batch: Count
     quota_groups: Count = Field(description="groups with stored snapshots per account")
-    quota_stored_bytes: Count = Field(description="bytes of sealed snapshots per account")
+    quota_stored_bytes: Count = Field(
+        description="bytes stored per account: each snapshot's sealed bytes, the receipts "
+        "kept with it and `SNAPSHOT_OVERHEAD` (`protocol.limits`)"
+    )
     register_per_hour: Count = Field(description="registrations per client address and hour")
 
 
