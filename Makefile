@@ -6,8 +6,9 @@ BIN    := $(VENV)/bin
 # serve`), and the dev tools on top (tests, linters, type checker, the benchmark's plots).
 RUNTIME := $(VENV)/.installed-runtime
 DEV     := $(VENV)/.installed-dev
+MLS     := $(VENV)/.installed-mls
 
-.PHONY: venv runtime test lint typecheck unit soak demo serve bench clean
+.PHONY: venv runtime test lint typecheck unit soak demo demo-mls serve bench clean
 
 venv: $(DEV)
 runtime: $(RUNTIME)
@@ -22,8 +23,13 @@ $(RUNTIME): pyproject.toml
 	touch $(RUNTIME)
 
 $(DEV): $(RUNTIME) pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,mls-rs]'
 	touch $(DEV)
+
+# The runtime plus real MLS clients (mls-rs), for `make demo-mls`.
+$(MLS): $(RUNTIME) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[mls-rs]'
+	touch $(MLS)
 
 lint: venv
 	$(BIN)/ruff check .
@@ -48,6 +54,10 @@ soak: venv
 # Only what the demo runs: no dev tools.
 demo: runtime
 	$(BIN)/python -m client_sdk.demo
+
+# The multi-device story with real mls-rs clients (default 50 groups).
+demo-mls: $(MLS)
+	$(BIN)/python -m client_sdk.mlsrs.demo
 
 serve: runtime
 	$(BIN)/statecache serve
