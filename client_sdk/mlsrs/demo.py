@@ -64,7 +64,11 @@ class Member:
 class World:
     """Alice's phone in `groups` groups of 2-50 members with up to 49 other users."""
 
-    def __init__(self, phone_store: StatecacheStore, groups: int, seed: int = 5) -> None:
+    def __init__(
+        self, phone_store: StatecacheStore, groups: int, *, seed: int = 5, join: bool = True
+    ) -> None:
+        """`join=False`: the others' leaves are in the tree, but they never process their
+        Welcomes (the bench, which only measures the phone's new device)."""
         rng = random.Random(seed)  # noqa: S311 - demo data, reproducible
         self.store = phone_store
         self.phone = Member(new_client("alice-phone", phone_store))
@@ -78,7 +82,7 @@ class World:
             kps = [u.client.generate_key_package_message() for u in others]
             out = apply(group, group.add_members(kps))
             tree = group.export_tree()
-            for user in others:
+            for user in others if join else ():
                 joined = user.client.join_group(tree, out.welcome_message).group
                 joined.write_to_storage()
                 user.groups[group_id] = joined
@@ -86,9 +90,10 @@ class World:
             self.members[group_id] = others
 
     def deliver(self, group_id: bytes, message: mls.Message) -> None:
-        """A commit or message to every other member (the phone sent it)."""
+        """A commit or message to every other member who joined (the phone sent it)."""
         for user in self.members[group_id]:
-            user.receive(group_id, message)
+            if group_id in user.groups:
+                user.receive(group_id, message)
 
     def add_device(self, device: mls.Client) -> Iterator[tuple[Welcome, mls.CommitOutput]]:
         """The phone commits `device` into every group and yields each Welcome."""

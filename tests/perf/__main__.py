@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import report, scenarios, trees
+from . import mls_join, report, scenarios, trees
 from .nodes import peak_rss_mib, start_bench_nodes, stop_nodes
 
 
@@ -36,6 +36,8 @@ SIZES = {
     "quick": (1.5, 32, (10, 100, 1_000), 100, 100, 3),
     "smoke": (0.3, 4, (3,), 3, 5, 2),  # the test suite's check that the harness runs
 }
+# groups a new device joins with real mls-rs clients (Welcomes without the tree)
+MLS_JOIN_GROUPS = {"full": (100, 1_000), "quick": (100, 1_000), "smoke": (3,)}
 CONFIRM_PUBLISHES = {"full": 300, "quick": 100, "smoke": 5}
 # mode: (group sizes, epochs of commits per group) for tree_patches; groups for tree_health
 TREE_SIZES = {
@@ -77,6 +79,16 @@ async def run(base: Path, mode: str) -> dict[str, Any]:
         print("sync after one update ...", flush=True)
         results["sync_after_update"] = await scenarios.sync_after_update(urls, sync_groups)
         onboarding_rss = peak_rss_mib(nodes)
+    finally:
+        await stop_nodes(nodes)
+
+    nodes = await start_bench_nodes(base / "mls-join", 3, appendfsync="everysec")
+    try:
+        results["mls_join"] = []
+        for groups in MLS_JOIN_GROUPS[mode]:
+            print(f"a new device joins {groups:,} mls-rs groups ...", flush=True)
+            row = await mls_join.mls_join_row([n.url for n in nodes], groups, base / "mls-home")
+            results["mls_join"].append(row)
     finally:
         await stop_nodes(nodes)
 

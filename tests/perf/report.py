@@ -32,6 +32,14 @@ def table(results: dict[str, Any]) -> str:
             f"{row['new_device_cpu_s']:>7.3f} {row['authoriser_upload_bytes']:>14,} "
             f"{row['new_device_download_bytes']:>16,}"
         )
+    for row in results.get("mls_join", []):
+        lines.append(
+            f"mls-rs join, {row['groups']:,} groups ({row['members_min']}-{row['members_max']}"
+            f" members): trees fetched and verified in {row['fetch_and_verify_seconds']:.2f} s"
+            f" (onboarding {row['onboard_seconds']:.2f} s), mls-rs joins"
+            f" {row['mls_rs_join_seconds']:.2f} s; Welcomes {row['welcome_bytes_without_tree']:,}"
+            f" B without the tree, {row['welcome_bytes_with_tree']:,} B with it"
+        )
     p = results["publish"]
     lines.append("")
     lines.append(

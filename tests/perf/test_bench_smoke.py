@@ -40,6 +40,10 @@ def test_bench_harness_writes_json_and_plots(tmp_path: Path) -> None:
             "authoriser_upload_bytes",
             "new_device_download_bytes",
         }
+    [join] = results["mls_join"]
+    assert join["groups"] == 3
+    assert join["welcome_bytes_with_tree"] > join["welcome_bytes_without_tree"] > 0
+    assert join["fetch_and_verify_seconds"] >= join["trees_at_seconds"] >= 0
     assert set(results["publish"]) == {"concurrency", "per_s", "p50_ms", "p99_ms", "errors"}
     assert set(results["sync_after_update"]) >= {
         "bytes",
