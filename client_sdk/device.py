@@ -344,6 +344,34 @@ class Statecache:
         and the mean copath resolution (what a commit from a member costs)."""
         return {g: tree_stats(t) for g, t in self.trees().items()}
 
+    # trees for Welcomes
+
+    async def tree_at(self, group_id: bytes, mls_epoch: int) -> bytes:
+        """Verified RFC 9420 ratchet_tree bytes of `group_id` at exactly `mls_epoch`, for
+        mls-rs `join_group` (a Welcome sent without the tree). Raises TreeUnavailable
+        (a StatecacheError, new) when no node serves a confirmed chain reaching that epoch
+        (not published yet, or older than the nodes keep).
+
+        The tree this device holds when it is at that epoch costs no request; else each
+        node's chain of the group in turn, every piece author-signed, confirmed by M
+        receipts and decrypted, rebuilt from the newest base at or below the epoch and
+        checked against the tree hash its author signed for that epoch. `outcomes` names a
+        node whose chain fell short (`behind`) or failed verification (`suspect`). The
+        device's own trees and read state do not change."""
+        return (await self.trees_at({group_id: mls_epoch}))[group_id]
+
+    async def trees_at(self, wanted: Mapping[bytes, int]) -> dict[bytes, bytes]:
+        """`tree_at` for many groups in one call: {group id: tree bytes} for every wanted
+        (group id, MLS epoch). Every group is tried (a few at a time); if any has no tree,
+        TreeUnavailable names the first, with `available` (the trees got) and `missing`."""
+        for group_id, epoch in wanted.items():
+            if not isinstance(group_id, bytes) or not group_id:
+                raise TypeError("a group id is non-empty bytes")
+            if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+                raise ValueError(f"an MLS epoch is an int >= 0, not {epoch!r}")
+        async with self._session.command():
+            return await self._reader.trees_at(wanted)
+
     # reading
 
     async def estimate_unread(self, mode: str) -> int | None:
