@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from client_sdk import NodeState, TreeInput, TreePolicy, TreeUnavailable
+from client_sdk import NodeState, ThresholdNotMet, TreeInput, TreePolicy, TreeUnavailable
 from client_sdk.keystore import Profile
 from client_sdk.mls import RatchetTree, tree_hash
 from client_sdk.mls.synthetic import SyntheticGroup
@@ -136,12 +136,17 @@ def leave_out_a_patch(proxy: MaliciousProxy) -> None:
     proxy.drop = without_patch_8
 
 
+def hang(proxy: MaliciousProxy) -> None:
+    proxy.hang = True
+
+
 @pytest.mark.parametrize(
     ("attack", "named"),
     [
         (serve_stale, NodeState.BEHIND),
         (leave_out_a_patch, NodeState.BEHIND),
         (forge, NodeState.SUSPECT),
+        (hang, NodeState.UNAVAILABLE),
     ],
 )
 async def test_a_lying_node_is_passed_over_and_named(
@@ -152,7 +157,7 @@ async def test_a_lying_node_is_passed_over_and_named(
     attack(proxy)
     async with cluster.statecache(laptop) as lap:
         check(await lap.tree_at(s.group_id, 9), trees[9][s.group_id], s)
-        assert proxy.tampered
+        assert proxy.tampered or proxy.hanging
         assert lap.outcomes[proxy.url].state is named
         assert all(lap.outcomes[url].state is NodeState.OK for url in cluster.urls[1:2])
 
@@ -217,3 +222,23 @@ async def test_a_caller_mistake_is_not_a_tree_error(cluster: Cluster) -> None:
             await sc.tree_at(b"g", -1)
         with pytest.raises(TypeError):
             await sc.tree_at("g", 1)  # type: ignore[arg-type]
+
+
+async def test_a_piece_fewer_than_m_nodes_confirm_is_no_tree(cluster: Cluster) -> None:
+    """Epoch 10's patch reached one node only (the publish failed): that node alone, as a
+    liar could, serves it; the tree of epoch 10 is not published yet."""
+    laptop, [s], _ = await publish_chain(cluster)
+    async with cluster.statecache(laptop) as lap:  # any approved device may publish a tree
+        await lap.load_keys()
+        for node in cluster.nodes[1:]:
+            await node.stop()
+        s.commit()
+        with pytest.raises(ThresholdNotMet):
+            await lap.publish_tree(s.group_id, 10, s.tree, s.suite)
+    for node in cluster.nodes[1:]:
+        await node.start()
+    async with cluster.statecache(laptop) as lap:
+        with pytest.raises(TreeUnavailable, match="newest is epoch 9: not published yet"):
+            await lap.tree_at(s.group_id, 10)
+        page = await lap.nodes[0].list_snapshots(group_id=s.group_id)
+        assert any(i.mls_epoch == 10 for i in page.items)  # served, not confirmed
