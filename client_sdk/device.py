@@ -7,6 +7,7 @@
         async for snap in sc.sync():         # later: only what changed
             ...
         await sc.publish([TreeInput(group_id, epoch, tree, suite)])  # a base or a patch
+        tree_bytes = await sc.tree_at(group_id, epoch)  # for a Welcome sent without it
 
 A front over small modules, each one job, data flowing one way:
 
@@ -17,7 +18,8 @@ A front over small modules, each one job, data flowing one way:
     admin       approve, authorise, add_label, rotate, revoke
     publisher   sealing and storing snapshots
     reader      onboarding and sync: listing, cross-checks, verification (`verify`),
-                ratchet trees rebuilt through `trees`
+                ratchet trees rebuilt through `trees` (and `tree_reader`: also a tree
+                at one epoch, for a Welcome)
 
 Every public call runs in one command scope: its deadline (`RetryPolicy.command_timeout`)
 bounds it, and `outcomes` afterwards says what each node did, in the shared schema.

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -31,7 +31,7 @@ import pre
 from cache_service.protocol import models as m
 from cache_service.protocol.b64 import encode_b64url
 
-from .confirmations import RECEIPT_REVOCATION_GRACE, ReceiptPool
+from .confirmations import ReceiptPool
 from .directory import DeviceDirectory, Directory
 from .errors import (
     BadAnswer,
@@ -52,19 +52,13 @@ from .manifest_view import ManifestView
 from .node_client import NodeClient
 from .outcomes import NodeState
 from .paging import check_page, metadata, pages
+from .read_context import ReadContext, confirmer, read_context
 from .read_report import Incomplete, ReadReport
 from .session import Session
 from .state import SyncState
 from .tree_reader import TreeReader
 from .trees import OpenedTree, TreeStore
-from .verify import (
-    Commitments,
-    Confirm,
-    OpenedSnapshot,
-    check_commitments,
-    content_of,
-    open_item,
-)
+from .verify import Commitments, OpenedSnapshot, check_commitments, content_of, open_item
 
 __all__ = ["Incomplete", "Opened", "ReadReport", "Reader"]
 
@@ -180,23 +174,9 @@ class Reader:
         self.state.labels = sorted(self._keyring.labels)
         check_commitments(self.state, commitments)
 
-    async def _context(self) -> _Context:
-        """What a read verifies against, read afresh: the manifest's purges, the keys, the
-        directory, the clock, and an empty receipt pool."""
-        record = await self._directory.record()
-        manifest = await self._manifests.current(record, self.state)
-        await self._keyring.refresh(record, manifest)
-        directory = await self._directory.load(manifest)
-        now = self._session.now()
-        # Receipts count from the nodes this device pinned and those the root-signed
-        # manifest names (a node down at first contact is still known by its key).
-        keys = {n.node_key for n in self._session.nodes if n.node_key is not None}
-        keys |= {n.node_key for n in manifest.nodes} if manifest is not None else set()
-        return _Context(
-            () if manifest is None else manifest.purges,
-            directory,
-            ReceiptPool(record.account_id, frozenset(keys), now),
-            now,
+    async def _context(self) -> ReadContext:
+        return await read_context(
+            self._session, self._directory, self._manifests, self._keyring, self.state
         )
 
     async def trees_at(self, wanted: Mapping[bytes, int]) -> dict[bytes, bytes]:
@@ -217,7 +197,7 @@ class Reader:
         context = await self._context()
         trees = TreeReader(
             self._session, self._trees, self.state, self._keyring.keks, context.pool,
-            _confirmer(context, self._session.threshold), context.now, context.purges,
+            confirmer(context, self._session.threshold), context.now, context.purges,
             self._blame, lambda _: None,
         )  # fmt: skip
         try:
@@ -273,8 +253,8 @@ class Reader:
 
     def _confirm(self, header: pre.SnapshotHeader, digest: bytes) -> bool:
         assert self._dir is not None
-        context = _Context(self._purges, self._dir, self._pool, self._now)
-        return _confirmer(context, self._session.threshold)(header, digest)
+        context = ReadContext(self._purges, self._dir, self._pool, self._now)
+        return confirmer(context, self._session.threshold)(header, digest)
 
     def _open(
         self,
@@ -590,32 +570,6 @@ class Reader:
             self._blame(node.base_url, exc)
             return []
         return page.items
-
-
-@dataclass(frozen=True)
-class _Context:
-    purges: tuple[pre.PurgeEntry, ...]
-    directory: Directory
-    pool: ReceiptPool
-    now: int
-
-
-def _confirmer(context: _Context, needed: int) -> Confirm:
-    """Whether M valid receipts in the context's pool back a snapshot."""
-    directory = context.directory
-
-    def confirm(header: pre.SnapshotHeader, digest: bytes) -> bool:
-        # A receipt is a node's clock, the revocation the admin's: a short grace for their
-        # skew, not the author's 600 s (a node that had not yet heard of the revocation is
-        # exactly what a long grace lets through).
-        nodes = context.pool.confirmations(
-            header, digest,
-            lambda a, t: directory.certificate_at(a, t, grace=RECEIPT_REVOCATION_GRACE),
-            needed,
-        )  # fmt: skip
-        return len(nodes) >= needed
-
-    return confirm
 
 
 # A pending (group, kind) is looked for among its group's newest snapshots on each node,
