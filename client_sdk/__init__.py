@@ -34,6 +34,7 @@ from .errors import (
     StateTooLarge,
     ThresholdNotMet,
     TreeMismatch,
+    TreeUnavailable,
     Unconfirmed,
     VerificationFailed,
 )
@@ -93,6 +94,7 @@ __all__ = [
     "TreeInput",
     "TreeMismatch",
     "TreePolicy",
+    "TreeUnavailable",
     "Unconfirmed",
     "VerificationFailed",
     "create_account",

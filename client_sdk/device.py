@@ -7,6 +7,7 @@
         async for snap in sc.sync():         # later: only what changed
             ...
         await sc.publish([TreeInput(group_id, epoch, tree, suite)])  # a base or a patch
+        tree_bytes = await sc.tree_at(group_id, epoch)  # for a Welcome sent without it
 
 A front over small modules, each one job, data flowing one way:
 
@@ -17,7 +18,8 @@ A front over small modules, each one job, data flowing one way:
     admin       approve, authorise, add_label, rotate, revoke
     publisher   sealing and storing snapshots
     reader      onboarding and sync: listing, cross-checks, verification (`verify`),
-                ratchet trees rebuilt through `trees`
+                ratchet trees rebuilt through `trees` (and `tree_reader`: also a tree
+                at one epoch, for a Welcome)
 
 Every public call runs in one command scope: its deadline (`RetryPolicy.command_timeout`)
 bounds it, and `outcomes` afterwards says what each node did, in the shared schema.
@@ -343,6 +345,34 @@ class Statecache:
         """`mls.tree_stats` of every tree in `trees()`: size, blank leaves and parents,
         and the mean copath resolution (what a commit from a member costs)."""
         return {g: tree_stats(t) for g, t in self.trees().items()}
+
+    # trees for Welcomes
+
+    async def tree_at(self, group_id: bytes, mls_epoch: int) -> bytes:
+        """Verified RFC 9420 ratchet_tree bytes of `group_id` at exactly `mls_epoch`, for
+        mls-rs `join_group` (a Welcome sent without the tree). Raises TreeUnavailable
+        (a StatecacheError, new) when no node serves a confirmed chain reaching that epoch
+        (not published yet, or older than the nodes keep).
+
+        The tree this device holds when it is at that epoch costs no request; else each
+        node's chain of the group in turn, every piece author-signed, confirmed by M
+        receipts and decrypted, rebuilt from the newest base at or below the epoch and
+        checked against the tree hash its author signed for that epoch. `outcomes` names a
+        node whose chain fell short (`behind`) or failed verification (`suspect`). The
+        device's own trees and read state do not change."""
+        return (await self.trees_at({group_id: mls_epoch}))[group_id]
+
+    async def trees_at(self, wanted: Mapping[bytes, int]) -> dict[bytes, bytes]:
+        """`tree_at` for many groups in one call: {group id: tree bytes} for every wanted
+        (group id, MLS epoch). Every group is tried (a few at a time); if any has no tree,
+        TreeUnavailable names the first, with `available` (the trees got) and `missing`."""
+        for group_id, epoch in wanted.items():
+            if not isinstance(group_id, bytes) or not group_id:
+                raise TypeError("a group id is non-empty bytes")
+            if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+                raise ValueError(f"an MLS epoch is an int >= 0, not {epoch!r}")
+        async with self._session.command():
+            return await self._reader.trees_at(wanted)
 
     # reading
 

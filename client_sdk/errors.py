@@ -11,6 +11,9 @@
     │   └── QuotaExceeded    ... because nodes refused it for an account quota
     ├── StateTooLarge        a state larger than the nodes take, refused before sealing
     │                        (also ValueError)
+    ├── TreeUnavailable      no node serves a confirmed tree chain reaching a group's
+    │                        tree at an MLS epoch: not published yet, or older than the
+    │                        window nodes keep (`newest`, `oldest` say which)
     ├── VerificationFailed   a node's answer failed verification (wraps a pre.PreError)
     │   ├── BadAnswer        an answer off the API: shape, size, count, paging, identity
     │   ├── RollbackError    a snapshot's MLS epoch is below one this device already knows
@@ -63,6 +66,7 @@ __all__ = [
     "StatecacheError",
     "ThresholdNotMet",
     "TreeMismatch",
+    "TreeUnavailable",
     "Unconfirmed",
     "VerificationFailed",
     "outcome_of",
@@ -263,6 +267,59 @@ class StateTooLarge(StatecacheError, ValueError):
 class ContentConflict(StatecacheError):
     """Other content at a (group, kind, MLS epoch) this device already published: a new
     state needs a new epoch."""
+
+
+class TreeUnavailable(StatecacheError):
+    """No node serves a confirmed chain that rebuilds `group_id`'s tree at exactly
+    `mls_epoch`. `newest` / `oldest`: the newest tree piece and the oldest base the nodes
+    that answered serve, verified and confirmed (None: none); `served`: a piece of that
+    very epoch among them. `newest` below `mls_epoch`: not published (or not confirmed)
+    yet, retry later; `oldest` above it: older than the window nodes keep.
+    `trees_at` raises it for the first group it could not serve: `available` holds the
+    trees it did get, `missing` every group it could not, with its epoch."""
+
+    def __init__(
+        self,
+        group_id: bytes,
+        mls_epoch: int,
+        *,
+        newest: int | None,
+        oldest: int | None,
+        served: bool,
+        answered: int,
+        asked: int,
+    ) -> None:
+        self.group_id, self.mls_epoch = group_id, mls_epoch
+        self.newest, self.oldest = newest, oldest
+        self.available: dict[bytes, bytes] = {}
+        self.missing: dict[bytes, int] = {group_id: mls_epoch}
+        what = f"no tree of group {group_id.hex()} at MLS epoch {mls_epoch}"
+        if newest is None:
+            why = "no node serves a confirmed tree of this group: none published yet (retry later)"
+        elif newest < mls_epoch:
+            why = f"the nodes' newest is epoch {newest}: not published yet, retry later"
+        elif oldest is None or oldest > mls_epoch:
+            kept = "no base" if oldest is None else f"trees from epoch {oldest} on"
+            why = f"the nodes keep {kept}: it is older than the window kept"
+        elif served:
+            why = "its chain is incomplete on every node that answered"
+        else:
+            why = (
+                f"the nodes keep no piece of that epoch (theirs run from {oldest} to "
+                f"{newest}): none was published for it, or it was pruned"
+            )
+        if answered < asked:
+            why += f"; {answered} of {asked} nodes answered"
+        super().__init__(f"{what}: {why}")
+
+    def with_others(
+        self, available: Mapping[bytes, bytes], missing: Mapping[bytes, int]
+    ) -> TreeUnavailable:
+        """This error, for a `trees_at` that got `available` and missed `missing`."""
+        self.available, self.missing = dict(available), dict(missing)
+        if len(missing) > 1:
+            self.args = (f"{self.args[0]} (and {len(missing) - 1} more groups)",)
+        return self
 
 
 class KeystoreError(StatecacheError):

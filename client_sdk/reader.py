@@ -31,7 +31,7 @@ import pre
 from cache_service.protocol import models as m
 from cache_service.protocol.b64 import encode_b64url
 
-from .confirmations import RECEIPT_REVOCATION_GRACE, ReceiptPool
+from .confirmations import ReceiptPool
 from .directory import DeviceDirectory, Directory
 from .errors import (
     BadAnswer,
@@ -42,6 +42,7 @@ from .errors import (
     RollbackError,
     StatecacheError,
     ThresholdNotMet,
+    TreeUnavailable,
     Unconfirmed,
     VerificationFailed,
     outcome_of,
@@ -51,6 +52,7 @@ from .manifest_view import ManifestView
 from .node_client import NodeClient
 from .outcomes import NodeState
 from .paging import check_page, metadata, pages
+from .read_context import ReadContext, confirmer, read_context
 from .read_report import Incomplete, ReadReport
 from .session import Session
 from .state import SyncState
@@ -110,23 +112,16 @@ class Reader:
         page_size: int,
     ) -> AsyncGenerator[Opened, None]:
         self.report = ReadReport(outcomes=self._session.outcomes)
-        record = await self._directory.record()
-        manifest = await self._manifests.current(record, self.state)
-        self._purges = () if manifest is None else manifest.purges
+        context = await self._context()
+        self._purges, self._dir, self._pool = context.purges, context.directory, context.pool
+        self._now = context.now
+        directory = context.directory
         if self.state.forget_purged(self._purges):
             self.state.cursors.clear()  # read again what the purged snapshots hid
-        await self._keyring.refresh(record, manifest)
         if not self._keyring.labels <= set(self.state.labels):
             # A label granted (or granted again) since the last read: nodes listed none of
             # its snapshots to this device then, so its history lies behind the cursors.
             self.state.cursors.clear()
-        directory = self._dir = await self._directory.load(manifest)
-        self._now = self._session.now()
-        # Receipts count from the nodes this device pinned and those the root-signed
-        # manifest names (a node down at first contact is still known by its key).
-        keys = {n.node_key for n in self._session.nodes if n.node_key is not None}
-        keys |= {n.node_key for n in manifest.nodes} if manifest is not None else set()
-        self._pool = ReceiptPool(record.account_id, frozenset(keys), self._now)
         self._served, self._accepted = set(), set()
         self._rolled_back, self._vouched = {}, set()
         self._pieces = {}
@@ -179,6 +174,38 @@ class Reader:
         self.state.labels = sorted(self._keyring.labels)
         check_commitments(self.state, commitments)
 
+    async def _context(self) -> ReadContext:
+        return await read_context(
+            self._session, self._directory, self._manifests, self._keyring, self.state
+        )
+
+    async def trees_at(self, wanted: Mapping[bytes, int]) -> dict[bytes, bytes]:
+        """Each group's verified tree at exactly its wanted epoch (RFC 9420 encoding): the
+        tree this device holds when it is at that epoch (no node asked), else rebuilt from
+        the nodes' chains (`TreeReader.trees_at`), in a context of its own, so a read this
+        call interrupts keeps its own. The device's trees and state do not change."""
+        out: dict[bytes, bytes] = {}
+        todo: dict[bytes, int] = {}
+        for group_id, epoch in wanted.items():
+            held = self._trees.get(group_id)
+            if held is not None and held.mls_epoch == epoch:
+                out[group_id] = held.tree.tree.to_bytes()
+            else:
+                todo[group_id] = epoch
+        if not todo:
+            return out
+        context = await self._context()
+        trees = TreeReader(
+            self._session, self._trees, self.state, self._keyring.keks, context.pool,
+            confirmer(context, self._session.threshold), context.now, context.purges,
+            self._blame, lambda _: None,
+        )  # fmt: skip
+        try:
+            got = await trees.trees_at(todo, context.directory)
+        except TreeUnavailable as exc:
+            raise exc.with_others(out | exc.available, exc.missing) from None
+        return out | got
+
     def _check_held_back(self, read: set[str]) -> None:
         """A (group, kind) some node served older than the device holds is fine while a
         node of this read served what the device holds, or did not list it at all (it lies
@@ -226,17 +253,8 @@ class Reader:
 
     def _confirm(self, header: pre.SnapshotHeader, digest: bytes) -> bool:
         assert self._dir is not None
-        needed = self._session.threshold
-        # A receipt is a node's clock, the revocation the admin's: a short grace for their
-        # skew, not the author's 600 s (a node that had not yet heard of the revocation is
-        # exactly what a long grace lets through).
-        directory = self._dir
-        nodes = self._pool.confirmations(
-            header, digest,
-            lambda a, t: directory.certificate_at(a, t, grace=RECEIPT_REVOCATION_GRACE),
-            needed,
-        )  # fmt: skip
-        return len(nodes) >= needed
+        context = ReadContext(self._purges, self._dir, self._pool, self._now)
+        return confirmer(context, self._session.threshold)(header, digest)
 
     def _open(
         self,

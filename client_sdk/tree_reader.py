@@ -1,9 +1,11 @@
 """Rebuilding the ratchet trees a read moved: from the pieces (a base and patches) the read
 collected, and when they fall short, from each node's whole chain of the group, every
-piece verified and confirmed like any snapshot."""
+piece verified and confirmed like any snapshot. And a group's tree at one given epoch,
+for a Welcome sent without it (`at`, `trees_at`), from those same chains."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping
 
 import pre
@@ -15,6 +17,8 @@ from .errors import (
     Purged,
     RollbackError,
     StatecacheError,
+    ThresholdNotMet,
+    TreeUnavailable,
     Unconfirmed,
     VerificationFailed,
 )
@@ -22,11 +26,14 @@ from .node_client import NodeClient
 from .paging import pages
 from .session import Session
 from .state import SyncState
-from .tree_sync import TREE_KINDS
+from .tree_sync import BASE_KIND, TREE_KINDS
 from .trees import OpenedTree, Pieces, TreeStore, add_pieces
 from .verify import Commitments, Confirm, Directory, OpenedSnapshot, open_tree_piece
 
 __all__ = ["TreeReader"]
+
+# Groups whose chains `trees_at` fetches at once (each from one node at a time).
+_GROUPS_AT_ONCE = 8
 
 
 class TreeReader:
@@ -112,15 +119,96 @@ class TreeReader:
                 break
             else:
                 raise first from None
-            for url in short:
-                self._session.outcomes.note(
-                    url,
-                    RollbackError(
-                        f"its tree chain of group {group_id.hex()} does not reach epoch {target}",
-                        url,
-                    ).outcome(),
-                )
+            self._behind(short, group_id, target)
         return self._trees.accept(group_id, version, pieces, commitments)
+
+    def _behind(self, urls: list[str], group_id: bytes, epoch: int) -> None:
+        """Nodes whose chain fell short where another's completed (an honest node that
+        missed a publication is short too)."""
+        for url in urls:
+            self._session.outcomes.note(
+                url,
+                RollbackError(
+                    f"its tree chain of group {group_id.hex()} does not reach epoch {epoch}", url
+                ).outcome(),
+            )
+
+    async def trees_at(
+        self, wanted: Mapping[bytes, int], directory: Directory
+    ) -> dict[bytes, bytes]:
+        """`at` for each wanted group, a few groups at a time. Every group is tried; then
+        `TreeUnavailable` for the first no node serves (naming the others). Any other
+        error ends the call at once."""
+        gate = asyncio.Semaphore(_GROUPS_AT_ONCE)
+
+        async def one(group_id: bytes, epoch: int) -> bytes | TreeUnavailable:
+            async with gate:
+                try:
+                    return await self.at(group_id, epoch, directory)
+                except TreeUnavailable as exc:
+                    return exc
+
+        tasks = [asyncio.create_task(one(g, e)) for g, e in wanted.items()]
+        try:
+            got = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        trees: dict[bytes, bytes] = {}
+        missing: dict[bytes, int] = {}
+        first: TreeUnavailable | None = None
+        for (group_id, epoch), result in zip(wanted.items(), got, strict=True):
+            if isinstance(result, TreeUnavailable):
+                missing[group_id] = epoch
+                first = first or result
+            else:
+                trees[group_id] = result
+        if first is not None:
+            raise first.with_others(trees, missing)
+        return trees
+
+    async def at(self, group_id: bytes, mls_epoch: int, directory: Directory) -> bytes:
+        """The group's tree at exactly `mls_epoch`, RFC 9420 encoded: each node's chain in
+        turn, every piece verified and confirmed, until the pieces rebuild that epoch's
+        tree (`TreeStore.at`). A node whose chain falls short while another's completes is
+        `behind`; one that serves a piece failing verification is a suspect (its chain is
+        not used). `TreeUnavailable` when no node completes it; `ThresholdNotMet` when no
+        node answered at all."""
+        pieces: Pieces = {}
+        short: list[str] = []
+        answered = 0
+        nodes = self._session.nodes
+        for node in nodes:
+            if node.base_url in self._session.fan.command.down:
+                continue
+            try:
+                add_pieces(pieces, await self._tree_chain(node, group_id, directory))
+            except ForkError:
+                raise
+            except StatecacheError as exc:
+                self._blame(node.base_url, exc)
+                continue
+            answered += 1
+            try:
+                version = self._trees.at(group_id, pieces, mls_epoch)
+            except VerificationFailed:
+                short.append(node.base_url)
+                continue
+            self._behind(short, group_id, mls_epoch)
+            return version.tree.tree.to_bytes()
+        if not answered:
+            raise ThresholdNotMet(
+                f"tree of group {group_id.hex()}", 1, self._session.outcomes.snapshot()
+            )
+        epochs = [epoch for _, epoch in pieces]
+        bases = [epoch for kind, epoch in pieces if kind == BASE_KIND]
+        raise TreeUnavailable(
+            group_id, mls_epoch, newest=max(epochs, default=None),
+            oldest=min(bases, default=None), served=mls_epoch in epochs,
+            answered=answered, asked=len(nodes),
+        )  # fmt: skip
 
     async def _tree_chain(
         self, node: NodeClient, group_id: bytes, directory: Directory

@@ -11,7 +11,9 @@ them; after the read, the reader rebuilds every group whose chain moved (`target
 memory of epochs) and `accept`s it against the caller's GroupContext. When the pieces the
 read brought do not reach the newest epoch (no tree held for the group yet, a resumed
 onboarding, a node that left a patch out), the reader fetches the group's chain from the
-nodes and `add_pieces` until they do. Nothing here talks to a node.
+nodes and `add_pieces` until they do. A tree at one given epoch (for a Welcome sent
+without it) is rebuilt by `at` from such chains, cut at that epoch. Nothing here talks to
+a node.
 """
 
 from __future__ import annotations
@@ -153,6 +155,24 @@ class TreeStore:
         version = _first_reach(pieces, current, target)
         if version is None:
             return _reach(pieces, current, target)  # raises, naming how far it got
+        return version
+
+    def at(self, group_id: bytes, pieces: Pieces, mls_epoch: int) -> TreeVersion:
+        """The tree at exactly `mls_epoch` (a Welcome's): the pieces up to that epoch
+        rebuilt from the held tree when it is older, else from their newest base at or
+        below it; its hash is the one the author signed for that epoch. `RollbackError`
+        when they fall short of it, `TreeMismatch` when they do not chain."""
+        upto = {key: snap for key, snap in pieces.items() if key[1] <= mls_epoch}
+        current = self._versions.get(group_id)
+        held = current if current is not None and current.mls_epoch <= mls_epoch else None
+        version = _first_reach(upto, held, mls_epoch) or _reach(upto, None, mls_epoch)
+        signed = upto.get((version.kind, mls_epoch))
+        if (
+            version.mls_epoch != mls_epoch
+            or signed is None
+            or not hmac.compare_digest(signed.header.tree_hash or b"", version.tree.tree_hash)
+        ):  # rebuild checks this already; this is the promise tree_at makes
+            raise TreeMismatch(f"the tree of epoch {mls_epoch} differs from its signed hash")
         return version
 
     def accept(

@@ -56,6 +56,7 @@ EXPECTED = [
     "TreeInput",
     "TreeMismatch",
     "TreePolicy",
+    "TreeUnavailable",
     "Unconfirmed",
     "VerificationFailed",
     "create_account",
