@@ -10,6 +10,7 @@ from pathlib import Path
 import mls_rs_uniffi as mls
 import pytest
 
+from client_sdk.device import Statecache
 from client_sdk.errors import TreeUnavailable
 from client_sdk.keystore import Profile
 from client_sdk.mlsrs.flows import JoinFailed, Welcome, commit_tree, join_all
@@ -70,6 +71,17 @@ async def _add_device(phone: Phone, sc, laptop: mls.Client, users: list[User]) -
     report = await sc.publish(trees)
     assert report.stored == len(trees)
     return welcomes
+
+
+async def _update_all(phone: Phone, sc: Statecache, users: list[User]) -> None:
+    """The phone commits an update in every group and publishes the new trees."""
+    trees = []
+    for gid, group in phone.groups.items():
+        out = apply(group, group.commit())
+        for user in _members(users, gid):
+            user.receive(gid, out.commit_message)
+        trees.append(commit_tree(phone.store, group, gid))
+    await sc.publish(trees)
 
 
 async def test_a_new_device_joins_every_group_from_welcomes_without_the_tree(
@@ -160,10 +172,14 @@ async def test_a_node_serving_stale_trees_is_caught_and_the_join_completes(
             "alice-laptop", StatecacheStore(tmp_path / "laptop", laptop_profile.device)
         )
         # Each group's tree goes out at two epochs; the liar sees the older one listed
-        # (the phone reads once), then serves it in place of the newer.
-        spare = _device("spare", tmp_path, laptop_profile)
-        await _add_device(phone, sc, spare, users)
-        _ = [s async for s in sc.sync()]
+        # (a tablet onboards in between), then serves it in place of the newer.
+        tablet_profile = await cluster.enrol(sc, name="tablet")
+        await _add_device(phone, sc, _device("tablet", tmp_path, tablet_profile), users)
+        async with cluster.statecache(tablet_profile) as tablet:
+            _ = [s async for s in tablet.onboard()]
+            # one more epoch (a patch), which the tablet reads too: the liar's stale patch
+            await _update_all(phone, sc, users)
+            _ = [s async for s in tablet.sync()]
         welcomes = await _add_device(phone, sc, laptop, users)
 
     if attack == "roll_back":
@@ -172,8 +188,8 @@ async def test_a_node_serving_stale_trees_is_caught_and_the_join_completes(
         proxy.drop = lambda item: item.get("kind", "").startswith("ratchet_tree")
     async with cluster.statecache(laptop_profile) as new_sc:
         _ = [s async for s in new_sc.onboard()]
+        outcomes = new_sc.outcomes  # the onboarding's: the trees came with it
         report = await join_all(new_sc, laptop, welcomes)
-        outcomes = new_sc.outcomes
     assert proxy.tampered > 0
     assert set(report.groups) == set(phone.groups)
     assert outcomes[proxy.url].state in (NodeState.BEHIND, NodeState.SUSPECT)
