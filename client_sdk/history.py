@@ -7,9 +7,10 @@ The rule is per node: a snapshot below the newest one the same node lists for th
 that lists only an older one than the device holds is judged as before (behind, and a
 rollback if no node serves what the device holds): history needs the newer one beside it.
 
-Tree pieces (`tree_sync.TREE_KINDS`) are the exception the reader keeps: a chain needs
-every patch after its base, so they are never skipped before they are opened (an older
-piece is history to `verify.open_item` already).
+A tree is one chain of two kinds (`tree_sync.TREE_KINDS`) rebuilt from its newest base and
+the patches after it, so for both kinds the newest base the node lists is the line: nodes
+keep a window of older bases and their patches (for Welcomes of older epochs), and a read
+fetches none of them. A patch above that base is never history, whatever its order.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from cache_service.protocol import models as m
+
+from .tree_sync import BASE_KIND, TREE_KINDS
 
 __all__ = ["History"]
 
@@ -34,5 +37,7 @@ class History:
                 self._newest[key] = item.mls_epoch
 
     def older(self, node: str, item: m.SnapshotItem) -> bool:
-        """Whether `node` lists a newer snapshot of the item's (group, kind) in this read."""
-        return item.mls_epoch < self._newest.get((node, item.group_id, item.kind), -1)
+        """Whether `node` lists a newer snapshot of the item's (group, kind) in this read
+        (for a tree piece: a newer base of its group)."""
+        kind = BASE_KIND if item.kind in TREE_KINDS else item.kind
+        return item.mls_epoch < self._newest.get((node, item.group_id, kind), -1)

@@ -56,7 +56,6 @@ from .read_report import Incomplete, ReadReport
 from .session import Session
 from .state import SyncState
 from .tree_reader import TreeReader
-from .tree_sync import TREE_KINDS, is_tree_snapshot
 from .trees import OpenedTree, TreeStore
 from .verify import Commitments, OpenedSnapshot, check_commitments, content_of, open_item
 
@@ -257,8 +256,7 @@ class Reader:
         self._pool.add(item.digest, item.receipts)
         self._served.add(item.digest)
         self._history.note(node, (item,))
-        history = self._history.older(node, item)
-        if history and item.kind not in TREE_KINDS:
+        if self._history.older(node, item):
             return None  # kept beside a newer one this node lists: not delivered, no blame
         try:
             opened = open_item(
@@ -276,8 +274,6 @@ class Reader:
             self._blame(node, exc)
             return None
         except RollbackError as exc:
-            if history:
-                return None  # an opaque tree-kind snapshot kept beside a newer one
             # Older than the device holds (or than the delivery service says): this node is
             # behind on this group, which an honest node that missed a publish also is.
             self._blame(node, exc)
@@ -289,12 +285,6 @@ class Reader:
             # for one epoch (named; the state the device holds stands).
             if not isinstance(exc, Unconfirmed) or exc.newer:
                 self._pending(item, node, exc)
-            return None
-        if (
-            history
-            and opened is not None
-            and not is_tree_snapshot(opened.kind, opened.header.tree_hash)
-        ):
             return None
         if opened is None:
             self.report.unchanged += 1
@@ -474,7 +464,7 @@ class Reader:
                 if not history:  # this node is behind
                     self._rolled_back.setdefault((item.group_id, item.kind), set()).add(url)
                 continue
-            if history and item.kind not in TREE_KINDS:
+            if history:
                 continue  # kept beside the newer one this node lists
             if item.digest in self._accepted:
                 continue  # this read took it

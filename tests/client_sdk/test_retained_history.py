@@ -7,12 +7,14 @@ is still a rollback."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import pytest
 
 from client_sdk.device import SnapshotInput
 from client_sdk.errors import RollbackError
 from client_sdk.outcomes import NodeState
+from client_sdk.verify import OpenedSnapshot
 from tests.client_sdk.conftest import (
     Cluster,
     as_latest,
@@ -33,8 +35,8 @@ async def _retaining(cluster: Cluster) -> None:
         await node.start()
 
 
-def _epochs(snaps: list[object]) -> list[tuple[bytes, str, int]]:
-    return sorted((s.group_id, s.kind, s.mls_epoch) for s in snaps)  # type: ignore[attr-defined]
+def _epochs(snaps: Sequence[OpenedSnapshot | SnapshotInput]) -> list[tuple[bytes, str, int]]:
+    return sorted((s.group_id, s.kind, s.mls_epoch) for s in snaps)
 
 
 async def test_onboarding_and_sync_read_retained_snapshots_as_history(cluster: Cluster) -> None:
@@ -51,9 +53,9 @@ async def test_onboarding_and_sync_read_retained_snapshots_as_history(cluster: C
             onboarded = await collect(lap.onboard())
             # each (group, kind) once, at its newest epoch; the kept epochs 5 and 6 are
             # history, not a rollback, and no node is blamed for keeping them
-            assert _epochs(onboarded) == _epochs(third)  # type: ignore[arg-type]
-            assert as_latest(onboarded) == latest(first, second, third)  # type: ignore[arg-type]
-            assert_all_genuine(onboarded, third)  # type: ignore[arg-type]
+            assert _epochs(onboarded) == _epochs(third)
+            assert as_latest(onboarded) == latest(first, second, third)
+            assert_all_genuine(onboarded, third)
             assert lap.report.suspects == {}
             assert lap.report.complete, lap.report.incomplete
             assert all(o.state is NodeState.OK for o in lap.report.nodes.values())
@@ -64,8 +66,8 @@ async def test_onboarding_and_sync_read_retained_snapshots_as_history(cluster: C
             await admin.publish(fourth)
             await admin.publish(fifth)
             synced = await collect(lap.sync())
-            assert _epochs(synced) == _epochs(fifth)  # type: ignore[arg-type]
-            assert_all_genuine(synced, fifth)  # type: ignore[arg-type]
+            assert _epochs(synced) == _epochs(fifth)
+            assert_all_genuine(synced, fifth)
             assert lap.report.suspects == {}
             assert lap.report.complete, lap.report.incomplete
             assert await collect(lap.sync()) == []
@@ -75,7 +77,7 @@ async def test_onboarding_and_sync_read_retained_snapshots_as_history(cluster: C
         tablet = await cluster.enrol(admin, "tablet")
         async with cluster.statecache(tablet) as tab:
             synced = await collect(tab.sync())
-            assert as_latest(synced) == latest(first, second, third, fourth, fifth)  # type: ignore[arg-type]
+            assert as_latest(synced) == latest(first, second, third, fourth, fifth)
             assert len(synced) == len(third)
             assert tab.report.suspects == {}
             assert tab.report.complete, tab.report.incomplete
