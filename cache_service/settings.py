@@ -97,11 +97,18 @@ class Settings(BaseModel):
         description="snapshots kept per (group, kind); kinds not named keep `retain_default`",
     )
     retain_default: Annotated[int, Field(ge=1, le=1000)] = 1
+    retain_tree_bases: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=8,
+        description="ratchet_tree snapshots (tree bases) kept per group unless `retain` names "
+        "the kind: every epoch from the oldest kept base on can be rebuilt (at least this "
+        "many epochs), so a Welcome that arrives late still finds its tree",
+    )
     retain_tree_patches: Annotated[int, Field(ge=1, le=10_000)] = Field(
-        default=1000,
+        default=4000,
         description="ratchet_tree_patch snapshots kept per group unless `retain` names the "
-        "kind: a new ratchet_tree base deletes its group's older patches, so this only "
-        "bounds one chain (the SDK starts a new base well before)",
+        "kind: a new base deletes its group's patches below the oldest base still kept, so "
+        "this bounds the window's chains (the SDK starts a new base after at most 500 "
+        "patches: 8 bases x 500)",
     )
     workers: Annotated[int, Field(ge=0, le=64)] = Field(
         default_factory=lambda: os.cpu_count() or 1,
@@ -129,7 +136,11 @@ class Settings(BaseModel):
     def retention(self, kind: str) -> int:
         if kind in self.retain:
             return self.retain[kind]
-        return self.retain_tree_patches if kind == "ratchet_tree_patch" else self.retain_default
+        tree = {
+            "ratchet_tree": self.retain_tree_bases,
+            "ratchet_tree_patch": self.retain_tree_patches,
+        }
+        return tree.get(kind, self.retain_default)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:

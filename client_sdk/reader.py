@@ -47,6 +47,7 @@ from .errors import (
     VerificationFailed,
     outcome_of,
 )
+from .history import History
 from .keyring import Keyring
 from .manifest_view import ManifestView
 from .node_client import NodeClient
@@ -94,6 +95,7 @@ class Reader:
         self._rolled_back: dict[tuple[bytes, str], set[str]] = {}
         self._vouched: set[tuple[bytes, str]] = set()
         self._pieces: dict[bytes, list[OpenedSnapshot]] = {}  # tree pieces not yet delivered
+        self._history = History()  # what each node lists beside older snapshots it keeps
         self._was_pending: dict[tuple[bytes, str], int] = {}
 
     def _save(self) -> None:
@@ -129,6 +131,9 @@ class Reader:
         self._was_pending = dict(self.state.pending)
         # Every reachable node's metadata first (digests, no receipts): the second opinion.
         listings = await self._listings()
+        self._history = History()
+        for url, (items, _) in listings.items():
+            self._history.note(url, items)
         primary: NodeClient | None = None
         for node in self._session.nodes:  # the first node that serves a valid listing
             if node.base_url in self._session.fan.command.down:
@@ -268,6 +273,9 @@ class Reader:
         openable (then recorded as incomplete and pending, when newer)."""
         self._pool.add(item.digest, item.receipts)
         self._served.add(item.digest)
+        self._history.note(node, (item,))
+        if self._history.older(node, item):
+            return None  # kept beside a newer one this node lists: not delivered, no blame
         try:
             opened = open_item(
                 item,
@@ -469,9 +477,13 @@ class Reader:
             if have is not None and item.digest == have.digest:
                 self._vouched.add((item.group_id, item.kind))
                 continue  # this node holds what the device holds
+            history = self._history.older(url, item)
             if have is not None and item.mls_epoch < have.mls_epoch:
-                self._rolled_back.setdefault((item.group_id, item.kind), set()).add(url)
-                continue  # this node is behind
+                if not history:  # this node is behind
+                    self._rolled_back.setdefault((item.group_id, item.kind), set()).add(url)
+                continue
+            if history:
+                continue  # kept beside the newer one this node lists
             if item.digest in self._accepted:
                 continue  # this read took it
             # Newer, or another snapshot at a known epoch (a fork, if confirmed): fetched by
@@ -528,6 +540,7 @@ class Reader:
             pages_ = await asyncio.gather(*(self._group_page(n, group_id) for n in nodes))
             found: list[tuple[NodeClient, m.SnapshotItem]] = []
             for node, page in zip(nodes, pages_, strict=True):
+                self._history.note(node.base_url, page)
                 for item in page:
                     self._pool.add(item.digest, item.receipts)
                     if item.kind in kinds:

@@ -214,12 +214,15 @@ class TreeReader:
         self, node: NodeClient, group_id: bytes, directory: Directory
     ) -> list[OpenedSnapshot]:
         chain: list[OpenedSnapshot] = []
+        # The newest base opened so far: the tree rebuilds from it, so the older bases and
+        # patches nodes keep beside it (a window, for Welcomes of older epochs) are skipped.
+        base = -1
         async for page in pages(
             self._session.fan, node, order="desc", start=None, limit=m.MAX_PAGE,
             group_id=group_id,
         ):  # fmt: skip
             for item in page.items:
-                if item.kind not in TREE_KINDS:
+                if item.kind not in TREE_KINDS or item.mls_epoch < base:
                     continue
                 self._pool.add(item.digest, item.receipts)
                 try:
@@ -234,4 +237,6 @@ class TreeReader:
                     continue
                 if opened is not None:
                     chain.append(opened)
+                    if opened.kind == BASE_KIND:
+                        base = max(base, opened.mls_epoch)
         return chain

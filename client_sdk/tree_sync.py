@@ -280,7 +280,7 @@ class TreePolicy:
     """When a publisher starts a new base instead of another patch."""
 
     rebase_ratio: float = 0.5  # the patches since the base may add up to this much of a tree
-    max_patches: int = 500  # and number at most this (nodes keep 1,000 by default)
+    max_patches: int = 500  # and number at most this (nodes keep 8 bases x 500 by default)
 
     def __post_init__(self) -> None:
         if not self.rebase_ratio >= 0.0:  # NaN too

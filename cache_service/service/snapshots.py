@@ -19,8 +19,10 @@ from .auth import Caller
 from .delegation import DelegationService
 from .records import Clock, decode, verifying
 
-# A new base of a group's ratchet tree ends the chain of patches before it: readers rebuild
-# from the newest base, so storing one deletes the group's patches below its MLS epoch.
+# A group's tree at an epoch is rebuilt from the newest base at or below it and the patches
+# after that base. Nodes keep a window of bases (`Settings.retain_tree_bases`), so storing a
+# new base deletes the group's patches below the oldest base still kept: they rebuild no
+# epoch any more.
 PRUNED_BY = {"ratchet_tree": "ratchet_tree_patch"}
 
 _REJECTIONS = {

@@ -71,8 +71,9 @@ class SnapshotWrite:
     digest: bytes
     data: bytes
     retain: int
-    # When set: storing this snapshot deletes its group's snapshots of this kind with a
-    # lower MLS epoch (a new tree base makes older tree patches useless).
+    # When set: storing this snapshot deletes its group's snapshots of this kind below the
+    # MLS epoch of the oldest snapshot of its own kind still kept, this one included (the
+    # tree patches below the oldest retained tree base rebuild no epoch any more).
     prunes: str | None = None
     # How far above the stored top of its (group, kind) an MLS epoch may be.
     max_jump: int = 65_536

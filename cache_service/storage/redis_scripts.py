@@ -157,7 +157,9 @@ end
 #       again when nothing is pruned), usage.
 # ARGV: label, key epoch, mls epoch, digest, data, retain, snap key prefix, author,
 #       group id, kind, prune ('1': once stored, delete the group's snapshots of the
-#       pruned kind below this MLS epoch, as a new tree base does to older patches),
+#       pruned kind below the MLS epoch of the oldest snapshot of this kind still kept,
+#       this one included: a tree's patches below its oldest retained base rebuild no
+#       epoch any more),
 #       max jump (how far above the stored top an MLS epoch may go), stored at, receipt,
 #       quota of groups, quota of stored bytes.
 # Returns {status, seq or current epoch (the quota's limit for a quota refusal), the
@@ -185,11 +187,20 @@ if top[1] then
   end
 end
 local doomed = {}
-local extra = redis.call('ZCARD', KEYS[2]) + 1 - tonumber(ARGV[6])
+local held = redis.call('ZCARD', KEYS[2])
+local extra = held + 1 - tonumber(ARGV[6])
 if extra > 0 then doomed = redis.call('ZRANGE', KEYS[2], 0, extra - 1) end
-local below = '(' .. ARGV[3]
 local pruned = {}
-if ARGV[11] == '1' then pruned = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', below) end
+if ARGV[11] == '1' then
+  -- the oldest kept after this store: the first one retention spares, else this one
+  -- (it tops the set); the score as Redis wrote it, exact where a Lua number may not be
+  local floor = ARGV[3]
+  local spared = math.max(extra, 0)
+  if spared < held then
+    floor = redis.call('ZRANGE', KEYS[2], spared, spared, 'WITHSCORES')[2]
+  end
+  pruned = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', '(' .. floor)
+end
 local freed = 0
 for _, old in ipairs(doomed) do freed = freed + stored_size(ARGV[7] .. old) end
 for _, old in ipairs(pruned) do freed = freed + stored_size(ARGV[7] .. old) end

@@ -210,7 +210,7 @@ async def test_capsule_identical_retry_is_ok_and_says_whether_current(tenant: Te
 async def test_retention_really_deletes_older_snapshots(
     start_node: StartNode, redis_server: EmbeddedRedis
 ) -> None:
-    node = await start_node(retain={"group_state": 1}, retain_default=2)
+    node = await start_node(retain={"group_state": 1}, retain_default=2, retain_tree_bases=2)
     tenant = await make_tenant(node)
     admin = tenant.admin_client
     for epoch in (1, 2, 3):

@@ -410,7 +410,9 @@ async def test_no_tree_is_made_up_when_every_node_leaves_a_patch_out(cluster: Cl
         assert lap.trees() == {}
 
 
-async def test_a_new_base_when_the_chain_grows_prunes_old_patches(cluster: Cluster) -> None:
+async def test_a_new_base_when_the_chain_grows_and_readers_skip_the_kept_window(
+    cluster: Cluster,
+) -> None:
     profile = await cluster.account()
     group_id, group = tree_group("rebasing", 100)
     policy = TreePolicy(rebase_ratio=0.1)
@@ -422,17 +424,23 @@ async def test_a_new_base_when_the_chain_grows_prunes_old_patches(cluster: Clust
             group.commit()
         laptop = await cluster.enrol(admin)
         last_base = max(i for i, k in enumerate(kinds, start=1) if k == BASE_KIND)
-        assert last_base > 1
+        assert 1 < kinds.count(BASE_KIND) <= 8
         page = await admin.nodes[0].list_snapshots(group_id=group_id, limit=500)
         listed = sorted((i.kind, i.mls_epoch) for i in page.items)
-        # the newest base and the patches after it; nothing older
-        assert listed == sorted(
-            [(BASE_KIND, last_base), *((PATCH_KIND, e) for e in range(last_base + 1, 15))]
-        )
+        # nodes keep a window of 8 bases: every base and patch, for Welcomes of old epochs
+        assert listed == sorted((k, e) for e, k in enumerate(kinds, start=1))
     async with cluster.statecache(laptop) as lap:
         trees = trees_of(await collect(lap.onboard()))
         assert trees[group_id].base_epoch == last_base
         assert trees[group_id].mls_epoch == 14
+        # the older bases and patches kept are history: not opened, nobody blamed
+        assert lap.report.opened == 1 + (14 - last_base)
+        assert not lap.report.suspects
+    async with cluster.statecache(laptop) as fresh:  # the same, oldest first
+        trees = trees_of(await collect(fresh.sync()))
+        assert (trees[group_id].base_epoch, trees[group_id].mls_epoch) == (last_base, 14)
+        assert fresh.report.opened == 1 + (14 - last_base)
+        assert not fresh.report.suspects
 
 
 async def test_the_command_line_writes_rebuilt_trees(cluster: Cluster, tmp_path: Path) -> None:
