@@ -184,7 +184,7 @@ class TreeReader:
             if node.base_url in self._session.fan.command.down:
                 continue
             try:
-                add_pieces(pieces, await self._tree_chain(node, group_id, directory))
+                add_pieces(pieces, await self._tree_chain(node, group_id, directory, mls_epoch))
             except ForkError:
                 raise
             except StatecacheError as exc:
@@ -211,11 +211,12 @@ class TreeReader:
         )  # fmt: skip
 
     async def _tree_chain(
-        self, node: NodeClient, group_id: bytes, directory: Directory
+        self, node: NodeClient, group_id: bytes, directory: Directory, upto: int | None = None
     ) -> list[OpenedSnapshot]:
         chain: list[OpenedSnapshot] = []
-        # The newest base opened so far: the tree rebuilds from it, so the older bases and
-        # patches nodes keep beside it (a window, for Welcomes of older epochs) are skipped.
+        # The newest base opened so far (at or below `upto`, for a tree of that epoch): the
+        # tree rebuilds from it, so the older bases and patches nodes keep beside it (a
+        # window, for Welcomes of older epochs) are skipped.
         base = -1
         async for page in pages(
             self._session.fan, node, order="desc", start=None, limit=m.MAX_PAGE,
@@ -237,6 +238,6 @@ class TreeReader:
                     continue
                 if opened is not None:
                     chain.append(opened)
-                    if opened.kind == BASE_KIND:
+                    if opened.kind == BASE_KIND and (upto is None or opened.mls_epoch <= upto):
                         base = max(base, opened.mls_epoch)
         return chain
