@@ -71,13 +71,14 @@ def check(got: bytes, expected: RatchetTree, s: SyntheticGroup) -> None:
 
 
 async def test_tree_at_the_newest_and_a_late_welcomes_epoch(cluster: Cluster) -> None:
-    await keep_tree_bases(cluster, 2)  # bases 4 and 7 stay, with the patches above 7
+    await keep_tree_bases(cluster, 2)  # bases 4 and 7 stay, with the patches above 4
     laptop, [s], trees = await publish_chain(cluster)
     g = s.group_id
     async with cluster.statecache(laptop) as lap:
         check(await lap.tree_at(g, 9), trees[9][g], s)  # a Welcome of the newest epoch
         assert lap.outcomes and all(o.state is NodeState.OK for o in lap.outcomes.values())
-        for epoch in (8, 7, 4):  # late Welcomes: a patch, the newest base, an older base
+        # late Welcomes: a patch, the newest base, patches on the older base, that base
+        for epoch in (8, 7, 6, 5, 4):
             check(await lap.tree_at(g, epoch), trees[epoch][g], s)
         assert lap.trees() == {}  # what the device holds and knows is unchanged
         assert lap.state.known == {}

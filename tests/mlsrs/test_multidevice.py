@@ -138,6 +138,11 @@ async def test_a_late_welcome_joins_with_the_tree_of_its_own_epoch(
 
     async with cluster.statecache(laptop_profile) as new_sc:
         _ = [s async for s in new_sc.onboard()]
+        # A Welcome delivered with the wrong epoch fails cleanly in mls-rs, costing nothing.
+        wrong = Welcome(gid, welcomes[0].mls_epoch + 1, welcomes[0].message)
+        with pytest.raises(JoinFailed, match="tree hash mismatch"):
+            await join_all(new_sc, laptop, [wrong])
+        # The right epoch: a tree two epochs behind the newest, kept for late Welcomes.
         report = await join_all(new_sc, laptop, welcomes[:1])
         joined = report.groups[gid]
         for commit in later:
@@ -145,14 +150,6 @@ async def test_a_late_welcome_joins_with_the_tree_of_its_own_epoch(
         sender = _members(users, gid)[0]
         assert joined.process_incoming_message(sender.send(gid, b"after")).data == b"after"
 
-        # A Welcome delivered with the wrong epoch fails cleanly in mls-rs, costing nothing.
-        wrong = Welcome(gid, welcomes[0].mls_epoch + 1, welcomes[0].message)
-        with pytest.raises(JoinFailed, match="tree hash mismatch"):
-            await join_all(
-                new_sc,
-                new_client("x", StatecacheStore(tmp_path / "x", laptop_profile.device)),
-                [wrong],
-            )
         # One for an epoch nobody published a tree for: a clear refusal.
         with pytest.raises(TreeUnavailable):
             await new_sc.tree_at(gid, welcomes[0].mls_epoch + 50)
