@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from ..device import Statecache
 from ..errors import RollbackError
+from ..outcomes import NodeOutcome
 from ..state import Known, SyncState
 from ..verify import OpenedSnapshot
 
@@ -37,26 +38,33 @@ async def _fresh_reader(sc: Statecache) -> AsyncIterator[Statecache]:
         yield fresh
 
 
-async def read_own_backups(sc: Statecache) -> dict[bytes, OpenedSnapshot]:
+async def read_own_backups(
+    sc: Statecache, outcomes: dict[str, NodeOutcome] | None = None
+) -> dict[bytes, OpenedSnapshot]:
     """The newest confirmed `mls_state` snapshot this device authored, per address.
 
     Snapshots of other devices' own state are left aside (sealed for them, they do not
     open here). Raises `RollbackError`, after the read, when the nodes served a backup of
     this device older than one it remembers publishing, or none at all: the caller has
-    what came back in the exception's `restorable`."""
+    what came back in the exception's `restorable`. `outcomes` receives what the read
+    made of each node (a node that served an older backup is `behind`)."""
     device_id = sc.profile.device.device_id
     newest: dict[bytes, OpenedSnapshot] = {}
     async with _fresh_reader(sc) as fresh:
-        async for snap in fresh.onboard():
-            if not (
-                isinstance(snap, OpenedSnapshot)
-                and snap.kind == OWN_STATE_KIND
-                and snap.header.author == device_id
-            ):
-                continue
-            held = newest.get(snap.group_id)
-            if held is None or snap.mls_epoch > held.mls_epoch:
-                newest[snap.group_id] = snap
+        try:
+            async for snap in fresh.onboard():
+                if not (
+                    isinstance(snap, OpenedSnapshot)
+                    and snap.kind == OWN_STATE_KIND
+                    and snap.header.author == device_id
+                ):
+                    continue
+                held = newest.get(snap.group_id)
+                if held is None or snap.mls_epoch > held.mls_epoch:
+                    newest[snap.group_id] = snap
+        finally:
+            if outcomes is not None:
+                outcomes.update(fresh.outcomes)
     floors: dict[bytes, Known] = {
         group_id: known
         for (group_id, kind), known in sc.state.known.items()

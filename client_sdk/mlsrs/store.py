@@ -45,6 +45,7 @@ import mls_rs_uniffi
 import pre
 
 from ..device import Statecache
+from ..outcomes import NodeOutcome
 from ..private_files import fsync_dir, write_private_bytes
 from ..publisher import PublishReport, SnapshotInput
 from ..verify import OpenedSnapshot, content_of
@@ -81,6 +82,7 @@ class StatecacheStore(mls_rs_uniffi.GroupStateStorage):
         self._groups: dict[bytes, OwnState] = {}  # MLS group id -> what is held
         self._backed: dict[bytes, int] = {}  # address -> newest epoch published
         self._pending: dict[bytes, _Backup] = {}  # address -> backup to publish
+        self.outcomes: dict[str, NodeOutcome] = {}  # each node, by the last restore's read
         self._load()
 
     # mls-rs's GroupStateStorage
@@ -172,10 +174,12 @@ class StatecacheStore(mls_rs_uniffi.GroupStateStorage):
         Then, per group, `client.load_group(group_id)` (any signature keypair: the state
         carries the member's own), and commit an update before sending (see the module).
         Raises `BackupsBehind` (a `RollbackError`) after restoring the rest, when the nodes
-        served a backup older than this device remembers publishing, or none."""
+        served a backup older than this device remembers publishing, or none.
+        `outcomes` then says what the read made of each node."""
         self._check_device(sc)
+        self.outcomes = {}
         try:
-            found = await read_own_backups(sc)
+            found = await read_own_backups(sc, self.outcomes)
         except BackupsBehind as exc:
             self._restore(sc, exc.restorable)
             raise

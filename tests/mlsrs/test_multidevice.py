@@ -190,3 +190,38 @@ async def test_a_node_serving_stale_trees_is_caught_and_the_join_completes(
     assert proxy.tampered > 0
     assert set(report.groups) == set(phone.groups)
     assert outcomes[proxy.url].state in (NodeState.BEHIND, NodeState.SUSPECT)
+
+
+async def test_a_node_serving_a_stale_backup_is_caught_and_the_restore_completes(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """The phone backs up two epochs of each group; one node serves the older backup in
+    place of the newer. The phone, its MLS data lost and its read state too (a new
+    SyncState), restores the newest from the other nodes and names the liar."""
+    proxy = await cluster.proxy(0)
+    admin = await cluster.account([proxy.url, *cluster.urls[1:]])
+    async with cluster.statecache(admin) as sc:
+        phone, users = await _world(cluster, tmp_path, sc)
+        await phone.store.flush(sc)
+        tablet_profile = await cluster.enrol(sc, name="tablet")
+        async with cluster.statecache(tablet_profile) as tablet:
+            _ = [s async for s in tablet.onboard()]  # the liar sees the first backups
+        await _update_all(phone, sc, users)
+        await phone.store.flush(sc)
+        newest = {gid: phone.store.epoch_of(gid) for gid in phone.groups}
+
+    proxy.roll_back = True
+    async with cluster.statecache(admin) as sc:  # no read state: it remembers nothing
+        store = StatecacheStore(tmp_path / "restored", admin.device)
+        restored = await store.restore(sc)
+    outcomes = store.outcomes
+    assert proxy.tampered > 0
+    assert set(restored) == set(phone.groups)
+    assert {gid: store.epoch_of(gid) for gid in restored} == newest
+    assert outcomes[proxy.url].state in (NodeState.BEHIND, NodeState.SUSPECT)
+    # and the restored state is the real one: it reads the next message in each group
+    client = new_client("alice-phone", store)
+    for gid in restored:
+        sender = _members(users, gid)[0]
+        received = client.load_group(gid).process_incoming_message(sender.send(gid, b"again"))
+        assert received.data == b"again"
