@@ -87,8 +87,10 @@ from .nodes import (
 from .own_state import (
     MAX_OWN_STATE_PLAINTEXT,
     OWN_STATE_ADDRESS_SIZE,
+    OWN_STATE_KIND,
     open_own_state,
     own_state_address,
+    owns_own_state_address,
     seal_own_state,
 )
 from .reencryption import (
@@ -121,6 +123,7 @@ __all__ = [
     "MAX_SHARES",
     "MAX_SNAPSHOT_PLAINTEXT",
     "OWN_STATE_ADDRESS_SIZE",
+    "OWN_STATE_KIND",
     "SNAPSHOT_RECEIPT_SIZE",
     "UNCHECKED",
     "AccountDeletion",
@@ -188,6 +191,7 @@ __all__ = [
     "open_snapshot",
     "open_with_passphrase",
     "own_state_address",
+    "owns_own_state_address",
     "purge_digest",
     "purge_group",
     "reencrypt",

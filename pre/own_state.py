@@ -5,10 +5,13 @@ member. So it is not sealed under a label's KEK (every device of the account hol
 but under a key derived from the device's own secret key material: another device of the
 account, even holding the account seed, cannot open it.
 
-- address: SHA-256 over a domain label, the device id and the MLS group id (length-
-  prefixed), the snapshot group id under which the backup is stored. It is the device's
-  own (two devices of an account never write the same (group, kind)) and does not show
-  nodes the MLS group id;
+- address: the device id, then the first 16 bytes of SHA-256 over a domain label, the
+  device id and the MLS group id (length-prefixed): the snapshot group id under which the
+  backup is stored, of kind `OWN_STATE_KIND`. It does not show nodes the MLS group id, and
+  it is the device's own: nodes store an `OWN_STATE_KIND` snapshot only from the device its
+  address begins with (`owns_own_state_address`), so another device of the account, which
+  holds the same KEKs and can derive the address, cannot publish there a newer epoch that
+  would hide this device's backups and refuse its next ones;
 - sealed: a version byte, a random 12-byte nonce, AES-256-GCM under
   HKDF(device secrets, "own-state-key") with associated data binding the version, the
   address and the MLS epoch (a backup served for another group or epoch does not open).
@@ -28,12 +31,16 @@ from .snapshots import MAX_SNAPSHOT_PLAINTEXT
 __all__ = [
     "MAX_OWN_STATE_PLAINTEXT",
     "OWN_STATE_ADDRESS_SIZE",
+    "OWN_STATE_KIND",
     "open_own_state",
     "own_state_address",
+    "owns_own_state_address",
     "seal_own_state",
 ]
 
 OWN_STATE_ADDRESS_SIZE = 32
+# The snapshot kind of a device's own MLS state, which nodes bind to its address's device.
+OWN_STATE_KIND = "mls_state"
 _VERSION = 1
 _NONCE_SIZE = 12
 _TAG_SIZE = 16
@@ -49,7 +56,14 @@ def own_state_address(device_id: bytes, mls_group_id: bytes) -> bytes:
         raise ValueError(f"a device id is {DEVICE_ID_SIZE} bytes")
     if not 1 <= len(mls_group_id) <= _MAX_GROUP_ID:
         raise ValueError(f"an MLS group id here is 1 to {_MAX_GROUP_ID} bytes")
-    return prim.digest("own-state-address", device_id, mls_group_id)
+    hashed = prim.digest("own-state-address", device_id, mls_group_id)
+    return device_id + hashed[: OWN_STATE_ADDRESS_SIZE - DEVICE_ID_SIZE]
+
+
+def owns_own_state_address(device_id: bytes, address: bytes) -> bool:
+    """Whether `address` is one of `device_id`'s own-state addresses (what a node checks
+    of an `OWN_STATE_KIND` snapshot against its author)."""
+    return len(address) == OWN_STATE_ADDRESS_SIZE and address[:DEVICE_ID_SIZE] == device_id
 
 
 def _key(device: DeviceSecrets) -> bytes:

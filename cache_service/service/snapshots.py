@@ -122,6 +122,12 @@ class SnapshotService:
             caller.device.verify(caller.account, now=header.created_at)
         if allowed is not None and header.label not in allowed:
             raise ServiceError(Code.FORBIDDEN, "no grant for this snapshot's label")
+        # A device's own MLS state lives at an address of its own: another device of the
+        # account (same KEKs) must not publish there a newer epoch that hides its backups.
+        if header.kind == pre.OWN_STATE_KIND and not pre.owns_own_state_address(
+            caller.device.device_id, header.group_id
+        ):
+            raise ServiceError(Code.FORBIDDEN, "an own-state address of another device")
         # Stamped with this node's clock, at which `authenticate` found the author certified
         # and unrevoked: readers judge the author at the receipts' times, not its own claim.
         now = int(self._clock())

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import pre
+
 from ..device import Statecache
 from ..errors import RollbackError
 from ..outcomes import NodeOutcome
@@ -13,7 +15,7 @@ from ..verify import OpenedSnapshot
 
 __all__ = ["OWN_STATE_KIND", "read_own_backups"]
 
-OWN_STATE_KIND = "mls_state"
+OWN_STATE_KIND = pre.OWN_STATE_KIND
 
 
 @asynccontextmanager

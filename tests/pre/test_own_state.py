@@ -17,6 +17,7 @@ from pre import (
     PreError,
     open_own_state,
     own_state_address,
+    owns_own_state_address,
     seal_own_state,
 )
 from tests.pre.conftest import device_secrets
@@ -51,6 +52,10 @@ def test_address_is_the_devices_own_and_hides_the_group() -> None:
     assert own_state_address(bytes(16), b"\x01\x02") != own_state_address(
         bytes(15) + b"\x01", b"\x00\x02"
     )
+    # It begins with the device id: nodes take an own state there from that device only.
+    assert owns_own_state_address(DEVICE.device_id, ADDRESS)
+    assert not owns_own_state_address(OTHER.device_id, ADDRESS)
+    assert not owns_own_state_address(DEVICE.device_id, ADDRESS[:-1])
 
 
 @pytest.mark.parametrize(
