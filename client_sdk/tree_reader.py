@@ -14,6 +14,7 @@ from cache_service.protocol import models as m
 from .confirmations import ReceiptPool
 from .errors import (
     ForkError,
+    NoKey,
     Purged,
     RollbackError,
     StatecacheError,
@@ -23,6 +24,7 @@ from .errors import (
     VerificationFailed,
 )
 from .node_client import NodeClient
+from .outcomes import NodeState
 from .paging import pages
 from .session import Session
 from .state import SyncState
@@ -34,6 +36,10 @@ __all__ = ["TreeReader"]
 
 # Groups whose chains `trees_at` fetches at once (each from one node at a time).
 _GROUPS_AT_ONCE = 8
+
+# How a node's chain of one group went, earlier in this call: the order nodes are asked
+# in for the next group (a node that lied is not asked again).
+_SERVED, _SHORT, _LIED = 0, 1, 2
 
 
 class TreeReader:
@@ -62,6 +68,7 @@ class TreeReader:
         self._purges = purges
         self._blame = blame
         self._settled = settled  # a group's pieces are delivered (the caller took its tree)
+        self._record: dict[str, int] = {}  # node -> how its last chain went (_SERVED, ...)
 
     async def settle(
         self, directory: Directory, commitments: Mapping[bytes, Commitments] | None
@@ -101,26 +108,45 @@ class TreeReader:
         except VerificationFailed as first:
             # The pieces the read brought fall short: add each node's whole chain in turn.
             short: list[str] = []
-            for node in self._session.nodes:
-                if node.base_url in self._session.fan.command.down:
-                    continue
+            for node in self._chain_nodes():
                 try:
                     add_pieces(pieces, await self._tree_chain(node, group_id, directory))
                 except ForkError:
                     raise
                 except StatecacheError as exc:
-                    self._blame(node.base_url, exc)
+                    self._failed(node.base_url, exc)
                     continue
                 try:
                     version = self._trees.reach(group_id, pieces, target)
                 except VerificationFailed:  # this node's chain does not complete it
                     short.append(node.base_url)
+                    self._record[node.base_url] = _SHORT
                     continue
+                self._record[node.base_url] = _SERVED
                 break
             else:
                 raise first from None
             self._behind(short, group_id, target)
         return self._trees.accept(group_id, version, pieces, commitments)
+
+    def _chain_nodes(self) -> list[NodeClient]:
+        """The nodes to ask for a group's chain, in order: first those whose chains served
+        earlier in this call, then those that fell short or failed to answer; one that
+        lied (a piece failing verification, a listing breaking the paging rules) or timed
+        out is not asked again in this call, so a liar costs one group's chain per call,
+        not one per group."""
+        down = self._session.fan.command.down
+        nodes = [
+            n for n in self._session.nodes
+            if n.base_url not in down and self._record.get(n.base_url) != _LIED
+        ]  # fmt: skip
+        return sorted(nodes, key=lambda n: self._record.get(n.base_url, _SERVED))
+
+    def _failed(self, url: str, exc: StatecacheError) -> None:
+        self._blame(url, exc)
+        if not isinstance(exc, NoKey):  # a key this device lacks is not the node's doing
+            lied = isinstance(exc, VerificationFailed) and exc.state is NodeState.SUSPECT
+            self._record[url] = _LIED if lied else _SHORT
 
     def _behind(self, urls: list[str], group_id: bytes, epoch: int) -> None:
         """Nodes whose chain fell short where another's completed (an honest node that
@@ -180,22 +206,22 @@ class TreeReader:
         short: list[str] = []
         answered = 0
         nodes = self._session.nodes
-        for node in nodes:
-            if node.base_url in self._session.fan.command.down:
-                continue
+        for node in self._chain_nodes():
             try:
                 add_pieces(pieces, await self._tree_chain(node, group_id, directory, mls_epoch))
             except ForkError:
                 raise
             except StatecacheError as exc:
-                self._blame(node.base_url, exc)
+                self._failed(node.base_url, exc)
                 continue
             answered += 1
             try:
                 version = self._trees.at(group_id, pieces, mls_epoch)
             except VerificationFailed:
                 short.append(node.base_url)
+                self._record[node.base_url] = _SHORT
                 continue
+            self._record[node.base_url] = _SERVED
             self._behind(short, group_id, mls_epoch)
             return version.tree.tree.to_bytes()
         if not answered:

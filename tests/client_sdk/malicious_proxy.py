@@ -15,13 +15,16 @@ Attacks:
   that stale listing, captured earlier from `listings`;
 - `drop`: leave out listed items for which it returns True;
 - `fake_digests`: list every snapshot with a made-up digest (a fork claim, unsigned);
+- `inflate_epochs`: in metadata listings (`data=false`) only, claim each snapshot is that
+  many MLS epochs newer (unsigned: a newer snapshot of every (group, kind) it lists, to
+  make the real ones read as retained history);
 - `hang`: accept the request and never answer (until the proxy is closed);
 - `replay_reencrypt_to`: send the device's signed `/reencrypt` request, unchanged, to
   another node as well and answer with that node's fragments as its own (a cross-node
   replay); `foreign_fragments`: answer `/reencrypt` with the fragments of a captured
   answer of another node (`reencrypt_answers` keeps this node's), posing as this node;
 - `endless`: page forever: "stuck" answers every page with a cursor that does not move,
-  "forever" answers empty pages whose cursor creeps up by one;
+  "forever" answers empty pages whose cursor creeps up by one (down, newest first);
 - `pad_answers`: append that many bytes of white space to every JSON answer (still valid
   JSON: only a cap on answer sizes stops it);
 - `extra_publish_result`: add one result to every publish answer;
@@ -80,6 +83,7 @@ class MaliciousProxy:
         self.replay_listing: bytes | None = None
         self.drop: Callable[[Item], bool] | None = None
         self.fake_digests = False
+        self.inflate_epochs = 0
         self.hang = False
         self.replay_reencrypt_to: str | None = None
         self.foreign_fragments: bytes | None = None
@@ -130,6 +134,7 @@ class MaliciousProxy:
         self.cfrags = None
         self.swap_snapshots = self.swap_ciphertexts = self.roll_back = self.hang = False
         self.fake_digests = self.extra_publish_result = False
+        self.inflate_epochs = 0
         self.replay_listing = self.replay_reencrypt_to = self.foreign_fragments = None
         self.drop = self.endless = self.fail_group_listing = self.hide_capsules = None
         self.pad_answers = 0
@@ -170,8 +175,11 @@ class MaliciousProxy:
             # A lying node pages forever on its own: the node behind it (and its rate
             # limit) is never asked.
             self.tampered += 1
-            after = int(request.query.get("after") or 0)
-            page = {"items": [], "next_cursor": after + 1, "head": (1 << 53) - 1}
+            if request.query.get("order") == "desc":  # creeping down instead
+                cursor = int(request.query.get("before") or (1 << 53)) - 1
+            else:
+                cursor = int(request.query.get("after") or 0) + 1
+            page = {"items": [], "next_cursor": cursor, "head": (1 << 53) - 1}
             return web.json_response(page)
         status, content_type, raw = await self._forward(self.upstream, request, body)
         if request.path.endswith("/reencrypt") and status == 200:
@@ -321,6 +329,8 @@ class MaliciousProxy:
         if self.fake_digests:
             items = [{**i, "digest": encode_b64url(os.urandom(32))} for i in items]
             full = [i for i in items if i.get("snapshot") is not None]
+        if self.inflate_epochs and not data:
+            items = [{**i, "mls_epoch": i["mls_epoch"] + self.inflate_epochs} for i in items]
         if (self.swap_snapshots or self.swap_ciphertexts) and len(full) >= 2:
             a, b = full[0], full[1]
             if self.swap_snapshots:

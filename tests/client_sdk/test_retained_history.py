@@ -136,3 +136,41 @@ async def test_no_node_serving_the_held_epoch_is_still_a_rollback(cluster: Clust
                 await collect(lap.sync())
             assert all(p.tampered > 0 for p in proxies)
             assert lap.state.known[(group, "group_state")].mls_epoch == 6
+
+
+async def test_a_node_claiming_newer_snapshots_hides_nothing_others_serve(
+    cluster: Cluster,
+) -> None:
+    """A node's metadata listing is unsigned: claiming a newer snapshot of every (group,
+    kind) makes only what that node serves read as history (it hides what it holds, as
+    leaving it out would), never what other nodes serve."""
+    await _retaining(cluster)
+    liar = await cluster.proxy(1)
+    urls = cluster.urls
+    profile = await cluster.account([urls[0], liar.url, urls[2]])
+    async with cluster.statecache(profile) as admin:
+        first = groups(3)
+        second = bump(first)
+        for batch in (first, second):
+            await admin.publish(batch)
+        laptop = await cluster.enrol(admin, "laptop")
+        liar.inflate_epochs = 100
+        async with cluster.statecache(laptop) as lap:
+            onboarded = await collect(lap.onboard())
+            assert liar.tampered
+            assert _epochs(onboarded) == _epochs(second)
+            assert_all_genuine(onboarded, second)
+            assert lap.report.complete, lap.report.incomplete
+            # the node read first misses the next epochs: only the liar and node 3 hold them
+            lagging = cluster.nodes[0]
+            await lagging.stop()
+            third = bump(second[:2])
+            await admin.publish(third)
+            await lagging.start()
+            synced = await collect(lap.sync())
+            assert _epochs(synced) == _epochs(third)
+            assert_all_genuine(synced, third)
+            # the liar's claims of epochs it does not serve are checked, and named
+            assert lap.report.nodes[liar.url].state is NodeState.SUSPECT
+            assert lap.report.nodes[lagging.url].state is NodeState.BEHIND  # left them out
+            assert lap.report.nodes[urls[2]].state is NodeState.OK

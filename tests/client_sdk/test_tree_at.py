@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
@@ -16,6 +17,7 @@ from client_sdk.keystore import Profile
 from client_sdk.mls import RatchetTree, tree_hash
 from client_sdk.mls.synthetic import SyntheticGroup
 from client_sdk.tree_sync import PATCH_KIND
+from tests.client_sdk.conftest import POLICY as RETRY
 from tests.client_sdk.conftest import Cluster, collect
 from tests.client_sdk.malicious_proxy import Item, MaliciousProxy
 
@@ -243,3 +245,51 @@ async def test_a_piece_fewer_than_m_nodes_confirm_is_no_tree(cluster: Cluster) -
             await lap.tree_at(s.group_id, 10)
         page = await lap.nodes[0].list_snapshots(group_id=s.group_id)
         assert any(i.mls_epoch == 10 for i in page.items)  # served, not confirmed
+
+
+def strip_base_7(item: Item) -> bool:
+    """Leaves base 7 in the listing without the receipts that confirm it."""
+    if item["kind"] != PATCH_KIND and item["mls_epoch"] == 7:
+        item["receipts"] = []
+    return False
+
+
+@pytest.mark.parametrize("claimed", [0, 100])
+async def test_a_node_claiming_newer_bases_or_hiding_receipts_moves_no_tree(
+    cluster: Cluster, claimed: int
+) -> None:
+    """The first node read lists a newer base of every group than it serves (unsigned),
+    or serves its base of epoch 7 unconfirmed: a read and tree_at still rebuild the
+    published trees from confirmed pieces; its chain alone falls short (behind)."""
+    await keep_tree_bases(cluster, 2)
+    liar = await cluster.proxy(0)
+    laptop, [s], trees = await publish_chain(cluster, [liar.url, *cluster.urls[1:]])
+    g = s.group_id
+    liar.inflate_epochs = claimed
+    liar.drop = strip_base_7
+    async with cluster.statecache(laptop) as lap:
+        for epoch in (9, 8, 7):
+            check(await lap.tree_at(g, epoch), trees[epoch][g], s)
+        assert lap.outcomes[liar.url].state is NodeState.BEHIND
+        opened = await collect(lap.onboard())  # type: ignore[arg-type]
+        assert liar.tampered
+        assert lap.trees()[g] == trees[9][g]
+        assert [(o.group_id, o.mls_epoch) for o in opened] == [(g, 9)]
+        assert lap.report.complete, lap.report.incomplete
+
+
+async def test_a_node_paging_forever_is_asked_for_one_group_not_each(cluster: Cluster) -> None:
+    """The first node pages a group's chain forever (empty pages, a creeping cursor): cut
+    off at `max_pages` and a suspect, it is not asked again for the other groups of the
+    call, so it cannot spend the call's deadline one group at a time."""
+    liar = await cluster.proxy(0)
+    laptop, made, trees = await publish_chain(cluster, [liar.url, *cluster.urls[1:]], groups=20)
+    liar.endless = "forever"
+    policy = replace(RETRY, max_pages=40)
+    async with cluster.statecache(laptop, policy=policy) as lap:
+        got = await lap.trees_at({s.group_id: EPOCHS for s in made})
+        for s in made:
+            check(got[s.group_id], trees[EPOCHS][s.group_id], s)
+        assert lap.outcomes[liar.url].state is NodeState.SUSPECT
+        # at most the groups asked at once met it before it was found out
+        assert liar.tampered <= 8 * 40 + 8, liar.tampered
