@@ -275,6 +275,9 @@ def apply(old: HashedTree, patch: TreePatch) -> HashedTree:
     return new
 
 
+MAX_PATCHES = 500  # a chain nodes keep whole, 8 bases deep (`STATECACHE_RETAIN_TREE_PATCHES`)
+
+
 @dataclass(frozen=True)
 class TreePolicy:
     """When a publisher starts a new base instead of another patch."""
@@ -285,8 +288,9 @@ class TreePolicy:
     def __post_init__(self) -> None:
         if not self.rebase_ratio >= 0.0:  # NaN too
             raise ValueError("rebase_ratio must not be negative")
-        if self.max_patches < 0:
-            raise ValueError("max_patches must not be negative")
+        if not 0 <= self.max_patches <= MAX_PATCHES:
+            # Nodes keep 4,000 patches per group by default: a longer chain loses its start.
+            raise ValueError(f"max_patches must be 0 to {MAX_PATCHES}")
 
 
 @dataclass(frozen=True)

@@ -223,6 +223,16 @@ def _add(pieces: Pieces, snap: OpenedSnapshot) -> None:
         ):  # fmt: skip
             return  # one piece sealed twice (a retry, a rotation): not a fork
         raise ForkError(f"two snapshots claim MLS epoch {snap.mls_epoch} of a {snap.kind}")
+    # A base and a patch at one epoch must make the same tree (a device that restarted
+    # publishes a base where another published a patch); two trees at one epoch: a fork.
+    for kind in TREE_KINDS:
+        other = pieces.get((kind, snap.mls_epoch))
+        if (
+            kind != snap.kind
+            and other is not None
+            and other.header.tree_hash != snap.header.tree_hash
+        ):
+            raise ForkError(f"a base and a patch at MLS epoch {snap.mls_epoch} make two trees")
     pieces[key] = snap
 
 

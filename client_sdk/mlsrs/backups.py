@@ -30,7 +30,11 @@ async def _fresh_reader(sc: Statecache) -> AsyncIterator[Statecache]:
     epochs of the own backups are checked after the read (`read_own_backups`)."""
     held = sc.state
     state = SyncState(
-        known={k: v for k, v in held.known.items() if k[1] != OWN_STATE_KIND},
+        known={
+            k: v
+            for k, v in held.known.items()
+            if not (k[1] == OWN_STATE_KIND and v.author == sc.profile.device.device_id)
+        },
         manifest_version=held.manifest_version,
         manifest_digest=held.manifest_digest,
     )

@@ -248,6 +248,7 @@ class StatecacheStore(mls_rs_uniffi.GroupStateStorage):
 
     def _load(self) -> None:
         self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._dir.chmod(0o700)  # one made earlier with looser modes: the files are secrets
         for tmp in self._dir.glob("*.tmp"):  # a crash mid-write: the old file stands
             tmp.unlink(missing_ok=True)
         files: dict[str, list[tuple[bytes, Path]]] = {_STATE: [], _PENDING: [], _BACKED: []}

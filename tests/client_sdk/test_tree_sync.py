@@ -5,8 +5,11 @@ the publisher's trees and refusing any tree that does not match a hash it must m
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -15,13 +18,14 @@ from hypothesis import strategies as st
 from client_sdk import commands
 from client_sdk.commands import Context
 from client_sdk.device import OpenedTree, SnapshotInput, TreeInput
-from client_sdk.errors import TreeMismatch
+from client_sdk.errors import ForkError, TreeMismatch
 from client_sdk.home import Home
 from client_sdk.mls import MlsDecodeError, RatchetTree, tree_hash, tree_hashes
 from client_sdk.mls.codec import Writer
 from client_sdk.mls.synthetic import SyntheticGroup
 from client_sdk.tree_sync import (
     BASE_KIND,
+    MAX_PATCHES,
     PATCH_KIND,
     HashedTree,
     TreePatch,
@@ -32,6 +36,7 @@ from client_sdk.tree_sync import (
     plan,
     rebuild,
 )
+from client_sdk.trees import Pieces, add_pieces
 from client_sdk.verify import Commitments
 from tests.client_sdk.conftest import Cluster, collect
 
@@ -460,3 +465,29 @@ async def test_the_command_line_writes_rebuilt_trees(cluster: Cluster, tmp_path:
     written = out / group_id.hex() / "ratchet_tree.2.bin"  # the RFC 9420 encoding
     assert RatchetTree.from_bytes(written.read_bytes()) == group.tree
     assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["ratchet_tree.2.bin"]
+
+
+def test_a_base_and_a_patch_making_two_trees_at_one_epoch_are_a_fork() -> None:
+    """Two signed trees at one epoch, one a base and one a patch: a fork, in either order
+    (the same tree as both is one publication)."""
+
+    def piece(kind: str, tree_hash: bytes) -> Any:
+        return SimpleNamespace(
+            kind=kind, mls_epoch=5, digest=os.urandom(32), label="account",
+            plaintext=os.urandom(8), header=SimpleNamespace(tree_hash=tree_hash),
+        )  # fmt: skip
+
+    same: Pieces = {}
+    add_pieces(same, [piece(BASE_KIND, b"a" * 32), piece(PATCH_KIND, b"a" * 32)])
+    assert len(same) == 2
+    for first, second in ((BASE_KIND, PATCH_KIND), (PATCH_KIND, BASE_KIND)):
+        pieces: Pieces = {}
+        add_pieces(pieces, [piece(first, b"a" * 32)])
+        with pytest.raises(ForkError, match="two trees"):
+            add_pieces(pieces, [piece(second, b"b" * 32)])
+
+
+def test_a_publisher_cannot_grow_chains_past_what_nodes_keep() -> None:
+    assert TreePolicy(max_patches=MAX_PATCHES).max_patches == 500
+    with pytest.raises(ValueError, match="max_patches"):
+        TreePolicy(max_patches=MAX_PATCHES + 1)

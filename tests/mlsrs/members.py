@@ -5,32 +5,21 @@ from __future__ import annotations
 
 import mls_rs_uniffi as mls
 
+from client_sdk.mlsrs.clients import MemoryStore
+
 SUITE = mls.CipherSuite.CURVE25519_AES128
 
 
-class MemoryStorage(mls.GroupStateStorage):
-    """The other members' storage: a dict, every write kept, records never deleted."""
+class MemoryStorage(MemoryStore):
+    """The other members' storage: a dict, records never deleted, every write logged."""
 
     def __init__(self) -> None:
-        self.states: dict[bytes, bytes] = {}
-        self.records: dict[bytes, dict[int, bytes]] = {}
+        super().__init__()
         self.writes: list[tuple[bytes, bytes, list[int]]] = []  # (group, state, inserted ids)
 
-    def state(self, group_id: bytes) -> bytes | None:
-        return self.states.get(group_id)
-
-    def epoch(self, group_id: bytes, epoch_id: int) -> bytes | None:
-        return self.records.get(group_id, {}).get(epoch_id)
-
     def write(self, group_id, group_state, epoch_inserts, epoch_updates) -> None:
-        self.states[group_id] = group_state
-        for r in [*epoch_inserts, *epoch_updates]:
-            self.records.setdefault(group_id, {})[r.id] = r.data
+        super().write(group_id, group_state, epoch_inserts, epoch_updates)
         self.writes.append((group_id, group_state, [r.id for r in epoch_inserts]))
-
-    def max_epoch_id(self, group_id: bytes) -> int | None:
-        held = self.records.get(group_id)
-        return max(held) if held else None
 
 
 def client(name: bytes, storage: mls.GroupStateStorage) -> mls.Client:

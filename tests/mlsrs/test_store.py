@@ -288,3 +288,11 @@ async def test_a_backup_served_older_than_published_is_refused(
             await fresh.restore(sc)
         assert info.value.behind == {held_back: 7}
         assert fresh.groups() == [b"kept"]
+
+
+def test_a_store_directory_made_with_looser_modes_is_tightened(tmp_path: Path) -> None:
+    directory = tmp_path / "mls"
+    directory.mkdir(mode=0o755)
+    directory.chmod(0o755)
+    StatecacheStore(directory, pre.DeviceSecrets.generate())
+    assert directory.stat().st_mode & 0o777 == 0o700
