@@ -26,8 +26,9 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pre
 
@@ -377,11 +378,18 @@ async def run(base: Path, groups: int) -> int:
 
 
 def main() -> int:
-    """Ctrl-C stops the nodes, removes their data and prints one line, `interrupted`."""
-    groups = int(os.environ.get("DEMO_GROUPS", "1000"))
+    return run_in_scratch(run, default_groups=1000, prefix="statecache-demo-")
+
+
+def run_in_scratch(
+    demo: Callable[[Path, int], Coroutine[Any, Any, int]], *, default_groups: int, prefix: str
+) -> int:
+    """`demo(scratch dir, DEMO_GROUPS)`; its exit code. Ctrl-C stops the nodes, removes
+    their data and prints one line, `interrupted`."""
+    groups = int(os.environ.get("DEMO_GROUPS", str(default_groups)))
     try:
-        with tempfile.TemporaryDirectory(prefix="statecache-demo-") as tmp:
-            return asyncio.run(run(Path(tmp), groups))
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+            return asyncio.run(demo(Path(tmp), groups))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -9,14 +9,14 @@ must not linger on disk). Without a home, the outbox lives in memory."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pre
+
+from .private_files import fsync_dir, write_private_bytes
 
 __all__ = ["Outbox", "OutboxEntry"]
 
@@ -68,8 +68,10 @@ class Outbox:
         if self._dir is not None:
             self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             for entry in new:
-                _write(self._dir / _name(entry.key), entry.content + entry.snapshot.to_bytes())
-            _fsync_dir(self._dir)
+                write_private_bytes(
+                    self._dir / _name(entry.key), entry.content + entry.snapshot.to_bytes()
+                )
+            fsync_dir(self._dir)
         for entry in new:
             self._entries[entry.key] = entry
 
@@ -95,22 +97,3 @@ def _load(path: Path) -> OutboxEntry | None:
         return OutboxEntry(data[:_HASH], pre.SealedSnapshot.from_bytes(data[_HASH:]))
     except (OSError, pre.PreError, ValueError):
         return None
-
-
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):  # not every platform opens directories
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

@@ -14,11 +14,9 @@ Prints what was joined and how long each step took; exits non-zero if any check 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ from pathlib import Path
 import mls_rs_uniffi as mls
 
 import pre
+from client_sdk.demo import run_in_scratch
 from client_sdk.device import Statecache, create_account, enrollment_request
 from client_sdk.errors import StatecacheError
 from client_sdk.keystore import Profile
@@ -244,13 +243,7 @@ async def run(base: Path, groups: int) -> int:
 
 
 def main() -> int:
-    groups = int(os.environ.get("DEMO_GROUPS", "50"))
-    try:
-        with tempfile.TemporaryDirectory(prefix="statecache-demo-mls-") as tmp:
-            return asyncio.run(run(Path(tmp), groups))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_in_scratch(run, default_groups=50, prefix="statecache-demo-mls-")
 
 
 if __name__ == "__main__":
