@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from cache_service.tls import server_tls
+from client_sdk.enrolment import parse_enrollment
 from client_sdk.local_nodes import start_nodes, stop_nodes
 from tests.cache_service.node_process import (
     NODE,
@@ -206,13 +207,13 @@ def test_the_server_context_refuses_tls_below_1_2(pki: Pki) -> None:
 # a whole device flow over HTTPS
 
 
-def _statecache(home: Path, ca: Path, *args: object) -> dict[str, object]:
+def _statecache(home: Path, ca: Path, *args: object, status: int = 0) -> dict[str, object]:
     """One CLI command, a device of its own: trusts the private CA through `SSL_CERT_FILE`
     (OpenSSL's default trust, which aiohttp's default context loads)."""
     env = clean_env(SSL_CERT_FILE=str(ca))
     env.pop("SSL_CERT_DIR", None)
     result = run([*STATECACHE, "--home", str(home), "--json", *map(str, args)], env=env, timeout=60)
-    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert result.returncode == status, (result.stdout, result.stderr)
     doc = json.loads(result.stdout)
     assert isinstance(doc, dict)
     return doc
@@ -248,6 +249,7 @@ async def test_devices_create_publish_and_onboard_over_https(pki: Pki, tmp_path:
             "--threshold", "2", "--name", "laptop", *_node_args(urls),
         )  # fmt: skip
         request = next(v for v in enrolled.values() if isinstance(v, str) and v.startswith("sc2."))
+        assert parse_enrollment(request).nodes == tuple(urls)  # https URLs in the text form
         await run_(_statecache, phone, pki.ca, "device", "approve", request)
         out = tmp_path / "out"
         onboarded = await run_(_statecache, laptop, pki.ca, "onboard", "--out", out)
@@ -255,6 +257,19 @@ async def test_devices_create_publish_and_onboard_over_https(pki: Pki, tmp_path:
         nodes_seen = onboarded["nodes"]
         assert isinstance(nodes_seen, dict) and set(nodes_seen) == set(urls)
         assert (out / "aa01" / "group_state.1.bin").read_bytes() == state
+
+        # a device trusting another CA refuses these nodes, and says why in words
+        stranger = make_pki(tmp_path / "other-pki").ca
+        refused = await run_(
+            _statecache, tmp_path / "tablet", stranger, "account", "init", "--threshold", "2",
+            *_node_args(urls), status=1,
+        )  # fmt: skip
+        error = refused["error"]
+        assert isinstance(error, dict)
+        for url in urls:
+            assert error["nodes"][url]["message"] == (
+                "TLS certificate not trusted: unable to get local issuer certificate"
+            )
     finally:
         await stop_nodes(nodes)
         shutil.rmtree(base, ignore_errors=True)
