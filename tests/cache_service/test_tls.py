@@ -323,12 +323,16 @@ def _bad_inputs(pki: Pki, where: Path) -> dict[str, tuple[Path, Path, str]]:
     )
     damaged = where / "damaged.pem"
     damaged.write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    fifo = where / "key.fifo"
+    if not fifo.exists():
+        os.mkfifo(fifo, 0o600)
     not_key = where / "notes.txt"
     not_key.write_text("not a key\n")
     return {
         "cert missing": (missing, pki.key, f"cannot read TLS certificate {missing}: No such file"),
         "key missing": (pki.cert, missing, f"cannot read TLS key {missing}: No such file"),
         "cert a directory": (where, pki.key, f"TLS certificate {where}: not a regular file"),
+        "key a FIFO": (pki.cert, fifo, f"cannot read TLS key {fifo}: not a regular file"),
         "key of another cert": (
             pki.cert, pki.other_key,
             f"TLS key {pki.other_key} does not match the certificate {pki.cert}",
@@ -344,9 +348,9 @@ def _bad_inputs(pki: Pki, where: Path) -> dict[str, tuple[Path, Path, str]]:
 
 
 BAD = [
-    "cert missing", "key missing", "cert a directory", "key of another cert", "cert damaged",
-    "cert not PEM", "key not PEM", "key a certificate", "key encrypted (PKCS#8)",
-    "key encrypted (OpenSSL)",
+    "cert missing", "key missing", "cert a directory", "key a FIFO", "key of another cert",
+    "cert damaged", "cert not PEM", "key not PEM", "key a certificate",
+    "key encrypted (PKCS#8)", "key encrypted (OpenSSL)",
 ]  # fmt: skip
 
 
