@@ -2,8 +2,9 @@
 `node` commands that need no running node (`node keygen`).
 
 Every failure to start or keep running prints one line, `statecache: ...`, on stderr: exit
-2 for an invalid option value (like any usage error), 1 for everything else (port in use,
-data dir unusable or in use, bad node key, Redis unreachable, the embedded redis-server
+2 for an invalid option value (like any usage error; `--tls-cert` without `--tls-key` too),
+1 for everything else (port in use, data dir unusable or in use, bad node key, bad TLS
+certificate or key, Redis unreachable, the embedded redis-server
 dying too often). Never a traceback.
 """
 
