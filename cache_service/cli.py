@@ -2,8 +2,9 @@
 `node` commands that need no running node (`node keygen`).
 
 Every failure to start or keep running prints one line, `statecache: ...`, on stderr: exit
-2 for an invalid option value (like any usage error), 1 for everything else (port in use,
-data dir unusable or in use, bad node key, Redis unreachable, the embedded redis-server
+2 for an invalid option value (like any usage error; `--tls-cert` without `--tls-key` too),
+1 for everything else (port in use, data dir unusable or in use, bad node key, bad TLS
+certificate or key, Redis unreachable, the embedded redis-server
 dying too often). Never a traceback.
 """
 
@@ -28,9 +29,10 @@ import pre
 from .app import STOP, create_app
 from .failures import NodeFailure, one_line
 from .logs import configure_logging
-from .node_identity import create_key_file
+from .node_identity import create_key_file, warn_if_others_can_read
 from .settings import Settings
 from .startup import Stop, redact_url
+from .tls import ServerTLS, server_tls
 
 __all__ = ["add_node_command", "add_serve_arguments", "main", "run", "serve"]
 
@@ -64,6 +66,16 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "default: DATA_DIR/node.key, created on first start",
     )
     parser.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="FILE",
+        help="serve HTTPS with this PEM certificate (the chain may follow the leaf); "
+        "needs --tls-key; read at start (a renewed one takes a restart)",
+    )
+    parser.add_argument(
+        "--tls-key", type=Path, metavar="FILE", help="the unencrypted PEM key of --tls-cert"
+    )
+    parser.add_argument(
         "--appendfsync",
         choices=["always", "everysec"],
         help="embedded Redis: fsync every write before acknowledging it (always, the "
@@ -80,7 +92,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="least level logged (JSON lines on stderr; default info)",
     )
     parser.add_argument(
-        "--ready-file", type=Path, help="write 'host port' here once listening (scripts)"
+        "--ready-file",
+        type=Path,
+        help="write 'HOST PORT' here once listening, 'HOST PORT https' when serving TLS (scripts)",
     )
 
 
@@ -94,7 +108,7 @@ def ready_file_from(args: argparse.Namespace) -> Path | None:
 
 _OPTIONS = (
     "host", "port", "data_dir", "redis_url", "redis_cluster", "redis_wait", "node_key",
-    "appendfsync", "share_index", "skew_seconds", "workers", "log_level",
+    "tls_cert", "tls_key", "appendfsync", "share_index", "skew_seconds", "workers", "log_level",
 )  # fmt: skip
 
 
@@ -107,7 +121,10 @@ def _settings_problem(exc: ValidationError, args: argparse.Namespace) -> str:
     problems = []
     for error in exc.errors(include_url=False):
         loc = error["loc"]
-        field = str(loc[0]) if loc else ""
+        if not loc:  # a rule across fields (--tls-cert with --tls-key): its message says all
+            problems.append(error["msg"].removeprefix("Value error, "))
+            continue
+        field = str(loc[0])
         source, sep = "--" + field.replace("_", "-"), " "
         if getattr(args, field, None) is None:  # not on the command line: the environment
             source, sep = f"STATECACHE_{field.upper()}", "="
@@ -126,6 +143,9 @@ async def serve(settings: Settings, ready_file: Path | None = None) -> None:
 
     Raises `NodeFailure` if the node cannot start, or must stop (the embedded redis-server
     keeps dying); whatever was started is stopped first."""
+    tls = None  # first: a bad certificate or key stops the node before anything starts
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        tls = server_tls(settings.tls_cert, settings.tls_key)
     app = create_app(settings)
     stop = app[STOP]
     loop = asyncio.get_running_loop()
@@ -136,7 +156,7 @@ async def serve(settings: Settings, ready_file: Path | None = None) -> None:
         log.info("stopped while starting")
         return
     try:
-        await _listen(runner, settings, ready_file)
+        await _listen(runner, settings, tls, ready_file)
         await stop.wait()
     except BaseException:
         await _cleanup(runner, report=False)
@@ -169,18 +189,27 @@ async def _start(runner: web.AppRunner, stop: Stop) -> bool:
     return True
 
 
-async def _listen(runner: web.AppRunner, settings: Settings, ready_file: Path | None) -> None:
+async def _listen(
+    runner: web.AppRunner, settings: Settings, tls: ServerTLS | None, ready_file: Path | None
+) -> None:
+    context = None if tls is None else tls.context
     try:
-        await web.TCPSite(runner, settings.host, settings.port).start()
+        await web.TCPSite(runner, settings.host, settings.port, ssl_context=context).start()
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else one_line(exc)
         raise NodeFailure(
             f"cannot listen on {settings.host} port {settings.port}: {reason}"
         ) from None
     host, port = runner.addresses[0][:2]
-    log.info("listening", extra={"host": host, "port": port, "data_dir": str(settings.data_dir)})
-    if ready_file is not None:
-        _write_ready_file(ready_file, f"{host} {port}\n")
+    scheme = "http" if tls is None else "https"
+    log.info(
+        "listening",
+        extra={"host": host, "port": port, "scheme": scheme, "data_dir": str(settings.data_dir)},
+    )
+    if tls is not None:  # said once listening, so that a failure to start stays one line
+        warn_if_others_can_read(tls.key_path, tls.key_mode, "TLS key file")
+    if ready_file is not None:  # `HOST PORT`, and ` https` when serving TLS
+        _write_ready_file(ready_file, f"{host} {port}{' https' if tls else ''}\n")
 
 
 async def _cleanup(runner: web.AppRunner, *, report: bool) -> None:

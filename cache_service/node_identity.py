@@ -28,7 +28,13 @@ import pre
 
 from .failures import NodeFailure, one_line
 
-__all__ = ["FILE_NAME", "create_key_file", "load_key_file", "load_or_create_identity"]
+__all__ = [
+    "FILE_NAME",
+    "create_key_file",
+    "load_key_file",
+    "load_or_create_identity",
+    "warn_if_others_can_read",
+]
 
 FILE_NAME = "node.key"
 _MAX_SIZE = 4096  # a key file is a few dozen bytes; never read an arbitrary file whole
@@ -64,12 +70,17 @@ def load_key_file(path: Path) -> pre.NodeSecrets:
         secrets_, mode = _read(path, follow=True)
     except OSError as exc:
         raise NodeFailure(f"cannot read node key {path}: {one_line(exc)}") from None
+    warn_if_others_can_read(path, mode, "node key file")
+    return secrets_
+
+
+def warn_if_others_can_read(path: Path, mode: int, what: str) -> None:
+    """A secret file (`mode` from its stat) open to the group or others: a warning."""
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         log.warning(
-            "node key file is readable by others: make it 0600 or 0400",
+            f"{what} is readable by others: make it 0600 or 0400",
             extra={"path": str(path), "mode": oct(stat.S_IMODE(mode))},
         )
-    return secrets_
 
 
 def create_key_file(path: Path, node: pre.NodeSecrets) -> None:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from redis.asyncio.connection import parse_url
 
 from .protocol.limits import DEFAULT_MAX_BODY_BYTES
@@ -40,6 +40,13 @@ class Settings(BaseModel):
     node_key: Path | None = Field(
         default=None,
         description="read the node key from this file (read only) instead of data_dir/node.key",
+    )
+    tls_cert: Path | None = Field(
+        default=None,
+        description="serve HTTPS with this PEM certificate (chain after the leaf); needs tls_key",
+    )
+    tls_key: Path | None = Field(
+        default=None, description="the unencrypted PEM private key of tls_cert"
     )
     appendfsync: Literal["always", "everysec"] = "always"
     share_index: Annotated[int, Field(ge=1, le=255)] = 1
@@ -132,6 +139,16 @@ class Settings(BaseModel):
         for item in value:
             ipaddress.ip_network(item, strict=False)  # a ValueError names the bad entry
         return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            given, missing = ("cert", "key") if self.tls_key is None else ("key", "cert")
+            raise ValueError(
+                f"--tls-{given} (STATECACHE_TLS_{given.upper()}) is set but --tls-{missing} "
+                f"(STATECACHE_TLS_{missing.upper()}) is not: give both or neither"
+            )
+        return self
 
     def retention(self, kind: str) -> int:
         if kind in self.retain:

@@ -1,7 +1,8 @@
 """Start and stop local cache nodes as child processes (demo, benchmarks, tests).
 
 Each node is `python -m cache_service` with its own data directory and so its own
-embedded redis-server, on a free loopback port."""
+embedded redis-server, on a free loopback port. `extra_env` passes node settings, e.g.
+`STATECACHE_TLS_CERT` / `STATECACHE_TLS_KEY`: the node's URL is then `https://...`."""
 
 from __future__ import annotations
 
@@ -57,8 +58,8 @@ class LocalNode:
             if loop.time() > deadline:
                 raise RuntimeError(f"node {self.index} did not start in {timeout} s")
             await asyncio.sleep(0.05)
-        host, port = self.ready_file.read_text().split()
-        self.url = f"http://{host}:{port}"
+        host, port, *scheme = self.ready_file.read_text().split()  # `https` with TLS
+        self.url = f"{(scheme or ['http'])[0]}://{host}:{port}"
 
     def _port(self) -> int:
         # Restart on the same port so clients keep their configuration.

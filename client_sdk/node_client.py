@@ -401,7 +401,10 @@ def _problem(node: str, status: int, raw: bytes) -> NodeError:
 
 def _reason(exc: aiohttp.ClientError) -> str:
     """What went wrong, in words (not aiohttp's class names)."""
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):  # e.g. a private CA not
+        detail = getattr(exc.certificate_error, "verify_message", None)  # trusted here
+        return f"TLS certificate not trusted: {detail}" if detail else "TLS certificate not trusted"
+    if isinstance(exc, aiohttp.ClientSSLError):
         return "TLS handshake failed"
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return "unknown host"

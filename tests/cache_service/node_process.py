@@ -214,8 +214,8 @@ def wait_ready(node: NodeProcess, timeout: float = 30) -> NodeProcess:
             node.stop()
             pytest.fail(f"node did not become ready: {node.stderr()}")
         time.sleep(0.05)
-    host, port = ready.read_text().split()
-    node.url = f"http://{host}:{port}"
+    host, port, *scheme = ready.read_text().split()  # `https` when serving TLS
+    node.url = f"{(scheme or ['http'])[0]}://{host}:{port}"
     return node
 
 
