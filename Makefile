@@ -8,7 +8,7 @@ RUNTIME := $(VENV)/.installed-runtime
 DEV     := $(VENV)/.installed-dev
 MLS     := $(VENV)/.installed-mls
 
-.PHONY: venv runtime test lint typecheck unit soak demo demo-mls serve bench clean
+.PHONY: venv runtime test lint lint-deploy typecheck unit soak demo demo-mls serve bench clean
 
 venv: $(DEV)
 runtime: $(RUNTIME)
@@ -31,9 +31,25 @@ $(MLS): $(RUNTIME) pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[mls-rs]'
 	touch $(MLS)
 
-lint: venv
+lint: venv lint-deploy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# deploy/, offline (no Docker daemon, no cluster): the Dockerfile's linter, the Compose
+# schema, Kubernetes' schemas in strict mode, systemd's own checks. tests/deploy runs the
+# same and more (in `make test`). `verify` wants ExecStart's binary to exist: it checks a
+# copy of the unit that starts this venv's statecache, and any complaint fails.
+lint-deploy: venv
+	$(BIN)/hadolint --failure-threshold warning deploy/Dockerfile
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec deploy/compose*.yaml
+	$(BIN)/kubernetes-validate --strict --quiet --kubernetes-version 1.29.0 deploy/k8s/*.yaml
+	$(BIN)/kubernetes-validate --strict --quiet deploy/k8s/*.yaml
+	@command -v systemd-analyze >/dev/null || { echo "systemd-analyze not found: install systemd"; exit 1; }
+	systemd-analyze security --offline=yes --threshold=15 --no-pager deploy/systemd/statecache.service >/dev/null
+	@d=$$(mktemp -d) && sed 's|^ExecStart=/opt/statecache/bin/statecache |ExecStart=$(abspath $(BIN))/statecache |' \
+		deploy/systemd/statecache.service >$$d/statecache.service && \
+		out=$$(systemd-analyze verify --man=no --generators=no $$d/statecache.service 2>&1); \
+		rc=$$?; rm -rf $$d; [ $$rc -eq 0 ] && [ -z "$$out" ] || { echo "$$out"; exit 1; }
 
 typecheck: venv
 	$(BIN)/mypy pre client_sdk cache_service
