@@ -5,6 +5,7 @@ command, environment, secrets and health check on top of it (`deploy/compose.yam
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shlex
@@ -87,6 +88,71 @@ def image_contract(path: Path = DEPLOY / "Dockerfile") -> Contract:
                 else signal.Signals(int(c.value[0]))
             )
     return Contract(entrypoint, command, env, user, healthcheck, stop)
+
+
+@dataclass(frozen=True)
+class Mountpoint:
+    """A VOLUME's directory as the image holds it when VOLUME is declared: what Docker copies
+    into a fresh named volume (owner and mode included), or root's 0755 if no instruction
+    made it first."""
+
+    path: str
+    uid: int = 0
+    gid: int = 0
+    mode: int = 0o755
+
+
+def image_volume(path: Path = DEPLOY / "Dockerfile") -> Mountpoint:
+    """The final stage's one VOLUME, with the owner and mode its earlier RUN (`mkdir`,
+    `chown`, `chmod`, `install -d`) and WORKDIR instructions give it."""
+    instructions = dockerfile.parse_file(str(path))
+    last = max(i for i, c in enumerate(instructions) if c.cmd.upper() == "FROM")
+    made: dict[str, Mountpoint] = {}
+    user = (0, 0)
+    for c in instructions[last + 1 :]:
+        name = c.cmd.upper()
+        if name == "USER":
+            uid, _, gid = c.value[0].partition(":")
+            assert uid.isdigit() and (not gid or gid.isdigit()), f"numeric USER: {c.value[0]}"
+            user = (int(uid), int(gid or uid))
+        elif name == "WORKDIR":  # made if missing (by root, whatever USER says)
+            made.setdefault(c.value[0], Mountpoint(c.value[0]))
+        elif name == "RUN":
+            for command in re.split(r"&&|;|\|\|", " ".join(c.value)):
+                _apply(shlex.split(command), made, user)
+        elif name == "VOLUME":
+            [volume] = c.value
+            return made.get(volume, Mountpoint(volume))
+    raise AssertionError(f"{path}: no VOLUME in the final stage")
+
+
+def _apply(words: list[str], made: dict[str, Mountpoint], user: tuple[int, int]) -> None:
+    """One shell command's effect on the directories it names (numeric owners only)."""
+    if not words:
+        return
+    program, args = words[0], words[1:]
+    targets = [a for a in args if a.startswith("/")]
+    options = dict(itertools.pairwise(args))
+    if program == "mkdir" or (program == "install" and "-d" in args):
+        mode = int(options.get("-m", "755"), 8)
+        uid = int(options.get("-o", user[0])) if program == "install" else user[0]
+        gid = int(options.get("-g", user[1])) if program == "install" else user[1]
+        for target in targets:
+            made.setdefault(target, Mountpoint(target, uid, gid, mode))
+    elif program == "chown":
+        owner = next(a for a in args if not a.startswith("-"))
+        uid_text, _, gid_text = owner.partition(":")
+        assert uid_text.isdigit() and (not gid_text or gid_text.isdigit()), (
+            f"chown by number: {owner}"
+        )
+        for target in (t for t in targets if t in made):
+            old = made[target]
+            made[target] = replace(old, uid=int(uid_text), gid=int(gid_text or old.gid))
+    elif program == "chmod":
+        mode_text = next(a for a in args if not a.startswith("-"))
+        assert re.fullmatch(r"[0-7]{3,4}", mode_text), f"chmod by octal mode: {mode_text}"
+        for target in (t for t in targets if t in made):
+            made[target] = replace(made[target], mode=int(mode_text, 8))
 
 
 def _expand(value: str, env: Mapping[str, str]) -> str:
@@ -232,6 +298,15 @@ class Runner:
             caps = "+dac_read_search"
             drop += [f"--inh-caps={caps}", f"--ambient-caps={caps}"]
         return [*drop, "--", *argv]
+
+    def volume(self, path: Path, mountpoint: Mountpoint) -> None:
+        """A fresh named volume at `mountpoint`: Docker fills it from the image, owner and
+        mode included (as root; otherwise the test's user owns it)."""
+        path.mkdir(mode=mountpoint.mode)
+        path.chmod(mountpoint.mode)
+        if self.as_root:
+            os.chown(path, mountpoint.uid, mountpoint.gid)
+        self.map_path(mountpoint.path, path)
 
     def own(self, path: Path) -> None:
         """The image's user owns what the runtime would give it (a volume, a secret)."""

