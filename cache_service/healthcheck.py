@@ -5,29 +5,37 @@ Exit 0 when `/readyz` answers 200 (the node serves and its Redis takes writes), 
 one line saying why. `--live` asks `/healthz` instead (the process answers at all: what a
 liveness probe may restart on; readiness must never restart a node). The address comes from
 the node's own settings (`STATECACHE_HOST`, `STATECACHE_PORT`, and https when
-`STATECACHE_TLS_CERT` is set), or `--url`. Only the standard library: a check runs every few
-seconds and must start fast."""
+`STATECACHE_TLS_CERT` is set), or `--url`. The node's own address, or any loopback one, is
+asked over https without verifying the certificate (it names the node's public name, not
+this address); any other `--url` is verified as a device would (the system's CAs, or
+`SSL_CERT_FILE`). Only the standard library: a check runs every few seconds and must start
+fast."""
 
 from __future__ import annotations
 
 import argparse
 import http.client
+import ipaddress
 import os
 import ssl
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
+from urllib.parse import urlsplit
 
-__all__ = ["default_url", "main"]
+__all__ = ["client_context", "default_url", "main"]
 
-_ANY = ("", "0.0.0.0", "::", "[::]")  # noqa: S104 - listen-everywhere forms, not a bind
+# Listen-everywhere forms, not binds. An IPv6 one listens on IPv6 only (asyncio sets
+# IPV6_V6ONLY), so it is asked on ::1.
+_ANY_V4 = ("", "0.0.0.0")  # noqa: S104
+_ANY_V6 = ("::", "[::]")
 
 
 def default_url(environ: Mapping[str, str], *, live: bool = False) -> str:
     """The node's own address as its settings give it: loopback when it listens everywhere."""
     host = environ.get("STATECACHE_HOST", "")
-    host = "127.0.0.1" if host in _ANY else host
+    host = "127.0.0.1" if host in _ANY_V4 else "::1" if host in _ANY_V6 else host
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     port = environ.get("STATECACHE_PORT") or "8700"
@@ -35,15 +43,32 @@ def default_url(environ: Mapping[str, str], *, live: bool = False) -> str:
     return f"{scheme}://{host}:{port}/{'healthz' if live else 'readyz'}"
 
 
-def _check(url: str, timeout: float) -> str | None:
-    """None when `url` answers 200, else why not."""
-    context = None
-    if url.startswith("https:"):
-        # The node's own certificate names its public name, not this loopback address, and
-        # the check proves only that this node answers: no verification to do here.
-        context = ssl.create_default_context()
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def client_context(url: str, *, own_address: bool = False) -> ssl.SSLContext:
+    """How to speak https to `url`. Unverified only for this node's own address (from its
+    settings) or a loopback one: the certificate names the node's public name, and the
+    check proves only that this node answers. Anything else is verified: an unverified
+    answer from elsewhere could be anyone's."""
+    context = ssl.create_default_context()
+    if own_address or _is_loopback(urlsplit(url).hostname):
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _check(url: str, timeout: float, *, own_address: bool) -> str | None:
+    """None when `url` answers 200, else why not."""
+    context = client_context(url, own_address=own_address) if url.startswith("https:") else None
     try:
         with urllib.request.urlopen(url, timeout=timeout, context=context) as answer:  # noqa: S310 - http(s) only, checked by main
             status = int(answer.status)
@@ -68,7 +93,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     if not url.startswith(("http://", "https://")):
         print(f"statecache healthcheck: {url}: expected an http:// or https:// URL")
         return 2
-    problem = _check(url, args.timeout)
+    problem = _check(url, args.timeout, own_address=args.url is None)
     if problem is not None:
         print(f"statecache healthcheck: {problem}")
         return 1

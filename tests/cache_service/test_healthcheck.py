@@ -4,12 +4,13 @@ one line when not, the node's address taken from its own settings."""
 from __future__ import annotations
 
 import http.server
+import ssl
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
-from cache_service.healthcheck import default_url, main
+from cache_service.healthcheck import client_context, default_url, main
 from tests.cache_service.node_process import clean_env, scratch, start
 
 
@@ -21,6 +22,30 @@ def test_the_address_comes_from_the_nodes_settings() -> None:
     assert default_url({"STATECACHE_HOST": "::1", "STATECACHE_TLS_CERT": "/c.pem"}) == (
         "https://[::1]:8700/readyz"
     )
+
+
+def test_a_node_listening_on_ipv6_everywhere_is_asked_on_ipv6() -> None:
+    """`::` listens on IPv6 only (asyncio sets IPV6_V6ONLY): 127.0.0.1 would never answer."""
+    assert default_url({"STATECACHE_HOST": "::"}) == "http://[::1]:8700/readyz"
+    assert default_url({"STATECACHE_HOST": "[::]"}) == "http://[::1]:8700/readyz"
+    assert default_url({"STATECACHE_HOST": ""}) == "http://127.0.0.1:8700/readyz"
+
+
+def test_only_the_nodes_own_or_a_loopback_address_goes_unverified() -> None:
+    unverified = [
+        client_context("https://node1.example.org:8700/readyz", own_address=True),
+        client_context("https://127.0.0.1:8700/readyz"),
+        client_context("https://127.1.2.3:8700/readyz"),
+        client_context("https://[::1]:8700/readyz"),
+        client_context("https://localhost:8700/readyz"),
+    ]
+    for context in unverified:
+        assert (context.verify_mode, context.check_hostname) == (ssl.CERT_NONE, False)
+    # `--url` naming another host: verified, as a device would (an unverified answer from
+    # elsewhere could come from anyone)
+    for url in ("https://node1.example.org:8700/readyz", "https://10.0.0.5:8700/readyz"):
+        context = client_context(url)
+        assert (context.verify_mode, context.check_hostname) == (ssl.CERT_REQUIRED, True)
 
 
 def test_ready_live_and_gone(capsys) -> None:
