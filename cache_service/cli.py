@@ -207,7 +207,7 @@ async def _listen(
         extra={"host": host, "port": port, "scheme": scheme, "data_dir": str(settings.data_dir)},
     )
     if tls is not None:  # said once listening, so that a failure to start stays one line
-        warn_if_others_can_read(tls.key_path, tls.key_mode, "TLS key file")
+        warn_if_others_can_read(tls.key_path, tls.key_mode, "TLS key file", owner=tls.key_owner)
     if ready_file is not None:  # `HOST PORT`, and ` https` when serving TLS
         _write_ready_file(ready_file, f"{host} {port}{' https' if tls else ''}\n")
 

@@ -67,16 +67,25 @@ def load_key_file(path: Path) -> pre.NodeSecrets:
     """A node key from elsewhere (`--node-key`), read only; warns if others can read it."""
     path = Path(path)
     try:
-        secrets_, mode = _read(path, follow=True)
+        secrets_, info = _read(path, follow=True)
     except OSError as exc:
         raise NodeFailure(f"cannot read node key {path}: {one_line(exc)}") from None
-    warn_if_others_can_read(path, mode, "node key file")
+    warn_if_others_can_read(path, info.st_mode, "node key file", owner=(info.st_uid, info.st_gid))
     return secrets_
 
 
-def warn_if_others_can_read(path: Path, mode: int, what: str) -> None:
-    """A secret file (`mode` from its stat) open to the group or others: a warning."""
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+def warn_if_others_can_read(
+    path: Path, mode: int, what: str, *, owner: tuple[int, int] | None = None
+) -> None:
+    """A secret file (`mode` and `owner`, uid and gid, from its stat) open to the group or
+    others: a warning. Not for the group when the node reads the file only through it: a
+    file of another user (root) whose group is one of the node's own, as Kubernetes mounts
+    a Secret (root, the pod's fsGroup, 0440) or a host shares a key with a service's group
+    (root:statecache 0640). A file of the node's own user needs no group."""
+    loose = stat.S_IRWXG | stat.S_IRWXO
+    if owner is not None and owner[0] != os.geteuid() and owner[1] in _own_groups():
+        loose = stat.S_IRWXO
+    if mode & loose:
         log.warning(
             f"{what} is readable by others: make it 0600 or 0400",
             extra={"path": str(path), "mode": oct(stat.S_IMODE(mode))},
@@ -107,8 +116,12 @@ def create_key_file(path: Path, node: pre.NodeSecrets) -> None:
         os.close(dir_fd)
 
 
-def _read(path: Path, *, follow: bool) -> tuple[pre.NodeSecrets, int]:
-    """The key in `path` and the file's mode. Without `follow`, the file must not be a
+def _own_groups() -> set[int]:
+    return {os.getegid(), *os.getgroups()}
+
+
+def _read(path: Path, *, follow: bool) -> tuple[pre.NodeSecrets, os.stat_result]:
+    """The key in `path` and the file's stat. Without `follow`, the file must not be a
     symlink and must belong to the node's user."""
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
     fd = os.open(path, flags)
@@ -129,7 +142,7 @@ def _read(path: Path, *, follow: bool) -> tuple[pre.NodeSecrets, int]:
     try:
         if len(data) > _MAX_SIZE:
             raise pre.PreError("too large")
-        return pre.NodeSecrets.from_bytes(data), info.st_mode
+        return pre.NodeSecrets.from_bytes(data), info
     except pre.PreError:
         raise NodeFailure(f"{path} is not a statecache node key") from None
 

@@ -28,12 +28,13 @@ _ENCRYPTED = (b"-----BEGIN ENCRYPTED PRIVATE KEY-----", b"Proc-Type: 4,ENCRYPTED
 
 @dataclass(frozen=True)
 class ServerTLS:
-    """The context to serve with, and the key file's mode (for the warning, said once the
-    node listens so that a failure to start stays one line)."""
+    """The context to serve with, and the key file's mode and owner (uid, gid) for the
+    warning, said once the node listens so that a failure to start stays one line."""
 
     context: ssl.SSLContext
     key_path: Path
     key_mode: int
+    key_owner: tuple[int, int]
 
 
 class _EncryptedKey(Exception):
@@ -43,7 +44,7 @@ class _EncryptedKey(Exception):
 def server_tls(cert: Path, key: Path) -> ServerTLS:
     """Check both files, then load them; every failure is a `NodeFailure`, one line."""
     cert_pem, _ = _read(cert, "certificate")
-    key_pem, key_mode = _read(key, "key")
+    key_pem, key_info = _read(key, "key")
     if _CERT not in cert_pem:
         raise NodeFailure(f"TLS certificate {cert} is not a PEM certificate (no {_CERT.decode()})")
     if any(marker in key_pem for marker in _ENCRYPTED):
@@ -65,7 +66,7 @@ def server_tls(cert: Path, key: Path) -> ServerTLS:
         ) from None
     except OSError as exc:  # the files changed between reading and loading them
         raise NodeFailure(f"cannot load TLS certificate {cert}: {one_line(exc)}") from None
-    return ServerTLS(context, key, key_mode)
+    return ServerTLS(context, key, key_info.st_mode, (key_info.st_uid, key_info.st_gid))
 
 
 def _encrypted(key: Path) -> str:
@@ -81,9 +82,9 @@ def _no_password() -> bytes:
     raise _EncryptedKey
 
 
-def _read(path: Path, what: str) -> tuple[bytes, int]:
+def _read(path: Path, what: str) -> tuple[bytes, os.stat_result]:
     """A regular file's first bytes (opened without blocking: a FIFO never hangs the node)
-    and its mode."""
+    and its stat."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
@@ -99,4 +100,4 @@ def _read(path: Path, what: str) -> tuple[bytes, int]:
         raise NodeFailure(f"cannot read TLS {what} {path}: {one_line(exc)}") from None
     finally:
         os.close(fd)
-    return data, info.st_mode
+    return data, info

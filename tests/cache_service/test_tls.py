@@ -11,6 +11,7 @@ import asyncio
 import datetime
 import ipaddress
 import json
+import logging
 import os
 import shutil
 import ssl
@@ -27,6 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from cache_service.node_identity import warn_if_others_can_read
 from cache_service.tls import server_tls
 from client_sdk.enrolment import parse_enrollment
 from client_sdk.local_nodes import start_nodes, stop_nodes
@@ -364,3 +366,27 @@ def test_a_bad_certificate_or_key_stops_the_node_with_one_line(
     assert_one_line_failure(run(argv, timeout=20), needle, status=1)
     assert redis_servers_in(data_dir) == []  # checked before anything starts
     assert not (data_dir / "node.key").exists()
+
+
+def _warned(caplog: pytest.LogCaptureFixture, mode: int, owner: tuple[int, int] | None) -> bool:
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="statecache.node"):
+        warn_if_others_can_read(Path("key.pem"), stat.S_IFREG | mode, "TLS key file", owner=owner)
+    return any("readable by others" in r.getMessage() for r in caplog.records)
+
+
+def test_a_secret_read_through_the_nodes_own_group_is_not_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Kubernetes mounts a Secret as root's, group fsGroup (one of the node's groups), at
+    least 0440 whatever defaultMode says: the node reads it through its group, and a warning
+    on every start would teach operators to ignore it."""
+    me, my_group, root = os.geteuid(), os.getegid(), 0 if os.geteuid() else 1
+    not_mine = max({os.getegid(), *os.getgroups()}) + 1
+    assert not _warned(caplog, 0o440, (root, my_group))  # a Kubernetes Secret, fsGroup
+    assert not _warned(caplog, 0o640, (root, my_group))  # root:statecache on a host
+    assert _warned(caplog, 0o444, (root, my_group))  # others too
+    assert _warned(caplog, 0o440, (root, not_mine))  # another group's members
+    assert _warned(caplog, 0o640, (me, my_group))  # the node's own file needs no group
+    assert _warned(caplog, 0o640, None)
+    assert not _warned(caplog, 0o400, (me, my_group))
