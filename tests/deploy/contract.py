@@ -179,14 +179,35 @@ def _environment(value: object) -> dict[str, str]:
     return dict(str(item).split("=", 1) for item in value)
 
 
+def _merged(base: dict[str, object], over: dict[str, object]) -> dict[str, object]:
+    """Compose's merge of a service across files (`-f a -f b`): mappings merge (the
+    environment by name), secrets and ports add up, anything else is replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        held = out.get(key)
+        if key == "environment":
+            out[key] = {**_environment(held), **_environment(value)}
+        elif key in ("secrets", "ports", "volumes") and isinstance(held, list):
+            out[key] = [*held, *[v for v in value if v not in held]]  # type: ignore[attr-defined]
+        elif isinstance(held, dict) and isinstance(value, dict):
+            out[key] = {**held, **value}
+        else:
+            out[key] = value
+    return out
+
+
 def compose_contract(
-    service: str, path: Path = DEPLOY / "compose.yaml", image: Contract | None = None
+    service: str,
+    path: Path = DEPLOY / "compose.yaml",
+    image: Contract | None = None,
+    overlays: tuple[Path, ...] = (),
 ) -> Contract:
     """The service as Compose runs it: the image's contract (its `build` is deploy/'s
     Dockerfile) with the service's entrypoint, command, environment, user, health check,
-    stop grace period and secrets laid over it."""
-    doc = yaml.safe_load(path.read_text())
-    spec = doc["services"][service]
+    stop grace period and secrets laid over it, `overlays` merged on top in order."""
+    spec = yaml.safe_load(path.read_text())["services"][service]
+    for overlay in overlays:
+        spec = _merged(spec, yaml.safe_load(overlay.read_text())["services"][service])
     image = image or image_contract()
     secrets = {}
     for entry in spec.get("secrets", []):

