@@ -24,7 +24,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
-__all__ = ["client_context", "default_url", "main"]
+__all__ = ["build_parser", "client_context", "default_url", "main"]
 
 # Listen-everywhere forms, not binds. An IPv6 one listens on IPv6 only (asyncio sets
 # IPV6_V6ONLY), so it is asked on ::1.
@@ -80,7 +80,7 @@ def _check(url: str, timeout: float, *, own_address: bool) -> str | None:
     return None if status == 200 else f"{url} answered {status}"
 
 
-def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m cache_service.healthcheck",
         description="Exit 0 when the node on this host is ready (/readyz), else 1.",
@@ -88,7 +88,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     parser.add_argument("--url", help="ask this URL instead of the node's own address")
     parser.add_argument("--live", action="store_true", help="ask /healthz (liveness only)")
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     url = args.url or default_url(os.environ if environ is None else environ, live=args.live)
     if not url.startswith(("http://", "https://")):
         print(f"statecache healthcheck: {url}: expected an http:// or https:// URL")
