@@ -182,7 +182,8 @@ class Demo:
         )
         self.note("laptop: mls-rs joins", f"{len(report.groups)} in {report.join_seconds:.2f} s")
         self.check(
-            f"the laptop joined all {len(welcomes)} groups", len(report.groups) == len(welcomes)
+            f"the laptop joined all {len(welcomes)} groups",
+            len(report.groups) == len(welcomes) and report.complete,
         )
         read = 0
         for group_id, group in report.groups.items():

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import mls_rs_uniffi as mls
 
 from client_sdk.device import Statecache
-from client_sdk.errors import StatecacheError
+from client_sdk.errors import StatecacheError, TreeUnavailable
 from client_sdk.mls.tree import RatchetTree
 from client_sdk.trees import TreeInput
 
@@ -61,13 +61,23 @@ class Welcome:
 
 @dataclass
 class JoinReport:
-    """What `join_all` did: the groups joined, and the seconds spent in statecache (fetching
-    and verifying trees) and in mls-rs (joining)."""
+    """What `join_all` did: the groups joined; those whose tree no node serves at the
+    Welcome's epoch (`unavailable`: group -> epoch; not published yet, or older than the
+    nodes keep: `unavailable_reason` says which for the first, retry later); those whose
+    Welcome mls-rs refused with the verified tree (`refused`); and the seconds spent in
+    statecache (fetching and verifying trees) and in mls-rs (joining)."""
 
     groups: dict[bytes, mls.Group] = field(default_factory=dict)
+    unavailable: dict[bytes, int] = field(default_factory=dict)
+    unavailable_reason: str = ""
+    refused: dict[bytes, JoinFailed] = field(default_factory=dict)
     tree_seconds: float = 0.0
     join_seconds: float = 0.0
     tree_bytes: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return not self.unavailable and not self.refused
 
 
 def commit_tree(store: StatecacheStore, group: mls.Group, group_id: bytes) -> TreeInput:
@@ -84,19 +94,28 @@ def commit_tree(store: StatecacheStore, group: mls.Group, group_id: bytes) -> Tr
 
 async def join_all(sc: Statecache, client: mls.Client, welcomes: Sequence[Welcome]) -> JoinReport:
     """Join every group a Welcome is for, with trees fetched from statecache in one read
-    (`Statecache.trees_at`), then written to the client's store."""
+    (`Statecache.trees_at`), then written to the client's store. A group that cannot be
+    joined now does not hold up the others: it is in `unavailable` or `refused`."""
     report = JoinReport()
     started = time.perf_counter()
-    trees = await sc.trees_at({w.group_id: w.mls_epoch for w in welcomes})
+    try:
+        trees = await sc.trees_at({w.group_id: w.mls_epoch for w in welcomes})
+    except TreeUnavailable as exc:
+        trees = exc.available
+        report.unavailable = dict(exc.missing)
+        report.unavailable_reason = str(exc)
     report.tree_seconds = time.perf_counter() - started
     started = time.perf_counter()
     for w in welcomes:
-        tree = trees[w.group_id]
+        tree = trees.get(w.group_id)
+        if tree is None:
+            continue
         report.tree_bytes += len(tree)
         try:
             info = client.join_group(mls.RatchetTree(bytes=tree), mls.Message.from_bytes(w.message))
         except mls.Error as exc:
-            raise JoinFailed(w.group_id, w.mls_epoch, _reason(exc)) from None
+            report.refused[w.group_id] = JoinFailed(w.group_id, w.mls_epoch, _reason(exc))
+            continue
         info.group.write_to_storage()
         report.groups[w.group_id] = info.group
     report.join_seconds = time.perf_counter() - started

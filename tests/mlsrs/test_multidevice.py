@@ -136,10 +136,18 @@ async def test_a_late_welcome_joins_with_the_tree_of_its_own_epoch(
         _ = [s async for s in new_sc.onboard()]
         # A Welcome delivered with the wrong epoch fails cleanly in mls-rs, costing nothing.
         wrong = Welcome(gid, welcomes[0].mls_epoch + 1, welcomes[0].message)
-        with pytest.raises(JoinFailed, match="tree hash mismatch"):
-            await join_all(new_sc, laptop, [wrong])
-        # The right epoch: a tree two epochs behind the newest, kept for late Welcomes.
-        report = await join_all(new_sc, laptop, welcomes[:1])
+        refused = await join_all(new_sc, laptop, [wrong])
+        assert (refused.groups, refused.complete) == ({}, False)
+        assert isinstance(refused.refused[gid], JoinFailed)
+        assert "tree hash mismatch" in str(refused.refused[gid])
+        # The right epoch: a tree two epochs behind the newest, kept for late Welcomes;
+        # beside it, one whose epoch has no tree: it waits, the other joins.
+        other = welcomes[1]
+        early = Welcome(other.group_id, other.mls_epoch + 50, other.message)
+        report = await join_all(new_sc, laptop, [welcomes[0], early])
+        assert report.unavailable == {other.group_id: other.mls_epoch + 50}
+        assert "not published yet, retry later" in report.unavailable_reason
+        assert set(report.groups) == {gid} and not report.refused
         joined = report.groups[gid]
         for commit in later:
             joined.process_incoming_message(commit)
