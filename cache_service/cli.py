@@ -5,7 +5,7 @@ Every failure to start or keep running prints one line, `statecache: ...`, on st
 2 for an invalid option value (like any usage error; `--tls-cert` without `--tls-key` too),
 1 for everything else (port in use, data dir unusable or in use, bad node key, bad TLS
 certificate or key, Redis unreachable, the embedded redis-server
-dying too often). Never a traceback.
+dying too often, a worker process of `--processes N` dying). Never a traceback.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import pre
 from .failures import NodeFailure, one_line
 from .logs import configure_logging
 from .node_identity import create_key_file
+from .node_processes import serve_processes
 from .serving import serve
 from .settings import Settings
 from .startup import redact_url
@@ -81,7 +82,16 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--skew-seconds", type=int, metavar="S", help="accepted request clock skew (default 300)"
     )
-    parser.add_argument("--workers", type=int, help="re-encryption processes (default: cores)")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        help="node processes sharing the port (default 1); more than one needs --redis-url",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="re-encryption processes per node process (default: cores / --processes, at least 1)",
+    )
     parser.add_argument(
         "--log-level",
         choices=["debug", "info", "warning", "error"],
@@ -104,7 +114,8 @@ def ready_file_from(args: argparse.Namespace) -> Path | None:
 
 _OPTIONS = (
     "host", "port", "data_dir", "redis_url", "redis_cluster", "redis_wait", "node_key",
-    "tls_cert", "tls_key", "appendfsync", "share_index", "skew_seconds", "workers", "log_level",
+    "tls_cert", "tls_key", "appendfsync", "share_index", "skew_seconds", "processes", "workers",
+    "log_level",
 )  # fmt: skip
 
 
@@ -147,7 +158,11 @@ def run(args: argparse.Namespace) -> int:
         return _fail(_settings_problem(exc, args), 2)
     configure_logging(settings.log_level)
     try:
-        asyncio.run(serve(settings, ready_file_from(args)))
+        ready_file = ready_file_from(args)
+        if settings.processes > 1:
+            asyncio.run(serve_processes(settings, ready_file))
+        else:
+            asyncio.run(serve(settings, ready_file))
     except NodeFailure as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:

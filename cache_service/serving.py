@@ -1,7 +1,9 @@
 """One node process serving: start the app, listen, run until a signal or a failure, stop.
 
-`serve()` is what `statecache serve` runs. A caller may hand it the node key (`node`) and a
-`listening` callback that replaces logging and the ready file.
+`serve()` is what `statecache serve` runs. A worker of `--processes N` runs it too, with
+the node key its parent read, a socket sharing the port with the other workers
+(SO_REUSEPORT), and a `listening` callback that tells the parent instead of logging and
+writing the ready file (the parent does that once for the whole node).
 """
 
 from __future__ import annotations
@@ -129,8 +131,15 @@ async def _listen(
     runner: web.AppRunner, settings: Settings, tls: ServerTLS | None
 ) -> tuple[str, int]:
     context = None if tls is None else tls.context
+    site = web.TCPSite(
+        runner,
+        settings.host,
+        settings.port,
+        ssl_context=context,
+        reuse_port=settings.processes > 1 or None,  # the workers of one node share the port
+    )
     try:
-        await web.TCPSite(runner, settings.host, settings.port, ssl_context=context).start()
+        await site.start()
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else one_line(exc)
         raise NodeFailure(
