@@ -26,6 +26,7 @@ import pytest
 
 import pre
 from cache_service.embedded_redis import EmbeddedRedis
+from cache_service.settings import Settings
 from client_sdk.node_client import NodeClient
 from tests.cache_service.conftest import new_account, short_tempdir, signed_headers
 from tests.cache_service.node_process import (
@@ -434,3 +435,15 @@ def test_two_nodes_never_share_a_data_dir_or_a_port(redis_url: str) -> None:
             assert_one_line_failure(same_port, f"cannot listen on 127.0.0.1 port {port}: Address")
         finally:
             first.stop()
+
+
+@pytest.mark.parametrize(
+    ("cores", "processes", "workers", "expected"),
+    [(8, 1, None, 8), (8, 3, None, 2), (8, 16, None, 1), (1, 2, None, 1), (8, 4, 5, 5)],
+)
+def test_re_encryption_workers_are_the_cores_shared_among_the_processes(
+    monkeypatch: pytest.MonkeyPatch, cores: int, processes: int, workers: int | None, expected: int
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    settings = Settings(processes=processes, workers=workers, redis_url="redis://127.0.0.1")
+    assert settings.workers == expected  # a value given is per process too
