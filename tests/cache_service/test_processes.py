@@ -16,7 +16,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -64,7 +63,10 @@ def spawn_node(base: Path, redis_url: str, *args: str, processes: int = 2) -> No
     argv = [*NODE, "--host", "127.0.0.1", "--port", "0", "--processes", str(processes)]
     argv += ["--redis-url", redis_url, "--data-dir", str(base / "node")]
     argv += ["--ready-file", str(log.with_suffix(".ready")), *args]
-    env = clean_env(STATECACHE_REGISTER_PER_HOUR=str(TEST_REGISTER_PER_HOUR))
+    env = clean_env(
+        STATECACHE_REGISTER_PER_HOUR=str(TEST_REGISTER_PER_HOUR),
+        TMPDIR=str(base),  # where the parent makes its metrics directory
+    )
     with log.open("wb") as stderr:
         proc = subprocess.Popen(
             argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr
@@ -105,9 +107,9 @@ def wait_gone(pids: set[int], seconds: float = 10) -> dict[int, bytes]:
     return left
 
 
-def metrics_dirs() -> set[str]:
-    """The parents' private Prometheus directories now in the temp dir."""
-    return {p.name for p in Path(tempfile.gettempdir()).glob("statecache-metrics-*")}
+def metrics_dirs(base: Path) -> set[str]:
+    """The parent's private Prometheus directories (its temp dir is `base`)."""
+    return {p.name for p in base.glob("statecache-metrics-*")}
 
 
 # which worker answered: /proc
@@ -352,16 +354,16 @@ def test_several_processes_need_an_external_redis(
 
 
 def test_sigterm_stops_every_process(redis_url: str) -> None:
-    before = metrics_dirs()
     with scratch("sc-procs-") as base:
         node = wait_ready(spawn_node(base, redis_url))
         workers_of(node)
         tree = descendants(node.pid)
-        assert len(metrics_dirs() - before) == 1  # the parent's, while it runs
+        (shared,) = metrics_dirs(base)  # the parent's, while it runs: private
+        assert (base / shared).stat().st_mode & 0o777 == 0o700
         node.proc.send_signal(signal.SIGTERM)
         assert node.wait() == 0, node.stderr()
         assert wait_gone(tree) == {}
-        assert metrics_dirs() == before
+        assert metrics_dirs(base) == set()
         events = [line for line in node.stderr().splitlines() if '"event": "stopping"' in line]
         assert len(events) == 3, node.stderr()  # the parent's and each worker's
         assert "Traceback" not in node.stderr()
@@ -372,7 +374,6 @@ def test_sigterm_stops_every_process(redis_url: str) -> None:
 
 
 def test_a_worker_killed_stops_the_node_in_one_line(redis_url: str) -> None:
-    before = metrics_dirs()
     with scratch("sc-procs-") as base:
         node = wait_ready(spawn_node(base, redis_url))
         victim, other = workers_of(node)
@@ -386,7 +387,7 @@ def test_a_worker_killed_stops_the_node_in_one_line(redis_url: str) -> None:
         ], node.stderr()
         assert "Traceback" not in node.stderr()
         assert wait_gone(tree) == {}  # the other worker, both pools, the killed one's too
-        assert metrics_dirs() == before
+        assert metrics_dirs(base) == set()
 
 
 def test_a_killed_parent_takes_its_workers_with_it(redis_url: str) -> None:
@@ -400,14 +401,13 @@ def test_a_killed_parent_takes_its_workers_with_it(redis_url: str) -> None:
 
 
 def test_a_failure_while_starting_is_one_line_and_leaves_nothing(redis_url: str) -> None:
-    before = metrics_dirs()
     with scratch("sc-procs-") as base:
         gone = f"unix://{base}/no-redis.sock"
         node = spawn_node(base, gone, "--redis-wait", "1")
         code = node.wait(30)
         result = subprocess.CompletedProcess(node.proc.args, code, "", node.stderr())
         assert_one_line_failure(result, f"Redis at {gone} unreachable (waited 1 s, --redis-wait)")
-        assert metrics_dirs() == before
+        assert metrics_dirs(base) == set()
         assert children(node.pid) == []
 
 
