@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
+import pre
+
 from .api.keys import BODY_BUDGET, METRICS, OPENAPI, SERVICES, SETTINGS, BodyBudget, Services
 from .api.middleware import authenticate, errors_and_metrics, request_body
 from .api.openapi import openapi_document
@@ -44,9 +46,10 @@ def create_app(
     *,
     clock: Callable[[], float] = time.time,
     storage: Storage | None = None,
+    node: pre.NodeSecrets | None = None,
 ) -> web.Application:
     """`clock` is injectable so tests move time instead of sleeping; `storage` lets a test
-    share one Redis between apps."""
+    share one Redis between apps; `node` is the key a worker process got from its parent."""
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[errors_and_metrics, request_body, authenticate],
@@ -62,7 +65,7 @@ def create_app(
     add_routes(app)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        async with node_resources(settings, app[STOP], storage) as opened:
+        async with node_resources(settings, app[STOP], storage, node) as opened:
             if opened.embedded is not None:
                 app[EMBEDDED_REDIS] = opened.embedded
             app[SERVICES] = _services(settings, opened, clock)

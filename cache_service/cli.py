@@ -5,36 +5,33 @@ Every failure to start or keep running prints one line, `statecache: ...`, on st
 2 for an invalid option value (like any usage error; `--tls-cert` without `--tls-key` too),
 1 for everything else (port in use, data dir unusable or in use, bad node key, bad TLS
 certificate or key, Redis unreachable, the embedded redis-server
-dying too often). Never a traceback.
+dying too often, a worker process of `--processes N` dying). Never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
 from pydantic import ValidationError
 
 import pre
 
-from .app import STOP, create_app
 from .failures import NodeFailure, one_line
 from .logs import configure_logging
-from .node_identity import create_key_file, warn_if_others_can_read
+from .node_identity import create_key_file
+from .node_processes import serve_processes
+from .serving import serve
 from .settings import Settings
-from .startup import Stop, redact_url
-from .tls import ServerTLS, server_tls
+from .startup import redact_url
 
-__all__ = ["add_node_command", "add_serve_arguments", "main", "run", "serve"]
+__all__ = ["add_node_command", "add_serve_arguments", "main", "run"]
 
 log = logging.getLogger("statecache.node")
 
@@ -85,7 +82,16 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--skew-seconds", type=int, metavar="S", help="accepted request clock skew (default 300)"
     )
-    parser.add_argument("--workers", type=int, help="re-encryption processes (default: cores)")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        help="node processes sharing the port (default 1); more than one needs --redis-url",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="re-encryption processes per node process (default: cores / --processes, at least 1)",
+    )
     parser.add_argument(
         "--log-level",
         choices=["debug", "info", "warning", "error"],
@@ -108,7 +114,8 @@ def ready_file_from(args: argparse.Namespace) -> Path | None:
 
 _OPTIONS = (
     "host", "port", "data_dir", "redis_url", "redis_cluster", "redis_wait", "node_key",
-    "tls_cert", "tls_key", "appendfsync", "share_index", "skew_seconds", "workers", "log_level",
+    "tls_cert", "tls_key", "appendfsync", "share_index", "skew_seconds", "processes", "workers",
+    "log_level",
 )  # fmt: skip
 
 
@@ -138,101 +145,6 @@ def _settings_problem(exc: ValidationError, args: argparse.Namespace) -> str:
     return " ".join("; ".join(problems).split())
 
 
-async def serve(settings: Settings, ready_file: Path | None = None) -> None:
-    """Run until SIGTERM or SIGINT, then shut down cleanly (Redis flushed, pool joined).
-
-    Raises `NodeFailure` if the node cannot start, or must stop (the embedded redis-server
-    keeps dying); whatever was started is stopped first."""
-    tls = None  # first: a bad certificate or key stops the node before anything starts
-    if settings.tls_cert is not None and settings.tls_key is not None:
-        tls = server_tls(settings.tls_cert, settings.tls_key)
-    app = create_app(settings)
-    stop = app[STOP]
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.request)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    if not await _start(runner, stop):
-        log.info("stopped while starting")
-        return
-    try:
-        await _listen(runner, settings, tls, ready_file)
-        await stop.wait()
-    except BaseException:
-        await _cleanup(runner, report=False)
-        raise
-    if stop.failure is not None:
-        log.error("stopping", extra={"reason": str(stop.failure)})
-        await _cleanup(runner, report=False)
-        raise stop.failure
-    log.info("stopping")
-    await _cleanup(runner, report=True)
-
-
-async def _start(runner: web.AppRunner, stop: Stop) -> bool:
-    """Set the app up (its lifecycle: lock, key, Redis, pool; closed again on failure);
-    False if a signal came first (e.g. while waiting for Redis): then nothing is left open."""
-    setup = asyncio.ensure_future(runner.setup())
-    stopped = asyncio.ensure_future(stop.wait())
-    await asyncio.wait({setup, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    stopped.cancel()
-    if not setup.done():
-        setup.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await setup
-        try:
-            await runner.app.cleanup()  # whatever the lifecycle had opened when cancelled
-        except Exception as exc:
-            log.error("clean shutdown failed", extra={"error": one_line(exc)})
-        return False
-    setup.result()  # a startup failure: raise it
-    return True
-
-
-async def _listen(
-    runner: web.AppRunner, settings: Settings, tls: ServerTLS | None, ready_file: Path | None
-) -> None:
-    context = None if tls is None else tls.context
-    try:
-        await web.TCPSite(runner, settings.host, settings.port, ssl_context=context).start()
-    except OSError as exc:
-        reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else one_line(exc)
-        raise NodeFailure(
-            f"cannot listen on {settings.host} port {settings.port}: {reason}"
-        ) from None
-    host, port = runner.addresses[0][:2]
-    scheme = "http" if tls is None else "https"
-    log.info(
-        "listening",
-        extra={"host": host, "port": port, "scheme": scheme, "data_dir": str(settings.data_dir)},
-    )
-    if tls is not None:  # said once listening, so that a failure to start stays one line
-        warn_if_others_can_read(tls.key_path, tls.key_mode, "TLS key file", owner=tls.key_owner)
-    if ready_file is not None:  # `HOST PORT`, and ` https` when serving TLS
-        _write_ready_file(ready_file, f"{host} {port}{' https' if tls else ''}\n")
-
-
-async def _cleanup(runner: web.AppRunner, *, report: bool) -> None:
-    """Stop serving and close the lifecycle; a failure there is raised as one line if
-    `report`, else (another failure is already on its way out) logged."""
-    try:
-        await runner.cleanup()
-    except Exception as exc:
-        failure = NodeFailure(f"clean shutdown failed: {one_line(exc)}")
-        if report:
-            raise failure from None
-        log.error("clean shutdown failed", extra={"error": str(failure)})
-
-
-def _write_ready_file(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    try:
-        tmp.write_text(text)
-        tmp.replace(path)
-    except OSError as exc:
-        raise NodeFailure(f"cannot write ready file {path}: {one_line(exc)}") from None
-
-
 def _fail(message: str, status: int = 1) -> int:
     print(f"statecache: {message}", file=sys.stderr)
     return status
@@ -246,7 +158,11 @@ def run(args: argparse.Namespace) -> int:
         return _fail(_settings_problem(exc, args), 2)
     configure_logging(settings.log_level)
     try:
-        asyncio.run(serve(settings, ready_file_from(args)))
+        ready_file = ready_file_from(args)
+        if settings.processes > 1:
+            asyncio.run(serve_processes(settings, ready_file))
+        else:
+            asyncio.run(serve(settings, ready_file))
     except NodeFailure as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:

@@ -1,15 +1,29 @@
-"""Prometheus metrics, one registry per app (several nodes can share a test process)."""
+"""Prometheus metrics, one registry per app (several nodes can share a test process).
+
+A node of several processes (`--processes N`) uses prometheus_client's multiprocess mode:
+its parent gives every worker `PROMETHEUS_MULTIPROC_DIR`, a private directory where each
+process keeps its values (prometheus_client reads the variable when it is imported), and
+`/metrics`, whichever process answers it, sums every process's files."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+import os
 
-__all__ = ["Metrics"]
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+__all__ = ["MULTIPROC_DIR", "Metrics"]
+
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._exported = self.registry
+        if shared := os.environ.get(MULTIPROC_DIR):
+            self._exported = CollectorRegistry()
+            MultiProcessCollector(self._exported, path=shared)  # type: ignore[no-untyped-call]
         self.requests = Counter(
             "statecache_requests_total",
             "HTTP requests by route and status",
@@ -43,4 +57,4 @@ class Metrics:
         )
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self._exported)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from redis.asyncio.connection import parse_url
@@ -117,11 +117,29 @@ class Settings(BaseModel):
         "this bounds the window's chains (the SDK starts a new base after at most 500 "
         "patches: 8 bases x 500)",
     )
+    processes: Annotated[int, Field(ge=1, le=64)] = Field(
+        default=1,
+        description="worker processes serving the node's port (SO_REUSEPORT); more than one "
+        "needs an external Redis",
+    )
     workers: Annotated[int, Field(ge=0, le=64)] = Field(
-        default_factory=lambda: os.cpu_count() or 1,
-        description="re-encryption processes; 0 re-encrypts on the event loop (tests only)",
+        default_factory=lambda: os.cpu_count() or 1,  # shared among `processes`: see below
+        description="re-encryption processes per node process (default: cores / processes, at "
+        "least 1); 0 re-encrypts on the event loop (tests only)",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _workers_per_process(cls, data: Any) -> Any:
+        """`workers` unset: the cores shared among the node's processes, at least 1 each."""
+        if isinstance(data, dict) and data.get("workers") is None:
+            try:
+                processes = max(1, int(data.get("processes") or 1))
+            except (TypeError, ValueError):  # the field's own validation says what is wrong
+                processes = 1
+            data = {**data, "workers": max(1, (os.cpu_count() or 1) // processes)}
+        return data
 
     @field_validator("redis_url")
     @classmethod
@@ -147,6 +165,15 @@ class Settings(BaseModel):
             raise ValueError(
                 f"--tls-{given} (STATECACHE_TLS_{given.upper()}) is set but --tls-{missing} "
                 f"(STATECACHE_TLS_{missing.upper()}) is not: give both or neither"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _processes_share_redis(self) -> Settings:
+        if self.processes > 1 and self.redis_url is None:
+            raise ValueError(
+                f"--processes {self.processes} (STATECACHE_PROCESSES) needs an external Redis "
+                "(--redis-url): the embedded redis-server belongs to one process"
             )
         return self
 

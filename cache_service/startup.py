@@ -2,7 +2,8 @@
 
 1. the data dir, locked (`data_dir.py`), unless the node does not use it at all (an
    external Redis and `--node-key`);
-2. the node key: `--node-key FILE` (read only) or the data dir's `node.key`;
+2. the node key: `--node-key FILE` (read only) or the data dir's `node.key` (a worker of
+   `--processes N` skips 1 and 2: its parent holds the lock and hands it the key);
 3. storage: the embedded redis-server (started, then supervised) or an external Redis,
    waited for with backoff up to `--redis-wait` seconds;
 4. the re-encryption worker pool.
@@ -33,7 +34,15 @@ from .node_identity import load_key_file, load_or_create_identity
 from .settings import Settings
 from .storage import RedisStorage, Storage
 
-__all__ = ["NodeResources", "Stop", "node_resources", "redact_url", "wait_for_redis"]
+__all__ = [
+    "NodeResources",
+    "Stop",
+    "node_identity",
+    "node_resources",
+    "redact_url",
+    "wait_for_redis",
+    "warn_if_data_dir_was_open",
+]
 
 log = logging.getLogger("statecache.node")
 
@@ -65,21 +74,43 @@ class NodeResources:
     embedded: EmbeddedRedis | None
 
 
+def node_identity(
+    settings: Settings, stack: contextlib.ExitStack | contextlib.AsyncExitStack, *, storage: bool
+) -> tuple[DataDirLock | None, pre.NodeSecrets]:
+    """Lock the data dir if the node uses it (released by `stack`), then read or create the
+    node key. `storage`: the caller brings its own (a test), so no embedded Redis."""
+    uses_data_dir = settings.node_key is None or (not storage and not settings.redis_url)
+    lock = None
+    if uses_data_dir:
+        lock = DataDirLock.acquire(settings.data_dir)  # before anything touches the dir
+        stack.callback(lock.release)
+    if settings.node_key is not None:
+        return lock, load_key_file(settings.node_key)
+    return lock, load_or_create_identity(settings.data_dir)
+
+
+def warn_if_data_dir_was_open(lock: DataDirLock | None, settings: Settings) -> None:
+    """Said once the node has started, so that a failure to start stays one line."""
+    if lock is not None and lock.was_mode is not None:
+        log.warning(
+            "data dir was open to other users: made it 0700",
+            extra={"data_dir": str(settings.data_dir), "mode": oct(lock.was_mode)},
+        )
+
+
 @contextlib.asynccontextmanager
 async def node_resources(
-    settings: Settings, stop: Stop, storage: Storage | None = None
+    settings: Settings,
+    stop: Stop,
+    storage: Storage | None = None,
+    node: pre.NodeSecrets | None = None,
 ) -> AsyncIterator[NodeResources]:
-    """Open everything (a test may pass its own `storage`); close it all on the way out."""
+    """Open everything (a test may pass its own `storage`; a worker process gets `node`
+    from its parent, which holds the data dir lock); close it all on the way out."""
     async with contextlib.AsyncExitStack() as stack:
-        uses_data_dir = settings.node_key is None or (storage is None and not settings.redis_url)
         lock = None
-        if uses_data_dir:
-            lock = DataDirLock.acquire(settings.data_dir)  # before anything touches the dir
-            stack.callback(lock.release)
-        if settings.node_key is not None:
-            node = load_key_file(settings.node_key)
-        else:
-            node = load_or_create_identity(settings.data_dir)
+        if node is None:
+            lock, node = node_identity(settings, stack, storage=storage is not None)
 
         embedded = None
         if storage is None:
@@ -109,11 +140,7 @@ async def node_resources(
             await pool.warm_up()
         except Exception as exc:  # OSError, BrokenProcessPool: one line either way
             raise NodeFailure(f"cannot start re-encryption workers: {one_line(exc)}") from None
-        if lock is not None and lock.was_mode is not None:  # said once started: a failure
-            log.warning(  # to start stays one line
-                "data dir was open to other users: made it 0700",
-                extra={"data_dir": str(settings.data_dir), "mode": oct(lock.was_mode)},
-            )
+        warn_if_data_dir_was_open(lock, settings)
         yield NodeResources(node=node, storage=storage, pool=pool, embedded=embedded)
 
 
