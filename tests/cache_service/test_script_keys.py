@@ -30,7 +30,7 @@ from cache_service.protocol.limits import SNAPSHOT_OVERHEAD
 from cache_service.storage import RedisStorage, SnapshotWrite, StoredManifest, WriteOutcome
 from cache_service.storage.redis_base import ATTEMPTS, REACH_GROWTH, REACH_MAX
 from cache_service.storage.redis_scripts import SEQ_WINDOW
-from tests.cache_service.conftest import short_tempdir
+from tests.cache_service.conftest import OwnRedis, short_tempdir
 from tests.cache_service.redis_monitor import Operation, RedisMonitor, script_calls
 
 ADMIN, MEMBER = "aa" * 16, "bb" * 16
@@ -243,7 +243,7 @@ async def assert_consistent(r: aioredis.Redis, account: str, retain: dict[str, i
     assert usage == [b"%d" % (size + SNAPSHOT_OVERHEAD * len(feed)), b"%d" % len(groups), b"2"]
 
 
-async def test_a_publish_whose_keys_moved_runs_again_and_stores(own_redis: Any) -> None:
+async def test_a_publish_whose_keys_moved_runs_again_and_stores(own_redis: OwnRedis) -> None:
     server = await own_redis("everysec")
     one, two = _storage(server), _storage(server)
     try:
@@ -264,7 +264,7 @@ async def test_a_publish_whose_keys_moved_runs_again_and_stores(own_redis: Any) 
         await two.close()
 
 
-async def test_a_publish_raced_every_time_is_a_503_to_retry(own_redis: Any) -> None:
+async def test_a_publish_raced_every_time_is_a_503_to_retry(own_redis: OwnRedis) -> None:
     server = await own_redis("everysec")
     storage = _storage(server)
     account = await _account(storage)
@@ -294,7 +294,7 @@ async def test_a_publish_raced_every_time_is_a_503_to_retry(own_redis: Any) -> N
         await storage.close()
 
 
-async def test_concurrent_publishes_end_stored_and_consistent(own_redis: Any) -> None:
+async def test_concurrent_publishes_end_stored_and_consistent(own_redis: OwnRedis) -> None:
     """Three processes publish to one group at once, each of its own forecast: retention
     1 on one kind, tree bases pruning patches on the others."""
     server = await own_redis("everysec")
