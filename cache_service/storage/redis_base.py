@@ -10,10 +10,19 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
-from ..errors import deleted_error
+from ..errors import Code, ServiceError, deleted_error
 from . import redis_scripts as lua
+from . import redis_snapshot_scripts as snap_lua
+from .redis_forecast import KeyForecast
 
-__all__ = ["RedisBase", "account_key"]
+__all__ = ["ATTEMPTS", "REACH_GROWTH", "REACH_MAX", "RedisBase", "account_key"]
+
+# Runs of a write script asking for more keys (`_write`) before a 503: each asks only when
+# a concurrent write changed what it touches since the last run.
+ATTEMPTS = 4
+# A publish's reach grows this much with each run, up to REACH_MAX sequence numbers.
+REACH_GROWTH, REACH_MAX = 4, 1024
+_ASK_KEYS = lua.ASK_KEYS.encode()
 
 
 def account_key(account_id: str, *parts: str) -> str:
@@ -25,18 +34,19 @@ class RedisBase:
 
     def __init__(self, client: Any) -> None:
         self._r = client
+        self._forecast = KeyForecast()
         self._create_account = self._guarded(client, lua.CREATE_ACCOUNT)
         self._put_device = self._guarded(client, lua.PUT_DEVICE)
         self._count_registration = client.register_script(lua.COUNT_REGISTRATION)
         self._revoke = self._guarded(client, lua.REVOKE)
         self._put_capsule = self._guarded(client, lua.PUT_CAPSULE)
         self._put_grant = self._guarded(client, lua.PUT_GRANT)
-        self._publish = self._guarded(client, lua.PUBLISH)
+        self._publish = self._guarded(client, snap_lua.PUBLISH)
         self._get_capsules = client.register_script(lua.GET_CAPSULES)
         self._put_manifest = self._guarded(client, lua.PUT_MANIFEST)
-        self._delete_snapshots = self._guarded(client, lua.DELETE_SNAPSHOTS)
-        self._put_receipts = self._guarded(client, lua.PUT_RECEIPTS)
-        self._set_receipt = self._guarded(client, lua.SET_RECEIPT)
+        self._delete_snapshots = self._guarded(client, snap_lua.DELETE_SNAPSHOTS)
+        self._put_receipts = self._guarded(client, snap_lua.PUT_RECEIPTS)
+        self._set_receipt = self._guarded(client, snap_lua.SET_RECEIPT)
 
     @classmethod
     def connect(
@@ -85,14 +95,40 @@ class RedisBase:
         return client.register_script(lua.DELETED_GUARD + script)
 
     async def _write(
-        self, script: Any, account_id: str, *, keys: list[str], args: list[Any]
+        self,
+        script: Any,
+        account_id: str,
+        *,
+        keys: list[str],
+        args: list[Any],
+        more: list[str] | None = None,
+        reach: int | None = None,
     ) -> Any:
-        try:
-            return await script(keys=[*keys, self._k(account_id, "deleted")], args=args)
-        except redis.exceptions.ResponseError as exc:
-            if str(exc) != lua.DELETED:
-                raise
-        raise deleted_error(await self.deletion_order(account_id) or b"")
+        """Run a guarded write script with `keys`, then `more` (keys it will likely touch
+        too), then the tombstone. A script that finds it needs keys it was not given
+        answers them before writing anything (`redis_scripts`); it runs again with them,
+        up to ATTEMPTS times: writes in between may move them again. A publish's `reach`
+        (how many sequence numbers from the new one its answer names, for the publishes
+        that store in between) is its last ARGV, wider at each run."""
+        declared: list[str | bytes] = [*keys, *(more or ())]
+        tombstone = self._k(account_id, "deleted")
+        for _ in range(ATTEMPTS):
+            if reach is not None:
+                reach = min(reach * REACH_GROWTH, REACH_MAX)
+            try:
+                answer = await script(
+                    keys=[*declared, tombstone], args=args if reach is None else [*args, reach]
+                )
+            except redis.exceptions.ResponseError as exc:
+                if str(exc) != lua.DELETED:
+                    raise
+                raise deleted_error(await self.deletion_order(account_id) or b"") from None
+            if not (isinstance(answer, list) and answer and answer[0] == _ASK_KEYS):
+                return answer
+            declared += answer[1:]
+        raise ServiceError(
+            Code.UNAVAILABLE, "the account's data kept changing under this write", retry_after=1
+        )
 
     async def ping(self) -> bool:
         """Reachable and taking writes: it answers, it is a primary, and its last AOF write

@@ -30,45 +30,56 @@ class RedisSnapshots(RedisBase):
             )
         k = self._k
         g = b64(item.group_id)
+        snap = k(account_id, "snap") + ":"
         pruned = item.prunes if item.prunes not in (None, item.kind) else None
-        answer = await self._write(
-            self._publish,
-            account_id,
-            keys=[
-                k(account_id, "capcur"),
-                k(account_id, "gk", g, item.kind),
-                k(account_id, "feed"),
-                k(account_id, "seq"),
-                k(account_id, "rev"),
-                k(account_id, "group", g),
-                k(account_id, "gk", g, pruned or item.kind),
-                k(account_id, "usage"),
-            ],
-            args=[
-                item.label,
-                item.key_epoch,
-                item.mls_epoch,
-                item.digest,
-                item.data,
-                item.retain,
-                k(account_id, "snap") + ":",
-                item.author,
-                g,
-                item.kind,
-                "1" if pruned else "0",
-                item.max_jump,
-                item.stored_at,
-                item.receipt,
-                item.quota_groups,
-                item.quota_stored_bytes,
-            ],
-        )
-        status, value, *rest = answer
-        outcome = WriteOutcome(status.decode())
-        if outcome is WriteOutcome.STORED:
-            return PublishOutcome(outcome, seq=int(value), receipt=item.receipt)
+        keys = [
+            k(account_id, "capcur"),
+            k(account_id, "gk", g, item.kind),
+            k(account_id, "feed"),
+            k(account_id, "seq"),
+            k(account_id, "rev"),
+            k(account_id, "group", g),
+            k(account_id, "gk", g, pruned or item.kind),
+            k(account_id, "usage"),
+        ]
+        args = [
+            item.label,
+            item.key_epoch,
+            item.mls_epoch,
+            item.digest,
+            item.data,
+            item.retain,
+            snap,
+            item.author,
+            g,
+            item.kind,
+            "1" if pruned else "0",
+            item.max_jump,
+            item.stored_at,
+            item.receipt,
+            item.quota_groups,
+            item.quota_stored_bytes,
+        ]
+        with self._forecast.publishing(account_id) as flight:
+            forecast = self._forecast.keys(flight, g, item.kind)
+            status, value, *rest = await self._write(
+                self._publish,
+                account_id,
+                keys=keys,
+                more=[snap + str(seq) for seq in forecast],
+                args=args,
+                reach=flight.reach,
+            )
+            outcome = WriteOutcome(status.decode())
+            if outcome is WriteOutcome.STORED:
+                ahead = tuple(int(seq) for seq in rest[0])
+                self._forecast.stored(
+                    flight, g, item.kind, seq=int(value), mls_epoch=item.mls_epoch, ahead=ahead
+                )
+                return PublishOutcome(outcome, seq=int(value), receipt=item.receipt)
         if outcome is WriteOutcome.DUPLICATE:
             held = rest[0] if rest else None
+            self._forecast.found(account_id, g, item.kind, seq=int(value), mls_epoch=item.mls_epoch)
             return PublishOutcome(outcome, seq=int(value), receipt=bytes(held) if held else None)
         if outcome in (WriteOutcome.QUOTA_GROUPS, WriteOutcome.QUOTA_STORED_BYTES):
             return PublishOutcome(outcome, limit=int(value))
@@ -95,11 +106,14 @@ class RedisSnapshots(RedisBase):
         self, account_id: str, *, group_id: bytes, kind: str, mls_epoch: int, digest: bytes,
         receipts: bytes,
     ) -> ReceiptOutcome:  # fmt: skip
+        k, g = self._k, b64(group_id)
+        seq = self._forecast.at_epoch(account_id, g, kind, mls_epoch)  # most often just stored
         status = await self._write(
             self._put_receipts,
             account_id,
-            keys=[self._k(account_id, "gk", b64(group_id), kind), self._k(account_id, "usage")],
-            args=[mls_epoch, digest, self._k(account_id, "snap") + ":", receipts],
+            keys=[k(account_id, "gk", g, kind), k(account_id, "usage")],
+            more=[] if seq is None else [k(account_id, "snap", str(seq))],
+            args=[mls_epoch, digest, k(account_id, "snap") + ":", receipts],
         )
         return ReceiptOutcome(status.decode())
 
@@ -110,13 +124,13 @@ class RedisSnapshots(RedisBase):
         deleted = await self._write(
             self._delete_snapshots,
             account_id,
-            keys=[k(account_id, "feed"), k(account_id, "usage")],
-            args=[
-                k(account_id, "snap") + ":",
+            keys=[
+                k(account_id, "feed"),
+                k(account_id, "usage"),
                 k(account_id, "group", g),
-                k(account_id, "gk", g) + ":",
-                *seqs,
+                *(k(account_id, "snap", str(seq)) for seq in seqs),
             ],
+            args=[k(account_id, "snap") + ":", k(account_id, "gk", g) + ":", *seqs],
         )
         return int(deleted)
 

@@ -27,8 +27,11 @@ Cluster slot and its Lua scripts stay atomic there):
     sc:reg:{<address>}              string  registrations from one client address, TTL:
                                             until its window closes
 
-<g> is the group id in base64url. Scripts touch keys derived from their declared KEYS
-under the same hash tag, which Redis Cluster serves from the one slot.
+<g> is the group id in base64url. A script touches only the keys it declares in KEYS
+(Redis Cluster serves a script no other): those named by stored data (a snapshot's
+`<seq>`, a grant's ref, a snapshot's kind) it asks for before writing anything, and is
+run again with them (`redis_scripts`, `RedisBase._write`); a publish declares up front
+those this process forecasts (`redis_forecast`).
 """
 
 from __future__ import annotations
@@ -128,7 +131,7 @@ class RedisStorage(RedisSnapshots, RedisAccountDeletion):
         self, account_id: str, device_id: str, revocation: bytes
     ) -> tuple[bytes, list[tuple[str, int]]]:
         k = self._k
-        in_force, *refs = await self._write(
+        _, in_force, *refs = await self._write(
             self._revoke,
             account_id,
             keys=[k(account_id, "rev"), k(account_id, "grants", device_id)],
@@ -169,10 +172,10 @@ class RedisStorage(RedisSnapshots, RedisAccountDeletion):
     ) -> dict[tuple[str, int], bytes | None]:
         if not keys:
             return {}
-        args: list[str | int] = [self._k(account_id, "cap") + ":"]
-        for label, epoch in keys:
-            args += [label, epoch]
-        values = await self._get_capsules(keys=[self._k(account_id, "capcur")], args=args)
+        values = await self._get_capsules(
+            keys=[self._k(account_id, "cap", label) for label, _ in keys],
+            args=[epoch for _, epoch in keys],
+        )
         return {key: bytes(v) if v else None for key, v in zip(keys, values, strict=True)}
 
     async def list_capsules(self, account_id: str) -> list[StoredCapsule]:
